@@ -1,0 +1,251 @@
+/*
+ * libkvpool: the public client API over the RPC channel.  Checks arguments
+ * before anything goes on the wire, computes checksums on put and verifies
+ * them on get (damaged bytes are reported as KVP_ERR_CHECKSUM: a miss).
+ */
+#include <kv/alloc.h>
+#include <kv/hash.h>
+#include <kv/log.h>
+#include <kvproto/rpc_client.h>
+#include <kvpool/kvpool.h>
+
+#include "kvpool.pb-c.h"
+
+#include <string.h>
+
+#define DEFAULT_TIMEOUT_MS 10000
+
+/* Method indices of the PoolNode service (its order in kvpool.proto). */
+enum { METHOD_PUT = 1, METHOD_GET, METHOD_EXISTS, METHOD_DELETE, METHOD_STATS };
+
+struct kvp_client {
+    kv_rpc_client_t *rpc;
+    uint32_t         timeout_ms;
+};
+
+static int ns_valid(const char *ns)
+{
+    return ns != NULL && ns[0] != '\0' && strnlen(ns, KVP_NAMESPACE_MAX + 1) <= KVP_NAMESPACE_MAX;
+}
+
+kvp_status_t kvp_client_connect(const char *address,
+                                const kvp_client_params_t *params,
+                                kvp_client_h *client_p)
+{
+    kv_rpc_client_params_t rpc = {0};
+    kvp_client_h           client;
+    kvp_status_t           status;
+    uint64_t               mask = params ? params->field_mask : 0;
+
+    if (address == NULL || client_p == NULL) {
+        return KVP_ERR_INVALID_PARAM;
+    }
+    client             = kv_calloc(1, sizeof(*client), "client");
+    client->timeout_ms = (mask & KVP_CLIENT_PARAM_TIMEOUT_MS) ? params->timeout_ms
+                                                              : DEFAULT_TIMEOUT_MS;
+    rpc.address    = address;
+    rpc.token      = (mask & KVP_CLIENT_PARAM_TOKEN) ? params->token : NULL;
+    rpc.name       = (mask & KVP_CLIENT_PARAM_NAME) ? params->name : "libkvpool";
+    rpc.timeout_ms = client->timeout_ms;
+    rpc.service    = &kvpool__pool_node__descriptor;
+    status         = kv_rpc_client_create(&rpc, &client->rpc);
+    if (status != KVP_OK) {
+        kv_log_warn("connect to %s: %s", address, kvp_status_string(status));
+        kv_free(client);
+        return status;
+    }
+    *client_p = client;
+    return KVP_OK;
+}
+
+void kvp_client_disconnect(kvp_client_h client)
+{
+    if (client == NULL) {
+        return;
+    }
+    kv_rpc_client_destroy(client->rpc);
+    kv_free(client);
+}
+
+kvp_status_t kvp_put(kvp_client_h client, const char *ns, const kvp_key_t *key,
+                     const void *data, uint64_t size)
+{
+    Kvpool__PutRequest req = KVPOOL__PUT_REQUEST__INIT;
+
+    if (client == NULL || !ns_valid(ns) || key == NULL || data == NULL || size == 0) {
+        return KVP_ERR_INVALID_PARAM;
+    }
+    if (size > KVP_BLOCK_MAX) {
+        return KVP_ERR_TOO_LARGE;
+    }
+    req.ns       = (char *)ns;
+    req.key.data = (uint8_t *)key->bytes;
+    req.key.len  = KVP_KEY_LEN;
+    req.checksum = kv_checksum(data, size);
+    return kv_rpc_call(client->rpc, METHOD_PUT, &req.base, data, size,
+                       client->timeout_ms, NULL, NULL);
+}
+
+kvp_status_t kvp_get(kvp_client_h client, const char *ns, const kvp_key_t *key,
+                     void *buf, uint64_t capacity, uint64_t *size_p)
+{
+    Kvpool__GetRequest req   = KVPOOL__GET_REQUEST__INIT;
+    Kvpool__GetReply  *reply = NULL;
+    kv_rpc_recv_t      recv  = {buf, capacity, 0, 0};
+    kvp_status_t       status;
+
+    if (client == NULL || !ns_valid(ns) || key == NULL ||
+        (buf == NULL && capacity > 0)) {
+        return KVP_ERR_INVALID_PARAM;
+    }
+    req.ns       = (char *)ns;
+    req.key.data = (uint8_t *)key->bytes;
+    req.key.len  = KVP_KEY_LEN;
+    req.max_size = capacity;
+    status = kv_rpc_call(client->rpc, METHOD_GET, &req.base, NULL, 0,
+                         client->timeout_ms, (ProtobufCMessage **)&reply, &recv);
+    if (status == KVP_ERR_BUFFER_TOO_SMALL && size_p != NULL) {
+        *size_p = recv.error_size;
+    }
+    if (status != KVP_OK) {
+        return status;
+    }
+    if (reply->size != recv.len) {
+        kv_log_warn("get: node announced %llu bytes, sent %llu",
+                    (unsigned long long)reply->size, (unsigned long long)recv.len);
+        status = KVP_ERR_PROTOCOL;
+    } else if (kv_checksum(buf, recv.len) != reply->checksum) {
+        kv_log_warn("get: block failed its checksum; treating it as a miss");
+        status = KVP_ERR_CHECKSUM;
+    } else if (size_p != NULL) {
+        *size_p = recv.len;
+    }
+    kvpool__get_reply__free_unpacked(reply, NULL);
+    return status;
+}
+
+/* Build a KeysRequest that borrows the caller's keys. */
+static ProtobufCBinaryData *keys_borrow(const kvp_key_t *keys, size_t count)
+{
+    ProtobufCBinaryData *bin = kv_malloc(count * sizeof(*bin) + 1, "key list");
+
+    for (size_t i = 0; i < count; i++) {
+        bin[i].data = (uint8_t *)keys[i].bytes;
+        bin[i].len  = KVP_KEY_LEN;
+    }
+    return bin;
+}
+
+static kvp_status_t keys_call(kvp_client_h client, unsigned method,
+                              const char *ns, const kvp_key_t *keys, size_t count,
+                              ProtobufCMessage **reply_p)
+{
+    Kvpool__KeysRequest req = KVPOOL__KEYS_REQUEST__INIT;
+    kvp_status_t        status;
+
+    if (client == NULL || !ns_valid(ns) || (keys == NULL && count > 0) ||
+        count > KVP_BATCH_MAX) {
+        return KVP_ERR_INVALID_PARAM;
+    }
+    req.ns     = (char *)ns;
+    req.n_keys = count;
+    req.keys   = keys_borrow(keys, count);
+    status     = kv_rpc_call(client->rpc, method, &req.base, NULL, 0,
+                             client->timeout_ms, reply_p, NULL);
+    kv_free(req.keys);
+    return status;
+}
+
+kvp_status_t kvp_exists(kvp_client_h client, const char *ns,
+                        const kvp_key_t *keys, size_t count, size_t *present_p)
+{
+    Kvpool__ExistsReply *reply;
+    kvp_status_t         status;
+
+    if (present_p == NULL) {
+        return KVP_ERR_INVALID_PARAM;
+    }
+    status = keys_call(client, METHOD_EXISTS, ns, keys, count,
+                       (ProtobufCMessage **)&reply);
+    if (status != KVP_OK) {
+        return status;
+    }
+    *present_p = reply->present < count ? reply->present : count;
+    kvpool__exists_reply__free_unpacked(reply, NULL);
+    return KVP_OK;
+}
+
+kvp_status_t kvp_delete(kvp_client_h client, const char *ns,
+                        const kvp_key_t *keys, size_t count, size_t *deleted_p)
+{
+    Kvpool__DeleteReply *reply;
+    kvp_status_t         status;
+
+    status = keys_call(client, METHOD_DELETE, ns, keys, count,
+                       (ProtobufCMessage **)&reply);
+    if (status != KVP_OK) {
+        return status;
+    }
+    if (deleted_p != NULL) {
+        *deleted_p = reply->deleted;
+    }
+    kvpool__delete_reply__free_unpacked(reply, NULL);
+    return KVP_OK;
+}
+
+kvp_status_t kvp_stats(kvp_client_h client, kvp_stats_t *stats_p)
+{
+    Kvpool__StatsRequest req = KVPOOL__STATS_REQUEST__INIT;
+    Kvpool__StatsReply  *reply;
+    kvp_status_t         status;
+
+    if (client == NULL || stats_p == NULL) {
+        return KVP_ERR_INVALID_PARAM;
+    }
+    status = kv_rpc_call(client->rpc, METHOD_STATS, &req.base, NULL, 0,
+                         client->timeout_ms, (ProtobufCMessage **)&reply, NULL);
+    if (status != KVP_OK) {
+        return status;
+    }
+    stats_p->capacity_bytes = reply->capacity_bytes;
+    stats_p->used_bytes     = reply->used_bytes;
+    stats_p->blocks         = reply->blocks;
+    stats_p->puts           = reply->puts;
+    stats_p->gets           = reply->gets;
+    stats_p->hits           = reply->hits;
+    stats_p->misses         = reply->misses;
+    stats_p->evictions      = reply->evictions;
+    stats_p->bytes_in       = reply->bytes_in;
+    stats_p->bytes_out      = reply->bytes_out;
+    stats_p->connections    = reply->connections;
+    stats_p->rpc_errors     = reply->rpc_errors;
+    kvpool__stats_reply__free_unpacked(reply, NULL);
+    return KVP_OK;
+}
+
+size_t kvp_chain_keys(const uint32_t *tokens, size_t num_tokens,
+                      size_t block_tokens, const kvp_key_t *parent,
+                      kvp_key_t *keys)
+{
+    size_t blocks;
+
+    if (tokens == NULL || keys == NULL || block_tokens == 0) {
+        return 0;
+    }
+    blocks = num_tokens / block_tokens;
+    for (size_t i = 0; i < blocks; i++) {
+        keys[i] = kv_key_chain(i ? &keys[i - 1] : parent, tokens + i * block_tokens,
+                               block_tokens);
+    }
+    return blocks;
+}
+
+kvp_key_t kvp_key_from_bytes(const void *bytes, size_t len)
+{
+    return kv_key_hash(bytes, len);
+}
+
+void kvp_set_log_handler(kvp_log_level_t level, kvp_log_func_t func, void *arg)
+{
+    kv_log_set_handler(level, func, arg);
+}

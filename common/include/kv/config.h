@@ -1,0 +1,32 @@
+/**
+ * @file config.h
+ * @brief INI configuration files (libinih), read once at start-up.
+ */
+#ifndef KV_CONFIG_H
+#define KV_CONFIG_H
+
+#include <kvpool/status.h>
+
+#include <stddef.h>
+
+/** Longest value accepted in a config file. */
+#define KV_CONFIG_VALUE_MAX 1024
+
+/**
+ * Called for each "key = value" line.  Return KVP_OK to go on, or an error
+ * (after writing a reason into @p err, @p err_len bytes) to stop.
+ */
+typedef kvp_status_t (*kv_config_func_t)(const char *section, const char *key,
+                                         const char *value, void *arg,
+                                         char *err, size_t err_len);
+
+/**
+ * Parse the INI file at @p path, calling @p func for every entry.
+ * @return KVP_OK; KVP_ERR_IO if it cannot be opened; KVP_ERR_CONFIG for a
+ *         syntax error, a value over KV_CONFIG_VALUE_MAX, or an entry
+ *         @p func rejected.  On error @p err says which line and why.
+ */
+kvp_status_t kv_config_load(const char *path, kv_config_func_t func, void *arg,
+                            char *err, size_t err_len);
+
+#endif

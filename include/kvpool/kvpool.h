@@ -1,0 +1,230 @@
+/**
+ * @file kvpool.h
+ * @brief libkvpool: the client library of the kvpool KV-cache pool.
+ *
+ * An inference engine connects to a pool node, turns the token ids of a
+ * prompt into a chain of 128-bit block keys, asks how long a prefix of that
+ * chain is cached, loads the cached blocks and saves the new ones.
+ *
+ * Threading: a kvp_client_h may be used by many threads at once; calls from
+ * different threads are multiplexed on one connection (each call carries a
+ * request id) and may be in flight together.  The library never prints; the
+ * caller may install a log callback with kvp_set_log_handler().
+ *
+ * Ownership: every pointer passed in is borrowed for the duration of the
+ * call only, unless a function says otherwise.
+ */
+#ifndef KVPOOL_KVPOOL_H
+#define KVPOOL_KVPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <kvpool/status.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(KVP_BUILDING_LIBRARY)
+#define KVP_EXPORT __attribute__((visibility("default")))
+#else
+#define KVP_EXPORT
+#endif
+
+/** Version of the wire protocol this library speaks. */
+#define KVP_PROTOCOL_VERSION 1
+
+/** Length of a block key in bytes. */
+#define KVP_KEY_LEN 16
+
+/** Longest namespace, in bytes (a namespace is 1..KVP_NAMESPACE_MAX bytes). */
+#define KVP_NAMESPACE_MAX 128
+
+/** Longest auth token, in bytes. */
+#define KVP_TOKEN_MAX 256
+
+/** Largest block the protocol carries, in bytes (256 MiB). */
+#define KVP_BLOCK_MAX ((uint64_t)256 << 20)
+
+/** Most keys in one exists/delete call. */
+#define KVP_BATCH_MAX 4096
+
+/** A 128-bit block key.  It names a block and, being chained, its prefix. */
+typedef struct kvp_key {
+    uint8_t bytes[KVP_KEY_LEN];
+} kvp_key_t;
+
+/** Opaque connection to a pool node. */
+typedef struct kvp_client *kvp_client_h;
+
+/** Bits of kvp_client_params_t::field_mask. */
+enum {
+    KVP_CLIENT_PARAM_TOKEN      = 1u << 0,
+    KVP_CLIENT_PARAM_TIMEOUT_MS = 1u << 1,
+    KVP_CLIENT_PARAM_NAME       = 1u << 2
+};
+
+/**
+ * Parameters of kvp_client_connect().  Set field_mask to the fields you
+ * filled; the others take their defaults, so new fields never break callers.
+ */
+typedef struct kvp_client_params {
+    uint64_t    field_mask;
+    const char *token;      /**< shared secret; default none */
+    uint32_t    timeout_ms; /**< deadline of each call; default 10000 */
+    const char *name;       /**< shown in the node's log; default "libkvpool" */
+} kvp_client_params_t;
+
+/** Node counters returned by kvp_stats(). */
+typedef struct kvp_stats {
+    uint64_t capacity_bytes; /**< size of the host arena */
+    uint64_t used_bytes;     /**< bytes allocated to blocks */
+    uint64_t blocks;         /**< committed blocks */
+    uint64_t puts;           /**< successful puts */
+    uint64_t gets;           /**< get requests */
+    uint64_t hits;           /**< gets that found their block */
+    uint64_t misses;         /**< gets that did not */
+    uint64_t evictions;      /**< blocks evicted to make room */
+    uint64_t bytes_in;       /**< block bytes received */
+    uint64_t bytes_out;      /**< block bytes sent */
+    uint64_t connections;    /**< connections open now */
+    uint64_t rpc_errors;     /**< requests answered with an error */
+} kvp_stats_t;
+
+/**
+ * @brief Connect to a pool node and complete the handshake.
+ *
+ * @param [in]  address  "HOST:PORT" (IPv4 or a name; "[v6]:PORT" for IPv6).
+ * @param [in]  params   optional (NULL for all defaults).
+ * @param [out] client_p the new handle, set only on success; release it with
+ *                       kvp_client_disconnect().
+ * @return KVP_OK; KVP_ERR_INVALID_PARAM for a malformed address or too long
+ *         a token; KVP_ERR_CONNECTION_REFUSED; KVP_ERR_VERSION or
+ *         KVP_ERR_AUTH when the node refuses the handshake;
+ *         KVP_ERR_TIMED_OUT.
+ */
+KVP_EXPORT kvp_status_t kvp_client_connect(const char *address,
+                                           const kvp_client_params_t *params,
+                                           kvp_client_h *client_p);
+
+/**
+ * @brief Close the connection and free the handle.  Calls still in flight
+ * in other threads fail with KVP_ERR_CONNECTION_LOST; the caller must not
+ * start new ones.  NULL is accepted.
+ */
+KVP_EXPORT void kvp_client_disconnect(kvp_client_h client);
+
+/**
+ * @brief Store one block.
+ *
+ * The node checks the XXH3-64 checksum the library computes over @p data,
+ * evicts least-recently-used unpinned blocks if it needs room, and replaces
+ * any block already stored under the same key.
+ *
+ * @param [in] ns    namespace, 1..KVP_NAMESPACE_MAX bytes, NUL-terminated.
+ * @param [in] key   the block key.
+ * @param [in] data  the block bytes (copied before the call returns).
+ * @param [in] size  1..KVP_BLOCK_MAX.
+ * @return KVP_OK; KVP_ERR_INVALID_PARAM; KVP_ERR_TOO_LARGE (larger than the
+ *         node's arena); KVP_ERR_NO_SPACE (everything else is pinned by
+ *         readers); a connection error.
+ */
+KVP_EXPORT kvp_status_t kvp_put(kvp_client_h client, const char *ns,
+                                const kvp_key_t *key, const void *data,
+                                uint64_t size);
+
+/**
+ * @brief Load one block into a caller buffer.
+ *
+ * @param [out] buf      receives the block bytes.
+ * @param [in]  capacity length of @p buf.
+ * @param [out] size_p   the block's size, set on success and on
+ *                       KVP_ERR_BUFFER_TOO_SMALL.  May be NULL.
+ * @return KVP_OK; KVP_ERR_NOT_FOUND (a miss); KVP_ERR_BUFFER_TOO_SMALL;
+ *         KVP_ERR_CHECKSUM (the bytes arrived damaged: treat as a miss;
+ *         @p buf content is then undefined); KVP_ERR_INVALID_PARAM; a
+ *         connection error.
+ */
+KVP_EXPORT kvp_status_t kvp_get(kvp_client_h client, const char *ns,
+                                const kvp_key_t *key, void *buf,
+                                uint64_t capacity, uint64_t *size_p);
+
+/**
+ * @brief How many leading keys of a chain are stored.
+ *
+ * @param [in]  keys      the chain, @p count keys, 0..KVP_BATCH_MAX.
+ * @param [out] present_p the length of the longest stored prefix.
+ * @return KVP_OK; KVP_ERR_INVALID_PARAM; a connection error.
+ */
+KVP_EXPORT kvp_status_t kvp_exists(kvp_client_h client, const char *ns,
+                                   const kvp_key_t *keys, size_t count,
+                                   size_t *present_p);
+
+/**
+ * @brief Delete blocks.  Blocks being read stay readable until the reader
+ * is done and are then freed.  Missing keys are not an error.
+ *
+ * @param [out] deleted_p how many of the keys were stored (may be NULL).
+ * @return KVP_OK; KVP_ERR_INVALID_PARAM; a connection error.
+ */
+KVP_EXPORT kvp_status_t kvp_delete(kvp_client_h client, const char *ns,
+                                   const kvp_key_t *keys, size_t count,
+                                   size_t *deleted_p);
+
+/**
+ * @brief Fetch the node's counters.
+ * @param [out] stats_p filled on success.
+ */
+KVP_EXPORT kvp_status_t kvp_stats(kvp_client_h client, kvp_stats_t *stats_p);
+
+/**
+ * @brief Turn token ids into chained block keys.
+ *
+ * key_i = XXH3-128(key_{i-1} || little-endian uint32 tokens of block i), the
+ * first block hashing @p parent (or 16 zero bytes when NULL).  Only full
+ * blocks get a key: a trailing partial block is not keyed, as engines only
+ * cache full pages.
+ *
+ * @param [in]  tokens       token ids.
+ * @param [in]  num_tokens   how many.
+ * @param [in]  block_tokens tokens per block, > 0.
+ * @param [in]  parent       key preceding the first block, or NULL.
+ * @param [out] keys         room for num_tokens / block_tokens keys.
+ * @return the number of keys written.
+ */
+KVP_EXPORT size_t kvp_chain_keys(const uint32_t *tokens, size_t num_tokens,
+                                 size_t block_tokens, const kvp_key_t *parent,
+                                 kvp_key_t *keys);
+
+/**
+ * @brief Turn an identifier the engine already has (a vLLM block hash, a
+ * Mooncake trace hash_id, a file name) into a key: XXH3-128 of the bytes.
+ * Use this where the engine's own ids already chain their prefix.
+ */
+KVP_EXPORT kvp_key_t kvp_key_from_bytes(const void *bytes, size_t len);
+
+/** Log levels of kvp_set_log_handler(). */
+typedef enum kvp_log_level {
+    KVP_LOG_ERROR = 0,
+    KVP_LOG_WARN  = 1,
+    KVP_LOG_INFO  = 2,
+    KVP_LOG_DEBUG = 3
+} kvp_log_level_t;
+
+/** A log callback: @p message is valid only during the call. */
+typedef void (*kvp_log_func_t)(kvp_log_level_t level, const char *message,
+                               void *arg);
+
+/**
+ * @brief Route the library's log lines at or above @p level to @p func.
+ * By default the library logs nothing.  Pass NULL to stop.  Not
+ * thread-safe against calls in flight: set it once, at start-up.
+ */
+KVP_EXPORT void kvp_set_log_handler(kvp_log_level_t level, kvp_log_func_t func,
+                                    void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

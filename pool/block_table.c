@@ -1,0 +1,469 @@
+/*
+ * block_table.c - the node's block table with LRU eviction.
+ *
+ * Every live block is on exactly one doubly-linked list:
+ *  - lru:   the COMMITTED blocks, most recently used at the head; eviction
+ *           takes from the tail;
+ *  - limbo: PENDING and DEAD blocks, which nobody looks up or evicts; kept
+ *           only so that destroy can free them.
+ * COMMITTED blocks are also in a chained hash table keyed by (ns id, key);
+ * at most one committed block exists per (ns id, key).  It doubles its
+ * bucket count when it holds more blocks than buckets.
+ *
+ * Byte counters are in arena bytes (block sizes rounded up by the arena):
+ * used_bytes sums the committed blocks, pinned_bytes the committed blocks
+ * with pins.  Their difference is what eviction can free, which lets
+ * reserve fail at once, evicting nothing, when even that is not enough.
+ *
+ * Namespaces are interned into an array indexed by id, with an open
+ * addressing index of twice the namespace cap (load factor <= 1/2).
+ */
+#include "block_table.h"
+
+#include <kv/alloc.h>
+#include <kv/hash.h>
+#include <kv/log.h>
+
+#include <assert.h>
+#include <string.h>
+
+enum {
+    KV_BLOCK_STATE_PENDING = 1,
+    KV_BLOCK_STATE_COMMITTED,
+    KV_BLOCK_STATE_DEAD
+};
+
+#define BLOCK_TABLE_INITIAL_BUCKETS 1024
+#define NS_SLOTS                    (2 * KV_BLOCK_TABLE_MAX_NAMESPACES)
+
+typedef struct block_list {
+    kv_block_t *head;   /* most recently used / added */
+    kv_block_t *tail;
+} block_list_t;
+
+struct kv_block_table {
+    kv_arena_t   *arena;
+
+    kv_block_t  **buckets;
+    size_t        num_buckets;  /* a power of two */
+    uint64_t      num_blocks;   /* committed */
+
+    block_list_t  lru;
+    block_list_t  limbo;
+
+    uint64_t      used_bytes;
+    uint64_t      pinned_bytes;
+    uint64_t      evictions;
+    uint64_t      evicted_bytes;
+
+    uint32_t      ns_count;
+    char        **ns_names;     /* [KV_BLOCK_TABLE_MAX_NAMESPACES] */
+    uint8_t      *ns_lens;      /* [KV_BLOCK_TABLE_MAX_NAMESPACES] */
+    uint16_t     *ns_slots;     /* [NS_SLOTS] id + 1, 0 = empty */
+};
+
+_Static_assert(KVP_NAMESPACE_MAX <= UINT8_MAX, "namespace lengths fit ns_lens");
+_Static_assert(KV_BLOCK_TABLE_MAX_NAMESPACES < UINT16_MAX, "ids fit ns_slots");
+
+static void block_list_push_head(block_list_t *list, kv_block_t *block)
+{
+    block->prev = NULL;
+    block->next = list->head;
+    if (list->head != NULL) {
+        list->head->prev = block;
+    } else {
+        list->tail = block;
+    }
+    list->head = block;
+}
+
+static void block_list_remove(block_list_t *list, kv_block_t *block)
+{
+    if (block->prev != NULL) {
+        block->prev->next = block->next;
+    } else {
+        list->head = block->next;
+    }
+    if (block->next != NULL) {
+        block->next->prev = block->prev;
+    } else {
+        list->tail = block->prev;
+    }
+    block->prev = block->next = NULL;
+}
+
+static uint64_t block_hash(uint32_t ns_id, const kvp_key_t *key)
+{
+    uint64_t h = kv_key_hash64(key) ^ ((uint64_t)ns_id * 0x9e3779b97f4a7c15ull);
+
+    /* splitmix64 finaliser: keys need not be random in every byte */
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebull;
+    h ^= h >> 31;
+    return h;
+}
+
+static kv_block_t **block_bucket(const kv_block_table_t *table, uint32_t ns_id,
+                                 const kvp_key_t *key)
+{
+    return &table->buckets[block_hash(ns_id, key) & (table->num_buckets - 1)];
+}
+
+static kv_block_t *block_hash_find(const kv_block_table_t *table,
+                                   uint32_t ns_id, const kvp_key_t *key)
+{
+    kv_block_t *block;
+
+    for (block = *block_bucket(table, ns_id, key); block != NULL;
+         block = block->hash_next) {
+        if ((block->ns_id == ns_id) &&
+            (memcmp(block->key.bytes, key->bytes, KVP_KEY_LEN) == 0)) {
+            return block;
+        }
+    }
+    return NULL;
+}
+
+static void block_hash_grow(kv_block_table_t *table)
+{
+    size_t       old_count   = table->num_buckets;
+    kv_block_t **old_buckets = table->buckets;
+    kv_block_t  *block, *next;
+
+    table->num_buckets = 2 * old_count;
+    table->buckets     = kv_calloc(table->num_buckets, sizeof(*table->buckets),
+                                   "block hash");
+    for (size_t i = 0; i < old_count; i++) {
+        for (block = old_buckets[i]; block != NULL; block = next) {
+            kv_block_t **bucket = block_bucket(table, block->ns_id, &block->key);
+
+            next             = block->hash_next;
+            block->hash_next = *bucket;
+            *bucket          = block;
+        }
+    }
+    kv_free(old_buckets);
+}
+
+static void block_hash_insert(kv_block_table_t *table, kv_block_t *block)
+{
+    kv_block_t **bucket;
+
+    if (table->num_blocks >= table->num_buckets) {
+        block_hash_grow(table);
+    }
+    bucket           = block_bucket(table, block->ns_id, &block->key);
+    block->hash_next = *bucket;
+    *bucket          = block;
+}
+
+static void block_hash_remove(kv_block_table_t *table, kv_block_t *block)
+{
+    kv_block_t **link = block_bucket(table, block->ns_id, &block->key);
+
+    while (*link != block) {
+        assert(*link != NULL);
+        link = &(*link)->hash_next;
+    }
+    *link            = block->hash_next;
+    block->hash_next = NULL;
+}
+
+/* Return the space of a block on no list and free it. */
+static void block_release(kv_block_table_t *table, kv_block_t *block)
+{
+    kv_arena_free(table->arena, block->offset);
+    kv_free(block);
+}
+
+/*
+ * Unpublish a COMMITTED block (removed, replaced or evicted): it leaves the
+ * hash and the LRU list, and is freed now, or made DEAD until its last unpin.
+ */
+static void block_unpublish(kv_block_table_t *table, kv_block_t *block)
+{
+    assert(block->state == KV_BLOCK_STATE_COMMITTED);
+    block_hash_remove(table, block);
+    block_list_remove(&table->lru, block);
+    table->num_blocks--;
+    table->used_bytes -= block->alloc_size;
+
+    if (block->pins == 0) {
+        block_release(table, block);
+        return;
+    }
+    table->pinned_bytes -= block->alloc_size;
+    block->state         = KV_BLOCK_STATE_DEAD;
+    block_list_push_head(&table->limbo, block);
+}
+
+/*
+ * The eviction policy: the block to evict next, or NULL if none may be.
+ * Only COMMITTED blocks without pins are candidates (the LRU list holds
+ * only committed blocks); this one picks the least recently used.
+ */
+static kv_block_t *block_table_victim(const kv_block_table_t *table)
+{
+    kv_block_t *block;
+
+    for (block = table->lru.tail; block != NULL; block = block->prev) {
+        if (block->pins == 0) {
+            return block;
+        }
+    }
+    return NULL;
+}
+
+static void block_table_evict(kv_block_table_t *table, kv_block_t *block)
+{
+    assert(block->pins == 0);
+    table->evictions++;
+    table->evicted_bytes += block->alloc_size;
+    block_unpublish(table, block);
+}
+
+kvp_status_t kv_block_table_create(kv_arena_t *arena,
+                                   kv_block_table_t **table_p)
+{
+    kv_block_table_t *table;
+
+    if ((arena == NULL) || (table_p == NULL)) {
+        return KVP_ERR_INVALID_PARAM;
+    }
+
+    table              = kv_calloc(1, sizeof(*table), "block table");
+    table->arena       = arena;
+    table->num_buckets = BLOCK_TABLE_INITIAL_BUCKETS;
+    table->buckets     = kv_calloc(table->num_buckets, sizeof(*table->buckets),
+                                   "block hash");
+    table->ns_names    = kv_calloc(KV_BLOCK_TABLE_MAX_NAMESPACES,
+                                   sizeof(*table->ns_names), "namespaces");
+    table->ns_lens     = kv_calloc(KV_BLOCK_TABLE_MAX_NAMESPACES,
+                                   sizeof(*table->ns_lens), "namespaces");
+    table->ns_slots    = kv_calloc(NS_SLOTS, sizeof(*table->ns_slots),
+                                   "namespace index");
+    *table_p = table;
+    return KVP_OK;
+}
+
+static void block_list_release_all(kv_block_table_t *table, block_list_t *list)
+{
+    kv_block_t *block, *next;
+
+    for (block = list->head; block != NULL; block = next) {
+        next = block->next;
+        block_release(table, block);
+    }
+    list->head = list->tail = NULL;
+}
+
+void kv_block_table_destroy(kv_block_table_t *table)
+{
+    if (table == NULL) {
+        return;
+    }
+    block_list_release_all(table, &table->lru);
+    block_list_release_all(table, &table->limbo);
+    for (uint32_t id = 0; id < table->ns_count; id++) {
+        kv_free(table->ns_names[id]);
+    }
+    kv_free(table->ns_names);
+    kv_free(table->ns_lens);
+    kv_free(table->ns_slots);
+    kv_free(table->buckets);
+    kv_free(table);
+}
+
+kvp_status_t kv_block_table_ns_id(kv_block_table_t *table, const char *ns,
+                                  size_t len, int create, uint32_t *id_p)
+{
+    size_t   slot;
+    uint32_t id;
+
+    if ((ns == NULL) || (id_p == NULL) || (len == 0) ||
+        (len > KVP_NAMESPACE_MAX)) {
+        return KVP_ERR_INVALID_PARAM;
+    }
+
+    for (slot = kv_checksum(ns, len) & (NS_SLOTS - 1);
+         table->ns_slots[slot] != 0; slot = (slot + 1) & (NS_SLOTS - 1)) {
+        id = table->ns_slots[slot] - 1u;
+        if ((table->ns_lens[id] == len) &&
+            (memcmp(table->ns_names[id], ns, len) == 0)) {
+            *id_p = id;
+            return KVP_OK;
+        }
+    }
+
+    if (!create) {
+        return KVP_ERR_NOT_FOUND;
+    }
+    if (table->ns_count >= KV_BLOCK_TABLE_MAX_NAMESPACES) {
+        kv_log_warn("block table: namespace limit (%d) reached",
+                    KV_BLOCK_TABLE_MAX_NAMESPACES);
+        return KVP_ERR_NO_SPACE;
+    }
+
+    id                     = table->ns_count++;
+    table->ns_names[id]    = kv_malloc(len, "namespace");
+    memcpy(table->ns_names[id], ns, len);
+    table->ns_lens[id]     = (uint8_t)len;
+    table->ns_slots[slot]  = (uint16_t)(id + 1);
+    kv_log_debug("block table: namespace '%.*s' is id %u", (int)len, ns, id);
+    *id_p = id;
+    return KVP_OK;
+}
+
+kvp_status_t kv_block_table_reserve(kv_block_table_t *table, uint32_t ns_id,
+                                    const kvp_key_t *key, uint64_t size,
+                                    kv_block_t **block_p)
+{
+    uint64_t     capacity = kv_arena_capacity(table->arena);
+    uint64_t     rounded, reclaimable, offset;
+    kv_block_t  *block, *victim;
+    kvp_status_t status;
+
+    if ((key == NULL) || (block_p == NULL) || (size == 0) ||
+        (ns_id >= table->ns_count)) {
+        return KVP_ERR_INVALID_PARAM;
+    }
+    if (size > capacity) {
+        return KVP_ERR_TOO_LARGE;
+    }
+
+    /* free space plus what eviction could free: if short, evict nothing */
+    rounded     = (size + KV_ARENA_PAGE_SIZE - 1) & ~(KV_ARENA_PAGE_SIZE - 1);
+    reclaimable = capacity - kv_arena_used(table->arena) +
+                  table->used_bytes - table->pinned_bytes;
+    if (reclaimable < rounded) {
+        return KVP_ERR_NO_SPACE;
+    }
+
+    for (;;) {
+        status = kv_arena_alloc(table->arena, size, &offset);
+        if (status == KVP_OK) {
+            break;
+        }
+        if (status != KVP_ERR_NO_SPACE) {
+            return status;
+        }
+        victim = block_table_victim(table);
+        if (victim == NULL) {
+            /* enough bytes in total, but not contiguous */
+            return KVP_ERR_NO_SPACE;
+        }
+        block_table_evict(table, victim);
+    }
+
+    block             = kv_calloc(1, sizeof(*block), "block");
+    block->key        = *key;
+    block->ns_id      = ns_id;
+    block->offset     = offset;
+    block->size       = size;
+    block->alloc_size = kv_arena_alloc_size(table->arena, offset);
+    block->state      = KV_BLOCK_STATE_PENDING;
+    block_list_push_head(&table->limbo, block);
+    *block_p = block;
+    return KVP_OK;
+}
+
+void kv_block_table_commit(kv_block_table_t *table, kv_block_t *block,
+                           uint64_t checksum)
+{
+    kv_block_t *old;
+
+    assert(block->state == KV_BLOCK_STATE_PENDING);
+    assert(block->pins == 0);
+
+    old = block_hash_find(table, block->ns_id, &block->key);
+    if (old != NULL) {
+        block_unpublish(table, old);
+    }
+
+    block_list_remove(&table->limbo, block);
+    block->checksum = checksum;
+    block->state    = KV_BLOCK_STATE_COMMITTED;
+    block_hash_insert(table, block);
+    block_list_push_head(&table->lru, block);
+    table->num_blocks++;
+    table->used_bytes += block->alloc_size;
+}
+
+void kv_block_table_abort(kv_block_table_t *table, kv_block_t *block)
+{
+    assert(block->state == KV_BLOCK_STATE_PENDING);
+    assert(block->pins == 0);
+    block_list_remove(&table->limbo, block);
+    block_release(table, block);
+}
+
+kv_block_t *kv_block_table_lookup(kv_block_table_t *table, uint32_t ns_id,
+                                  const kvp_key_t *key)
+{
+    return block_hash_find(table, ns_id, key);
+}
+
+void kv_block_table_touch(kv_block_table_t *table, kv_block_t *block)
+{
+    assert(block->state != KV_BLOCK_STATE_PENDING);
+    if ((block->state != KV_BLOCK_STATE_COMMITTED) ||
+        (table->lru.head == block)) {
+        return;
+    }
+    block_list_remove(&table->lru, block);
+    block_list_push_head(&table->lru, block);
+}
+
+void kv_block_table_pin(kv_block_table_t *table, kv_block_t *block)
+{
+    assert((block->state == KV_BLOCK_STATE_COMMITTED) ||
+           (block->state == KV_BLOCK_STATE_DEAD));
+    assert(block->pins < UINT32_MAX);
+    if ((block->pins++ == 0) && (block->state == KV_BLOCK_STATE_COMMITTED)) {
+        table->pinned_bytes += block->alloc_size;
+    }
+}
+
+void kv_block_table_unpin(kv_block_table_t *table, kv_block_t *block)
+{
+    assert((block->state == KV_BLOCK_STATE_COMMITTED) ||
+           (block->state == KV_BLOCK_STATE_DEAD));
+    assert(block->pins > 0);
+    if (--block->pins > 0) {
+        return;
+    }
+    if (block->state == KV_BLOCK_STATE_COMMITTED) {
+        table->pinned_bytes -= block->alloc_size;
+    } else {
+        block_list_remove(&table->limbo, block);
+        block_release(table, block);
+    }
+}
+
+int kv_block_table_remove(kv_block_table_t *table, uint32_t ns_id,
+                          const kvp_key_t *key)
+{
+    kv_block_t *block = block_hash_find(table, ns_id, key);
+
+    if (block == NULL) {
+        return 0;
+    }
+    block_unpublish(table, block);
+    return 1;
+}
+
+void *kv_block_table_data(kv_block_table_t *table, const kv_block_t *block)
+{
+    return kv_arena_ptr(table->arena, block->offset);
+}
+
+void kv_block_table_stats(const kv_block_table_t *table,
+                          kv_block_table_stats_t *stats_p)
+{
+    stats_p->blocks        = table->num_blocks;
+    stats_p->used_bytes    = table->used_bytes;
+    stats_p->evictions     = table->evictions;
+    stats_p->evicted_bytes = table->evicted_bytes;
+}

@@ -1,0 +1,194 @@
+/**
+ * @file block_table.h
+ * @brief The node's block table: which blocks it stores, where in the arena,
+ * who is reading them, and which to evict (least recently used first).
+ *
+ * A block is named by (namespace id, 128-bit key).  Namespaces are interned:
+ * kv_block_table_ns_id() maps a namespace string to a small id once, and the
+ * id is used from then on.
+ *
+ * Life of a block:
+ *
+ *   reserve --> PENDING --commit--> COMMITTED --remove/replace--> freed
+ *                  |                    |   \                       ^
+ *                abort                evict  `--(pinned)--> DEAD ----'
+ *                  v                    v                 last unpin
+ *                freed                freed
+ *
+ *  - PENDING: space reserved while the bytes arrive; invisible to lookup
+ *    and never evicted.
+ *  - COMMITTED: visible to lookup, on the LRU list; evictable while its pin
+ *    count is 0.
+ *  - DEAD: removed or replaced while pinned; invisible, never evicted, its
+ *    bytes stay valid until the last kv_block_table_unpin() frees it.
+ *
+ * Readers pin a block for as long as they use its bytes: a pinned block is
+ * never freed under them.  Pointers to kv_block_t stay valid while the block
+ * is pinned or pending; a committed unpinned block may be evicted by any
+ * kv_block_table_reserve() call, so do not keep its pointer across one.
+ *
+ * Threading: none.  The table belongs to one thread (the node's event loop).
+ */
+#ifndef KV_POOL_BLOCK_TABLE_H
+#define KV_POOL_BLOCK_TABLE_H
+
+#include "arena.h"
+
+#include <kvpool/kvpool.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+/** Most namespaces a table interns. */
+#define KV_BLOCK_TABLE_MAX_NAMESPACES 4096
+
+typedef struct kv_block_table kv_block_table_t;
+
+/**
+ * A stored block.  The first six fields may be read by the table's users;
+ * none may be written.  The rest is private to block_table.c.
+ */
+typedef struct kv_block {
+    kvp_key_t        key;
+    uint32_t         ns_id;
+    uint32_t         pins;       /**< readers holding the block */
+    uint64_t         offset;     /**< arena offset of the bytes */
+    uint64_t         size;       /**< block size in bytes, as reserved */
+    uint64_t         checksum;   /**< XXH3-64 of the bytes, set by commit */
+
+    /* private */
+    uint64_t         alloc_size; /* arena extent size (rounded) */
+    int              state;      /* KV_BLOCK_STATE_* in block_table.c */
+    struct kv_block *prev;       /* LRU list (committed) or limbo list */
+    struct kv_block *next;
+    struct kv_block *hash_next;  /* hash chain (committed only) */
+} kv_block_t;
+
+/** Counters of kv_block_table_stats(). */
+typedef struct kv_block_table_stats {
+    uint64_t blocks;        /**< committed blocks */
+    uint64_t used_bytes;    /**< arena bytes of committed blocks (rounded) */
+    uint64_t evictions;     /**< blocks evicted since creation */
+    uint64_t evicted_bytes; /**< arena bytes they held (rounded) */
+} kv_block_table_stats_t;
+
+/**
+ * @brief Create an empty table that allocates block space from @p arena.
+ *
+ * @param [in]  arena   borrowed: it must outlive the table, and nothing else
+ *                      should allocate from it (eviction assumes the table
+ *                      owns all its space).
+ * @param [out] table_p the new table, set only on success; the caller owns
+ *                      it and releases it with kv_block_table_destroy().
+ * @return KVP_OK; KVP_ERR_INVALID_PARAM if an argument is NULL.
+ */
+kvp_status_t kv_block_table_create(kv_arena_t *arena,
+                                   kv_block_table_t **table_p);
+
+/**
+ * @brief Free every block (pending, committed, dead, pinned or not) back
+ * to the arena, then the table and its namespaces.  Every kv_block_t
+ * pointer becomes invalid.  NULL is accepted.
+ */
+void kv_block_table_destroy(kv_block_table_t *table);
+
+/**
+ * @brief The id of namespace @p ns, optionally interning it.
+ *
+ * @param [in]  ns     @p len bytes (need not be NUL-terminated; copied).
+ * @param [in]  len    1..KVP_NAMESPACE_MAX.
+ * @param [in]  create non-zero to intern @p ns if it is new.
+ * @param [out] id_p   the id (0, 1, 2... in order of creation), set only on
+ *                     success.  Ids are never reused or forgotten.
+ * @return KVP_OK; KVP_ERR_INVALID_PARAM for a bad length or NULL argument;
+ *         KVP_ERR_NOT_FOUND if @p ns is unknown and !@p create;
+ *         KVP_ERR_NO_SPACE if it would be namespace number
+ *         KV_BLOCK_TABLE_MAX_NAMESPACES + 1.
+ */
+kvp_status_t kv_block_table_ns_id(kv_block_table_t *table, const char *ns,
+                                  size_t len, int create, uint32_t *id_p);
+
+/**
+ * @brief Reserve arena space for a new block.
+ *
+ * If the arena has no room, least-recently-used committed blocks with no
+ * pins are evicted (freed) one by one until the allocation succeeds.
+ * Nothing is evicted when the request cannot succeed even after evicting
+ * every evictable block.
+ *
+ * @param [in]  ns_id   an id from kv_block_table_ns_id().
+ * @param [in]  key     copied.
+ * @param [in]  size    1..arena capacity bytes.
+ * @param [out] block_p the new PENDING block, set only on success: its
+ *                      offset and size are set, its bytes are
+ *                      uninitialised.  It is invisible to lookup and never
+ *                      evicted; the caller must end it with
+ *                      kv_block_table_commit() or kv_block_table_abort().
+ * @return KVP_OK; KVP_ERR_INVALID_PARAM (size 0, unknown ns_id, NULL);
+ *         KVP_ERR_TOO_LARGE if @p size exceeds the arena capacity (nothing
+ *         evicted); KVP_ERR_NO_SPACE if no room can be made (the rest is
+ *         pinned or pending, or too fragmented).
+ */
+kvp_status_t kv_block_table_reserve(kv_block_table_t *table, uint32_t ns_id,
+                                    const kvp_key_t *key, uint64_t size,
+                                    kv_block_t **block_p);
+
+/**
+ * @brief Make a PENDING block visible, as the most recently used, with
+ * @p checksum.  A committed block with the same (namespace, key) is
+ * replaced: freed now if unpinned, else made DEAD (invisible) and freed at
+ * its last unpin.  @p block stays valid (see above) and may now be pinned.
+ */
+void kv_block_table_commit(kv_block_table_t *table, kv_block_t *block,
+                           uint64_t checksum);
+
+/** @brief Drop a PENDING block and free its space; @p block is freed. */
+void kv_block_table_abort(kv_block_table_t *table, kv_block_t *block);
+
+/**
+ * @return the COMMITTED block (@p ns_id, @p key), or NULL.  The LRU order is
+ *         not changed (call kv_block_table_touch() for a real use).  The
+ *         pointer is owned by the table; pin it to keep it across a
+ *         reserve.
+ */
+kv_block_t *kv_block_table_lookup(kv_block_table_t *table, uint32_t ns_id,
+                                  const kvp_key_t *key);
+
+/**
+ * @brief Mark a COMMITTED block as the most recently used.  A DEAD block
+ * (still pinned by a reader) is left alone.
+ */
+void kv_block_table_touch(kv_block_table_t *table, kv_block_t *block);
+
+/**
+ * @brief Take a reader's pin on a COMMITTED (or DEAD) block: until the
+ * matching kv_block_table_unpin() it is neither evicted nor freed, and its
+ * bytes stay valid even if it is removed or replaced meanwhile.
+ */
+void kv_block_table_pin(kv_block_table_t *table, kv_block_t *block);
+
+/**
+ * @brief Drop a pin.  The last unpin of a DEAD block frees it (and the
+ * pointer becomes invalid); a COMMITTED block becomes evictable again.
+ */
+void kv_block_table_unpin(kv_block_table_t *table, kv_block_t *block);
+
+/**
+ * @brief Remove the COMMITTED block (@p ns_id, @p key): it becomes invisible
+ * at once and is freed now, or at its last unpin if pinned.
+ * @return 1 if such a block was removed, else 0.
+ */
+int kv_block_table_remove(kv_block_table_t *table, uint32_t ns_id,
+                          const kvp_key_t *key);
+
+/** @return the address of @p block's bytes in the arena. */
+void *kv_block_table_data(kv_block_table_t *table, const kv_block_t *block);
+
+/**
+ * @brief Fill @p stats_p: blocks and used_bytes count COMMITTED blocks only
+ * (not pending or dead ones; kv_arena_used() counts every block).
+ */
+void kv_block_table_stats(const kv_block_table_t *table,
+                          kv_block_table_stats_t *stats_p);
+
+#endif

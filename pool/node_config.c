@@ -1,0 +1,96 @@
+#include "node.h"
+
+#include <kv/config.h>
+#include <kv/log.h>
+#include <kv/util.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void kv_node_config_defaults(kv_node_config_t *config)
+{
+    memset(config, 0, sizeof(*config));
+    snprintf(config->listen, sizeof(config->listen), "127.0.0.1");
+    snprintf(config->name, sizeof(config->name), "kvpool-node");
+    config->port      = KV_NODE_DEFAULT_PORT;
+    config->memory    = KV_NODE_DEFAULT_MEMORY;
+    config->log_level = KVP_LOG_INFO;
+}
+
+static kvp_status_t copy_string(char *dst, size_t dst_len, const char *key,
+                                const char *value, char *err, size_t err_len)
+{
+    if (strlen(value) >= dst_len) {
+        snprintf(err, err_len, "%s is longer than %zu bytes", key, dst_len - 1);
+        return KVP_ERR_CONFIG;
+    }
+    memcpy(dst, value, strlen(value) + 1);
+    return KVP_OK;
+}
+
+kvp_status_t kv_node_config_set(kv_node_config_t *config, const char *key,
+                                const char *value, char *err, size_t err_len)
+{
+    if (strcmp(key, "listen") == 0) {
+        return copy_string(config->listen, sizeof(config->listen), key, value,
+                           err, err_len);
+    }
+    if (strcmp(key, "token") == 0) {
+        return copy_string(config->token, sizeof(config->token), key, value, err,
+                           err_len);
+    }
+    if (strcmp(key, "name") == 0) {
+        return copy_string(config->name, sizeof(config->name), key, value, err,
+                           err_len);
+    }
+    if (strcmp(key, "port") == 0) {
+        char *end;
+        long  port = strtol(value, &end, 10);
+        if (*value == '\0' || *end != '\0' || port < 0 || port > 65535) {
+            snprintf(err, err_len, "port must be 0..65535, not '%s'", value);
+            return KVP_ERR_CONFIG;
+        }
+        config->port = (uint16_t)port;
+        return KVP_OK;
+    }
+    if (strcmp(key, "memory") == 0) {
+        uint64_t size;
+        if (kv_size_parse(value, &size) != KVP_OK || size < (1u << 20)) {
+            snprintf(err, err_len,
+                     "memory must be a size of at least 1MiB (e.g. 256MiB), not '%s'",
+                     value);
+            return KVP_ERR_CONFIG;
+        }
+        config->memory = size;
+        return KVP_OK;
+    }
+    if (strcmp(key, "log_level") == 0) {
+        int level = kv_log_level_parse(value);
+        if (level < 0) {
+            snprintf(err, err_len, "log_level must be error|warn|info|debug");
+            return KVP_ERR_CONFIG;
+        }
+        config->log_level = level;
+        return KVP_OK;
+    }
+    snprintf(err, err_len, "unknown setting '%s'", key);
+    return KVP_ERR_CONFIG;
+}
+
+static kvp_status_t config_entry(const char *section, const char *key,
+                                 const char *value, void *arg, char *err,
+                                 size_t err_len)
+{
+    if (strcmp(section, "node") != 0) {
+        snprintf(err, err_len, "unknown section [%s]", section);
+        return KVP_ERR_CONFIG;
+    }
+    return kv_node_config_set(arg, key, value, err, err_len);
+}
+
+kvp_status_t kv_node_config_load(kv_node_config_t *config, const char *path,
+                                 char *err, size_t err_len)
+{
+    return kv_config_load(path, config_entry, config, err, err_len);
+}

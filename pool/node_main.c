@@ -1,0 +1,139 @@
+/*
+ * kvpool-node: the pool node daemon.
+ *
+ *   kvpool-node [--config FILE] [--port P] [--memory SIZE] [--listen ADDR]
+ *               [--token T] [--name N] [--log-level L]
+ *
+ * Flags override the config file.  Once it serves, the node prints
+ * "kvpool-node listening on ADDR:PORT" on stdout (tests and the demo read
+ * the port from it when started with --port 0).  SIGTERM or SIGINT stops it
+ * cleanly: connections are closed and the arena is released.
+ */
+#include "node.h"
+
+#include <kv/log.h>
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: kvpool-node [--config FILE] [--port P] [--memory SIZE]\n"
+            "                   [--listen ADDR] [--token TOKEN] [--name NAME]\n"
+            "                   [--log-level error|warn|info|debug]\n"
+            "Defaults: port %d, memory 256MiB, listen 127.0.0.1, no token\n"
+            "(without a token only loopback addresses may be used).\n",
+            KV_NODE_DEFAULT_PORT);
+}
+
+static void on_signal(int fd, uint32_t events, void *arg)
+{
+    struct signalfd_siginfo info;
+
+    if (read(fd, &info, sizeof(info)) == sizeof(info)) {
+        kv_log_info("signal %u: shutting down", info.ssi_signo);
+        kv_evloop_stop(arg);
+    }
+}
+
+static void on_tick(void *arg)
+{
+    kv_node_tick(arg);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"port", required_argument, NULL, 'p'},
+        {"memory", required_argument, NULL, 'm'},
+        {"listen", required_argument, NULL, 'l'},
+        {"token", required_argument, NULL, 't'},
+        {"name", required_argument, NULL, 'n'},
+        {"log-level", required_argument, NULL, 'L'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    static const char *keys[128] = {
+        ['p'] = "port", ['m'] = "memory", ['l'] = "listen",
+        ['t'] = "token", ['n'] = "name", ['L'] = "log_level",
+    };
+    kv_node_config_t config;
+    const char      *config_path = NULL;
+    const char      *flag_values[128] = {0};
+    char             err[512];
+    kv_evloop_t     *loop;
+    kv_node_t       *node;
+    sigset_t         mask;
+    int              sfd, opt, rc = 1;
+
+    kv_node_config_defaults(&config);
+    while ((opt = getopt_long(argc, argv, "c:p:m:l:t:n:L:h", options, NULL)) != -1) {
+        if (opt == 'c') {
+            config_path = optarg;
+        } else if (opt == 'h') {
+            usage(stdout);
+            return 0;
+        } else if (opt > 0 && opt < 128 && keys[opt] != NULL) {
+            flag_values[opt] = optarg;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "kvpool-node: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (config_path != NULL &&
+        kv_node_config_load(&config, config_path, err, sizeof(err)) != KVP_OK) {
+        fprintf(stderr, "kvpool-node: %s\n", err);
+        return 2;
+    }
+    for (int i = 0; i < 128; i++) {
+        if (flag_values[i] != NULL &&
+            kv_node_config_set(&config, keys[i], flag_values[i], err, sizeof(err)) !=
+                KVP_OK) {
+            fprintf(stderr, "kvpool-node: --%s: %s\n", keys[i], err);
+            return 2;
+        }
+    }
+    kv_log_to_stderr(config.log_level, "kvpool-node");
+
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+
+    if (sfd < 0 || kv_evloop_create(&loop) != KVP_OK) {
+        fprintf(stderr, "kvpool-node: cannot set up the event loop\n");
+        return 1;
+    }
+    if (kv_node_create(loop, &config, &node) != KVP_OK) {
+        fprintf(stderr, "kvpool-node: cannot start (see the log above)\n");
+        goto out_loop;
+    }
+    kv_evloop_add(loop, sfd, EPOLLIN, on_signal, loop);
+    kv_evloop_set_tick(loop, 1000, on_tick, node);
+    printf("kvpool-node listening on %s:%u\n", config.listen, kv_node_port(node));
+    fflush(stdout);
+    kv_log_info("serving %s:%u with %llu bytes of host memory", config.listen,
+                kv_node_port(node), (unsigned long long)config.memory);
+    rc = kv_evloop_run(loop) == KVP_OK ? 0 : 1;
+    kv_evloop_remove(loop, sfd);
+    kv_node_destroy(node);
+    kv_log_info("stopped");
+out_loop:
+    kv_evloop_destroy(loop);
+    close(sfd);
+    return rc;
+}

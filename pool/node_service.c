@@ -1,0 +1,328 @@
+/*
+ * The pool node's RPC service: Put, Get, Exists, Delete and Stats over the
+ * host-memory tier.  Every field from the wire is checked here (namespace
+ * and key lengths, batch sizes, checksums) before it touches the table; a
+ * refused request changes nothing that is stored.
+ *
+ * A Get pins its block until the reply's payload has left the socket (the
+ * payload is sent from the arena without a copy), so eviction, Delete or a
+ * replacing Put never frees bytes that are still being sent.
+ */
+#include "node.h"
+
+#include "kvpool.pb-c.h"
+
+#include <kv/alloc.h>
+#include <kv/hash.h>
+#include <kv/log.h>
+#include <kv/util.h>
+
+#include <string.h>
+
+enum {
+    METHOD_HELLO,
+    METHOD_PUT,
+    METHOD_GET,
+    METHOD_EXISTS,
+    METHOD_DELETE,
+    METHOD_STATS,
+    METHOD_COUNT
+};
+
+struct kv_node {
+    kv_node_config_t  config;
+    kv_arena_t       *arena;
+    kv_block_table_t *table;
+    kv_rpc_server_t  *server;
+    uint64_t          puts, gets, hits, misses, bytes_in, bytes_out;
+};
+
+typedef struct {
+    kv_node_t  *node;
+    kv_block_t *block;
+} get_hold_t;
+
+/* Check a namespace and a key from the wire; reply and return 0 if bad. */
+static int check_ns(kv_rpc_call_t *call, const char *ns)
+{
+    size_t len = ns ? strlen(ns) : 0;
+
+    if (len == 0 || len > KVP_NAMESPACE_MAX) {
+        kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM,
+                           "namespace must be 1..%d bytes, got %zu",
+                           KVP_NAMESPACE_MAX, len);
+        return 0;
+    }
+    return 1;
+}
+
+static int check_key(kv_rpc_call_t *call, const ProtobufCBinaryData *key)
+{
+    if (key->len != KVP_KEY_LEN) {
+        kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM,
+                           "block key must be %d bytes, got %zu", KVP_KEY_LEN,
+                           key->len);
+        return 0;
+    }
+    return 1;
+}
+
+static void handle_put(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                       const void *payload, uint64_t payload_len, void *arg)
+{
+    const Kvpool__PutRequest *req  = (const Kvpool__PutRequest *)msg;
+    kv_node_t                *node = arg;
+    Kvpool__PutReply          reply = KVPOOL__PUT_REPLY__INIT;
+    kv_block_t               *block;
+    uint32_t                  ns_id;
+    kvp_status_t              status;
+
+    if (!check_ns(call, req->ns) || !check_key(call, &req->key)) {
+        return;
+    }
+    if (payload == NULL || payload_len == 0) {
+        kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM, "put of an empty block");
+        return;
+    }
+    if (kv_checksum(payload, payload_len) != req->checksum) {
+        kv_rpc_reply_error(call, KVP_ERR_CHECKSUM,
+                           "put payload does not match its checksum");
+        return;
+    }
+    status = kv_block_table_ns_id(node->table, req->ns, strlen(req->ns), 1, &ns_id);
+    if (status != KVP_OK) {
+        kv_rpc_reply_error(call, status, "cannot add namespace '%.64s'", req->ns);
+        return;
+    }
+    status = kv_block_table_reserve(node->table, ns_id,
+                                    (const kvp_key_t *)req->key.data,
+                                    payload_len, &block);
+    if (status != KVP_OK) {
+        kv_rpc_reply_error(call, status, "no room for a %llu-byte block",
+                           (unsigned long long)payload_len);
+        return;
+    }
+    memcpy(kv_block_table_data(node->table, block), payload, payload_len);
+    kv_block_table_commit(node->table, block, req->checksum);
+    node->puts++;
+    node->bytes_in += payload_len;
+    kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
+}
+
+static void get_release(void *arg)
+{
+    get_hold_t *hold = arg;
+
+    kv_block_table_unpin(hold->node->table, hold->block);
+    kv_free(hold);
+}
+
+static void handle_get(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                       const void *payload, uint64_t payload_len, void *arg)
+{
+    const Kvpool__GetRequest *req   = (const Kvpool__GetRequest *)msg;
+    kv_node_t                *node  = arg;
+    Kvpool__GetReply          reply = KVPOOL__GET_REPLY__INIT;
+    kv_block_t               *block = NULL;
+    get_hold_t               *hold;
+    uint32_t                  ns_id;
+
+    if (!check_ns(call, req->ns) || !check_key(call, &req->key)) {
+        return;
+    }
+    node->gets++;
+    if (kv_block_table_ns_id(node->table, req->ns, strlen(req->ns), 0, &ns_id) ==
+        KVP_OK) {
+        block = kv_block_table_lookup(node->table, ns_id,
+                                      (const kvp_key_t *)req->key.data);
+    }
+    if (block == NULL) {
+        node->misses++;
+        kv_rpc_reply(call, KVP_ERR_NOT_FOUND, NULL, NULL, 0, NULL, NULL);
+        return;
+    }
+    if (block->size > req->max_size) {
+        kv_rpc_reply_too_small(call, block->size);
+        return;
+    }
+    node->hits++;
+    node->bytes_out += block->size;
+    kv_block_table_touch(node->table, block);
+    kv_block_table_pin(node->table, block);
+    hold         = kv_malloc(sizeof(*hold), "get hold");
+    hold->node   = node;
+    hold->block  = block;
+    reply.size     = block->size;
+    reply.checksum = block->checksum;
+    kv_rpc_reply(call, KVP_OK, &reply.base, kv_block_table_data(node->table, block),
+                 block->size, get_release, hold);
+}
+
+/*
+ * Shared checks of Exists and Delete.  Returns -1 after replying with an
+ * error, 0 if the namespace holds nothing, 1 with *ns_id_p set.
+ */
+static int keys_request_ns(kv_node_t *node, kv_rpc_call_t *call,
+                           const Kvpool__KeysRequest *req, uint32_t *ns_id_p)
+{
+    if (!check_ns(call, req->ns)) {
+        return -1;
+    }
+    if (req->n_keys > KVP_BATCH_MAX) {
+        kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM,
+                           "%zu keys in one call (limit %d)", req->n_keys,
+                           KVP_BATCH_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < req->n_keys; i++) {
+        if (!check_key(call, &req->keys[i])) {
+            return -1;
+        }
+    }
+    return kv_block_table_ns_id(node->table, req->ns, strlen(req->ns), 0,
+                                ns_id_p) == KVP_OK;
+}
+
+static void handle_exists(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                          const void *payload, uint64_t payload_len, void *arg)
+{
+    const Kvpool__KeysRequest *req   = (const Kvpool__KeysRequest *)msg;
+    kv_node_t                 *node  = arg;
+    Kvpool__ExistsReply        reply = KVPOOL__EXISTS_REPLY__INIT;
+    uint32_t                   ns_id;
+    int                        known = keys_request_ns(node, call, req, &ns_id);
+
+    if (known < 0) {
+        return;
+    }
+    while (known && reply.present < req->n_keys &&
+           kv_block_table_lookup(node->table, ns_id,
+                                 (const kvp_key_t *)req->keys[reply.present].data)) {
+        reply.present++;
+    }
+    kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
+}
+
+static void handle_delete(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                          const void *payload, uint64_t payload_len, void *arg)
+{
+    const Kvpool__KeysRequest *req   = (const Kvpool__KeysRequest *)msg;
+    kv_node_t                 *node  = arg;
+    Kvpool__DeleteReply        reply = KVPOOL__DELETE_REPLY__INIT;
+    uint32_t                   ns_id;
+    int                        known = keys_request_ns(node, call, req, &ns_id);
+
+    if (known < 0) {
+        return;
+    }
+    for (size_t i = 0; known && i < req->n_keys; i++) {
+        reply.deleted += (uint32_t)kv_block_table_remove(
+            node->table, ns_id, (const kvp_key_t *)req->keys[i].data);
+    }
+    kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
+}
+
+static void handle_stats(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                         const void *payload, uint64_t payload_len, void *arg)
+{
+    kv_node_t             *node  = arg;
+    Kvpool__StatsReply     reply = KVPOOL__STATS_REPLY__INIT;
+    kv_block_table_stats_t table;
+    kv_rpc_server_stats_t  rpc;
+
+    kv_block_table_stats(node->table, &table);
+    kv_rpc_server_stats(node->server, &rpc);
+    reply.capacity_bytes = kv_arena_capacity(node->arena);
+    reply.used_bytes     = table.used_bytes;
+    reply.blocks         = table.blocks;
+    reply.evictions      = table.evictions;
+    reply.puts           = node->puts;
+    reply.gets           = node->gets;
+    reply.hits           = node->hits;
+    reply.misses         = node->misses;
+    reply.bytes_in       = node->bytes_in;
+    reply.bytes_out      = node->bytes_out;
+    reply.connections    = rpc.connections;
+    reply.rpc_errors     = rpc.rpc_errors;
+    kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
+}
+
+static const kv_rpc_handler_func_t node_handlers[METHOD_COUNT] = {
+    [METHOD_PUT]    = handle_put,
+    [METHOD_GET]    = handle_get,
+    [METHOD_EXISTS] = handle_exists,
+    [METHOD_DELETE] = handle_delete,
+    [METHOD_STATS]  = handle_stats,
+};
+
+static const int node_takes_payload[METHOD_COUNT] = {[METHOD_PUT] = 1};
+
+kvp_status_t kv_node_create(kv_evloop_t *loop, const kv_node_config_t *config,
+                            kv_node_t **node_p)
+{
+    kv_rpc_server_params_t params = {0};
+    kv_node_t             *node;
+    kvp_status_t           status;
+
+    _Static_assert(METHOD_COUNT == 6, "node_handlers must list every method");
+    if (kvpool__pool_node__descriptor.n_methods != METHOD_COUNT) {
+        kv_log_error("the PoolNode service has %u methods, the node knows %d",
+                     kvpool__pool_node__descriptor.n_methods, METHOD_COUNT);
+        return KVP_ERR_INTERNAL;
+    }
+    node         = kv_calloc(1, sizeof(*node), "node");
+    node->config = *config;
+    status       = kv_arena_create(config->memory, &node->arena);
+    if (status != KVP_OK) {
+        goto err_free;
+    }
+    status = kv_block_table_create(node->arena, &node->table);
+    if (status != KVP_OK) {
+        goto err_arena;
+    }
+    params.listen        = config->listen;
+    params.port          = config->port;
+    params.token         = config->token;
+    params.name          = config->name;
+    params.max_payload   = KV_MIN(kv_arena_capacity(node->arena), KVP_BLOCK_MAX);
+    params.service       = &kvpool__pool_node__descriptor;
+    params.handlers      = node_handlers;
+    params.takes_payload = node_takes_payload;
+    params.arg           = node;
+    status = kv_rpc_server_create(loop, &params, &node->server);
+    if (status != KVP_OK) {
+        goto err_table;
+    }
+    *node_p = node;
+    return KVP_OK;
+
+err_table:
+    kv_block_table_destroy(node->table);
+err_arena:
+    kv_arena_destroy(node->arena);
+err_free:
+    kv_free(node);
+    return status;
+}
+
+void kv_node_destroy(kv_node_t *node)
+{
+    if (node == NULL) {
+        return;
+    }
+    /* closing connections runs the Get release callbacks: unpin first */
+    kv_rpc_server_destroy(node->server);
+    kv_block_table_destroy(node->table);
+    kv_arena_destroy(node->arena);
+    kv_free(node);
+}
+
+uint16_t kv_node_port(const kv_node_t *node)
+{
+    return kv_rpc_server_port(node->server);
+}
+
+void kv_node_tick(kv_node_t *node)
+{
+    kv_rpc_server_expire(node->server);
+}

@@ -1,0 +1,70 @@
+/**
+ * @file rpc_client.h
+ * @brief The client side of the RPC channel.
+ *
+ * One TCP connection carries many calls at once: each call gets a request
+ * id, its thread sends the frame and sleeps until a receiver thread (one per
+ * connection) delivers the reply with that id, or the call's deadline
+ * passes.  Reply payloads are read straight into the caller's buffer.
+ */
+#ifndef KVPROTO_RPC_CLIENT_H
+#define KVPROTO_RPC_CLIENT_H
+
+#include <kvpool/kvpool.h>
+
+#include <protobuf-c/protobuf-c.h>
+#include <stdint.h>
+
+typedef struct kv_rpc_client kv_rpc_client_t;
+
+typedef struct kv_rpc_client_params {
+    const char *address;    /**< "HOST:PORT" */
+    const char *token;      /**< NULL or "" for none; <= KVP_TOKEN_MAX bytes */
+    const char *name;       /**< client name for the peer's log */
+    uint32_t    timeout_ms; /**< connect + handshake deadline */
+    const ProtobufCServiceDescriptor *service; /**< method 0 must be Hello */
+} kv_rpc_client_params_t;
+
+/**
+ * Connect and send Hello.
+ * @param [out] client_p set only on success; free with kv_rpc_client_destroy().
+ * @return KVP_OK; KVP_ERR_INVALID_PARAM; KVP_ERR_CONNECTION_REFUSED;
+ *         KVP_ERR_TIMED_OUT; KVP_ERR_VERSION / KVP_ERR_AUTH from the peer.
+ */
+kvp_status_t kv_rpc_client_create(const kv_rpc_client_params_t *params,
+                                  kv_rpc_client_t **client_p);
+
+/** Close the connection; calls in flight fail with CONNECTION_LOST. */
+void kv_rpc_client_destroy(kv_rpc_client_t *client);
+
+/** The largest payload the peer accepts (from its HelloReply). */
+uint64_t kv_rpc_client_max_payload(const kv_rpc_client_t *client);
+
+/** Where a call's reply payload goes. */
+typedef struct kv_rpc_recv {
+    void    *buf;        /**< caller memory, or NULL if no payload expected */
+    uint64_t capacity;
+    uint64_t len;        /**< out: payload bytes written */
+    uint64_t error_size; /**< out: ErrorReply.size on BUFFER_TOO_SMALL */
+} kv_rpc_recv_t;
+
+/**
+ * Make one call and wait for its reply.
+ *
+ * @param [in]  method      index in the service.
+ * @param [in]  request     the method's input message.
+ * @param [in]  payload     raw bytes after the message (NULL: none).
+ * @param [in]  timeout_ms  deadline of this call (0: none).
+ * @param [out] reply_p     the decoded output message, set only on KVP_OK;
+ *                          free it with protobuf_c_message_free_unpacked().
+ *                          May be NULL if the caller does not want it.
+ * @param [in,out] recv     where a reply payload goes (may be NULL).
+ * @return KVP_OK; the peer's error status; KVP_ERR_TIMED_OUT;
+ *         KVP_ERR_PROTOCOL for an undecodable reply; a connection error.
+ */
+kvp_status_t kv_rpc_call(kv_rpc_client_t *client, unsigned method,
+                         const ProtobufCMessage *request, const void *payload,
+                         uint64_t payload_len, uint32_t timeout_ms,
+                         ProtobufCMessage **reply_p, kv_rpc_recv_t *recv);
+
+#endif

@@ -1,0 +1,487 @@
+/*
+ * Client side of the RPC channel.
+ *
+ * Calls from any thread share one socket.  A caller registers a pending
+ * entry under the request id, sends its frame under send_lock, and sleeps
+ * on its own condition variable.  The receiver thread reads reply frames
+ * and hands each to its pending entry, reading a payload straight into the
+ * caller's buffer.  A pending entry moves WAITING -> RECEIVING -> DONE; a
+ * caller whose deadline passes leaves only while WAITING, because in
+ * RECEIVING the receiver is writing into its buffer.  A late reply for a
+ * call that gave up finds no entry and is read into a scratch buffer and
+ * dropped.  Any stream error marks the connection broken and wakes all.
+ */
+#include <kv/alloc.h>
+#include <kv/log.h>
+#include <kv/util.h>
+#include <kvproto/frame.h>
+#include <kvproto/rpc_client.h>
+
+#include "kvpool.pb-c.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef enum { PENDING_WAITING, PENDING_RECEIVING, PENDING_DONE } pending_state_t;
+
+typedef struct pending {
+    struct pending  *next;
+    uint64_t         id;
+    pending_state_t  state;
+    kvp_status_t     status;
+    uint8_t         *msg;
+    uint32_t         msg_len;
+    kv_rpc_recv_t   *recv;
+    pthread_cond_t   cond;
+} pending_t;
+
+struct kv_rpc_client {
+    int              fd;
+    pthread_t        receiver;
+    pthread_mutex_t  lock;      /* pending list, broken, next_id */
+    pthread_mutex_t  send_lock; /* one frame on the wire at a time */
+    pending_t       *pending;
+    uint64_t         next_id;
+    kvp_status_t     broken;
+    uint64_t         max_payload;
+    const ProtobufCServiceDescriptor *service;
+};
+
+static kvp_status_t recv_full(int fd, void *buf, size_t len)
+{
+    uint8_t *p = buf;
+
+    while (len > 0) {
+        ssize_t n = recv(fd, p, len, 0);
+        if (n == 0) {
+            return KVP_ERR_CONNECTION_LOST;
+        }
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return KVP_ERR_CONNECTION_LOST;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return KVP_OK;
+}
+
+static kvp_status_t recv_drop(int fd, uint64_t len)
+{
+    uint8_t      scratch[65536];
+    kvp_status_t status = KVP_OK;
+
+    while (len > 0 && status == KVP_OK) {
+        size_t n = (size_t)KV_MIN(len, sizeof(scratch));
+        status   = recv_full(fd, scratch, n);
+        len -= n;
+    }
+    return status;
+}
+
+static pending_t *pending_find(kv_rpc_client_t *client, uint64_t id)
+{
+    for (pending_t *p = client->pending; p != NULL; p = p->next) {
+        if (p->id == id) {
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static void pending_unlink(kv_rpc_client_t *client, pending_t *target)
+{
+    for (pending_t **pp = &client->pending; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == target) {
+            *pp = target->next;
+            return;
+        }
+    }
+}
+
+static void client_break(kv_rpc_client_t *client, kvp_status_t status)
+{
+    pthread_mutex_lock(&client->lock);
+    if (client->broken == KVP_OK) {
+        client->broken = status;
+    }
+    for (pending_t *p = client->pending; p != NULL; p = p->next) {
+        pthread_cond_signal(&p->cond);
+    }
+    pthread_mutex_unlock(&client->lock);
+}
+
+/* Read one reply frame and hand it to its caller. */
+static kvp_status_t receive_one(kv_rpc_client_t *client)
+{
+    uint8_t           raw[KV_FRAME_HEADER_LEN];
+    kv_frame_header_t hdr;
+    pending_t        *p;
+    uint8_t          *msg;
+    kvp_status_t      status;
+    kvp_status_t      call_status;
+
+    status = recv_full(client->fd, raw, sizeof(raw));
+    if (status != KVP_OK) {
+        return status;
+    }
+    if (kv_frame_header_unpack(raw, &hdr) != KVP_OK || hdr.kind != KV_FRAME_RESPONSE) {
+        kv_log_warn("malformed reply frame from the node");
+        return KVP_ERR_PROTOCOL;
+    }
+    if (hdr.id == 0 && hdr.status < 0) {
+        /* the peer rejected our stream itself and is closing */
+        kv_log_warn("the node closed the connection: %s",
+                    kvp_status_string((kvp_status_t)hdr.status));
+        return (kvp_status_t)hdr.status;
+    }
+
+    pthread_mutex_lock(&client->lock);
+    p = pending_find(client, hdr.id);
+    if (p != NULL) {
+        p->state = PENDING_RECEIVING;
+    }
+    pthread_mutex_unlock(&client->lock);
+
+    msg    = kv_malloc(hdr.msg_len, "reply message");
+    status = recv_full(client->fd, msg, hdr.msg_len);
+    call_status = (kvp_status_t)hdr.status;
+    if (status == KVP_OK && hdr.payload_len > 0) {
+        if (p != NULL && p->recv != NULL && p->recv->buf != NULL &&
+            hdr.payload_len <= p->recv->capacity) {
+            status = recv_full(client->fd, p->recv->buf, hdr.payload_len);
+            p->recv->len = hdr.payload_len;
+        } else {
+            status = recv_drop(client->fd, hdr.payload_len);
+            if (p != NULL) {
+                kv_log_warn("reply payload of %llu bytes does not fit the caller",
+                            (unsigned long long)hdr.payload_len);
+                call_status = KVP_ERR_PROTOCOL;
+            }
+        }
+    }
+
+    pthread_mutex_lock(&client->lock);
+    if (p != NULL) {
+        p->status  = call_status;
+        p->msg     = msg;
+        p->msg_len = hdr.msg_len;
+        p->state   = PENDING_DONE;
+        pthread_cond_signal(&p->cond);
+        msg = NULL;
+    }
+    pthread_mutex_unlock(&client->lock);
+    kv_free(msg);
+    return status;
+}
+
+static void *receiver_main(void *arg)
+{
+    kv_rpc_client_t *client = arg;
+    kvp_status_t     status;
+
+    do {
+        status = receive_one(client);
+    } while (status == KVP_OK);
+    client_break(client, status);
+    return NULL;
+}
+
+static kvp_status_t send_frame(kv_rpc_client_t *client, const uint8_t *head,
+                               size_t head_len, const void *payload,
+                               uint64_t payload_len)
+{
+    struct iovec  iov[2] = {{(void *)head, head_len}, {(void *)payload, payload_len}};
+    struct msghdr mh     = {.msg_iov = iov, .msg_iovlen = payload_len ? 2 : 1};
+    kvp_status_t  status = KVP_OK;
+
+    pthread_mutex_lock(&client->send_lock);
+    while (mh.msg_iovlen > 0) {
+        ssize_t n = sendmsg(client->fd, &mh, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            /* a frame cut in the middle leaves the stream unusable */
+            status = errno == EAGAIN ? KVP_ERR_TIMED_OUT : kv_status_from_errno(errno);
+            client_break(client, KVP_ERR_CONNECTION_LOST);
+            break;
+        }
+        while (n > 0 && mh.msg_iovlen > 0) {
+            if ((size_t)n >= mh.msg_iov->iov_len) {
+                n -= (ssize_t)mh.msg_iov->iov_len;
+                mh.msg_iov++;
+                mh.msg_iovlen--;
+            } else {
+                mh.msg_iov->iov_base = (uint8_t *)mh.msg_iov->iov_base + n;
+                mh.msg_iov->iov_len -= (size_t)n;
+                n = 0;
+            }
+        }
+    }
+    pthread_mutex_unlock(&client->send_lock);
+    return status;
+}
+
+static void deadline_after(struct timespec *ts, uint32_t timeout_ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += timeout_ms / 1000;
+    ts->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Decode a finished call's message into the caller's result. */
+static kvp_status_t finish_call(const ProtobufCMethodDescriptor *method,
+                                pending_t *p, ProtobufCMessage **reply_p)
+{
+    ProtobufCMessage   *reply;
+    Kvpool__ErrorReply *err;
+
+    if (p->status < 0) {
+        err = kvpool__error_reply__unpack(NULL, p->msg_len, p->msg);
+        if (err != NULL) {
+            kv_log_debug("%s failed: %s: %s", method->name,
+                         kvp_status_string(p->status), err->message);
+            if (p->recv != NULL) {
+                p->recv->error_size = err->size;
+            }
+            kvpool__error_reply__free_unpacked(err, NULL);
+        }
+        return p->status;
+    }
+    reply = protobuf_c_message_unpack(method->output, NULL, p->msg_len, p->msg);
+    if (reply == NULL) {
+        kv_log_warn("cannot decode the reply of %s", method->name);
+        return KVP_ERR_PROTOCOL;
+    }
+    if (reply_p != NULL) {
+        *reply_p = reply;
+    } else {
+        protobuf_c_message_free_unpacked(reply, NULL);
+    }
+    return KVP_OK;
+}
+
+kvp_status_t kv_rpc_call(kv_rpc_client_t *client, unsigned method_index,
+                         const ProtobufCMessage *request, const void *payload,
+                         uint64_t payload_len, uint32_t timeout_ms,
+                         ProtobufCMessage **reply_p, kv_rpc_recv_t *recv)
+{
+    const ProtobufCMethodDescriptor *method;
+    pthread_condattr_t               attr;
+    struct timespec                  deadline;
+    kv_frame_header_t                hdr = {0};
+    pending_t                        p   = {0};
+    uint8_t                         *head;
+    size_t                           msg_len;
+    kvp_status_t                     status;
+
+    if (method_index >= client->service->n_methods) {
+        return KVP_ERR_INVALID_PARAM;
+    }
+    method  = &client->service->methods[method_index];
+    msg_len = protobuf_c_message_get_packed_size(request);
+    if (msg_len > KV_FRAME_MSG_MAX || payload_len > KV_FRAME_PAYLOAD_MAX) {
+        return KVP_ERR_TOO_LARGE;
+    }
+    if (payload_len > client->max_payload) {
+        return KVP_ERR_TOO_LARGE;
+    }
+
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&p.cond, &attr);
+    pthread_condattr_destroy(&attr);
+    p.recv  = recv;
+    p.state = PENDING_WAITING;
+
+    pthread_mutex_lock(&client->lock);
+    if (client->broken != KVP_OK) {
+        status = client->broken;
+        pthread_mutex_unlock(&client->lock);
+        goto out_cond;
+    }
+    p.id         = ++client->next_id;
+    p.next       = client->pending;
+    client->pending = &p;
+    pthread_mutex_unlock(&client->lock);
+
+    hdr.kind        = KV_FRAME_REQUEST;
+    hdr.method      = (uint16_t)method_index;
+    hdr.id          = p.id;
+    hdr.timeout_ms  = timeout_ms;
+    hdr.msg_len     = (uint32_t)msg_len;
+    hdr.payload_len = payload ? payload_len : 0;
+    head            = kv_malloc(KV_FRAME_HEADER_LEN + msg_len, "request frame");
+    kv_frame_header_pack(&hdr, head);
+    protobuf_c_message_pack(request, head + KV_FRAME_HEADER_LEN);
+    status = send_frame(client, head, KV_FRAME_HEADER_LEN + msg_len, payload,
+                        hdr.payload_len);
+    kv_free(head);
+
+    deadline_after(&deadline, timeout_ms);
+    pthread_mutex_lock(&client->lock);
+    while (status == KVP_OK && p.state != PENDING_DONE) {
+        if (client->broken != KVP_OK) {
+            status = client->broken; /* CONNECTION_LOST, PROTOCOL, AUTH... */
+            break;
+        }
+        if (timeout_ms == 0 || p.state == PENDING_RECEIVING) {
+            pthread_cond_wait(&p.cond, &client->lock);
+        } else if (pthread_cond_timedwait(&p.cond, &client->lock, &deadline) ==
+                       ETIMEDOUT &&
+                   p.state == PENDING_WAITING) {
+            status = KVP_ERR_TIMED_OUT;
+        }
+    }
+    pending_unlink(client, &p);
+    pthread_mutex_unlock(&client->lock);
+    if (status == KVP_OK) {
+        status = finish_call(method, &p, reply_p);
+    }
+    kv_free(p.msg);
+out_cond:
+    pthread_cond_destroy(&p.cond);
+    return status;
+}
+
+static kvp_status_t connect_with_timeout(const char *address, uint32_t timeout_ms,
+                                         int *fd_p)
+{
+    struct sockaddr_storage addr;
+    socklen_t               addr_len;
+    struct pollfd           pfd;
+    int                     fd, err = 0, one = 1;
+    socklen_t               err_len = sizeof(err);
+    kvp_status_t            status;
+
+    status = kv_addr_parse(address, &addr, &addr_len);
+    if (status != KVP_OK) {
+        return status;
+    }
+    fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return KVP_ERR_IO;
+    }
+    if (connect(fd, (struct sockaddr *)&addr, addr_len) != 0) {
+        if (errno != EINPROGRESS) {
+            status = kv_status_from_errno(errno);
+            goto err_close;
+        }
+        pfd.fd     = fd;
+        pfd.events = POLLOUT;
+        if (poll(&pfd, 1, timeout_ms ? (int)timeout_ms : -1) != 1) {
+            status = KVP_ERR_TIMED_OUT;
+            goto err_close;
+        }
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &err_len);
+        if (err != 0) {
+            status = kv_status_from_errno(err);
+            goto err_close;
+        }
+    }
+    /* back to blocking: the receiver thread sleeps in recv() */
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    *fd_p = fd;
+    return KVP_OK;
+
+err_close:
+    close(fd);
+    return status;
+}
+
+kvp_status_t kv_rpc_client_create(const kv_rpc_client_params_t *params,
+                                  kv_rpc_client_t **client_p)
+{
+    Kvpool__Hello       hello = KVPOOL__HELLO__INIT;
+    Kvpool__HelloReply *reply = NULL;
+    kv_rpc_client_t    *client;
+    struct timeval      send_timeout;
+    size_t              token_len = params->token ? strlen(params->token) : 0;
+    kvp_status_t        status;
+
+    if (token_len > KVP_TOKEN_MAX || params->service == NULL) {
+        return KVP_ERR_INVALID_PARAM;
+    }
+    client              = kv_calloc(1, sizeof(*client), "rpc client");
+    client->service     = params->service;
+    client->max_payload = KV_FRAME_PAYLOAD_MAX;
+    pthread_mutex_init(&client->lock, NULL);
+    pthread_mutex_init(&client->send_lock, NULL);
+    status = connect_with_timeout(params->address, params->timeout_ms, &client->fd);
+    if (status != KVP_OK) {
+        goto err_free;
+    }
+    /* a peer that stops reading must not block a sender forever */
+    send_timeout.tv_sec  = params->timeout_ms / 1000;
+    send_timeout.tv_usec = (params->timeout_ms % 1000) * 1000;
+    setsockopt(client->fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout));
+    if (pthread_create(&client->receiver, NULL, receiver_main, client) != 0) {
+        status = KVP_ERR_NO_MEMORY;
+        goto err_close;
+    }
+
+    hello.version     = KVP_PROTOCOL_VERSION;
+    hello.token.data  = (uint8_t *)params->token;
+    hello.token.len   = token_len;
+    hello.client_name = (char *)(params->name ? params->name : "libkvpool");
+    status = kv_rpc_call(client, 0, &hello.base, NULL, 0, params->timeout_ms,
+                         (ProtobufCMessage **)&reply, NULL);
+    if (status != KVP_OK) {
+        goto err_stop;
+    }
+    if (reply->version != KVP_PROTOCOL_VERSION) {
+        kvpool__hello_reply__free_unpacked(reply, NULL);
+        status = KVP_ERR_VERSION;
+        goto err_stop;
+    }
+    client->max_payload = KV_MIN(reply->max_payload, KV_FRAME_PAYLOAD_MAX);
+    kvpool__hello_reply__free_unpacked(reply, NULL);
+    *client_p = client;
+    return KVP_OK;
+
+err_stop:
+    shutdown(client->fd, SHUT_RDWR);
+    pthread_join(client->receiver, NULL);
+err_close:
+    close(client->fd);
+err_free:
+    pthread_mutex_destroy(&client->lock);
+    pthread_mutex_destroy(&client->send_lock);
+    kv_free(client);
+    return status;
+}
+
+void kv_rpc_client_destroy(kv_rpc_client_t *client)
+{
+    if (client == NULL) {
+        return;
+    }
+    shutdown(client->fd, SHUT_RDWR);
+    pthread_join(client->receiver, NULL);
+    close(client->fd);
+    pthread_mutex_destroy(&client->lock);
+    pthread_mutex_destroy(&client->send_lock);
+    kv_free(client);
+}
+
+uint64_t kv_rpc_client_max_payload(const kv_rpc_client_t *client)
+{
+    return client->max_payload;
+}
