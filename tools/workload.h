@@ -53,7 +53,8 @@ typedef struct kv_request {
     uint64_t   timestamp_ms;  /**< arrival time, ms from the start */
     uint32_t   input_tokens;  /**< prompt length in tokens */
     uint32_t   output_tokens; /**< answer length in tokens */
-    size_t     num_keys;      /**< full blocks of the prompt */
+    size_t     num_keys;      /**< blocks of the prompt: its full blocks
+                                   (generator), one per hash id (trace) */
     kvp_key_t *keys;          /**< chain of block keys; owned by the workload,
                                    valid until the next kv_workload_next()
                                    or kv_workload_destroy() */

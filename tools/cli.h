@@ -1,0 +1,23 @@
+/**
+ * @file cli.h
+ * @brief Shared pieces of the kvpool command line.
+ */
+#ifndef KV_TOOLS_CLI_H
+#define KV_TOOLS_CLI_H
+
+#include <kvpool/kvpool.h>
+
+/** Common connection options of every subcommand. */
+typedef struct kv_cli_conn {
+    const char *node;  /**< HOST:PORT */
+    const char *ns;    /**< namespace */
+    const char *token; /**< from --token or $KVPOOL_TOKEN */
+} kv_cli_conn_t;
+
+/** Connect as @p conn says; prints a one-line reason on failure. */
+kvp_status_t kv_cli_connect(const kv_cli_conn_t *conn, kvp_client_h *client_p);
+
+/** `kvpool demo ...`; returns the process exit status. */
+int kv_cli_demo(int argc, char **argv);
+
+#endif
