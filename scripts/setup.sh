@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install the Debian packages kvpool needs, if any are missing (idempotent),
+# then configure and build into $1 (default build/) with extra CMake args.
+# Sourced by scripts/demo and scripts/test.
+set -euo pipefail
+
+KVP_PACKAGES="cmake make gcc g++ pkg-config protobuf-c-compiler libprotobuf-c-dev libxxhash-dev libinih-dev libjansson-dev"
+
+kvp_install_packages() {
+    local missing=() pkg sudo=""
+    for pkg in $KVP_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
+            missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    echo "installing: ${missing[*]}" >&2
+    $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
+        { $sudo apt-get update -qq && $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
+}
+
+# kvp_build DIR [cmake args...]
+kvp_build() {
+    local dir=$1
+    shift
+    cmake -S "$KVP_ROOT" -B "$dir" -DKVP_WERROR=ON "$@" >/dev/null
+    cmake --build "$dir" -j "$(nproc)" -- --no-print-directory >/dev/null
+}
+
+KVP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export KVP_ROOT
+kvp_install_packages

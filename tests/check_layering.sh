@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Layers (DESIGN.md): common <- proto, transport <- pool, coord, client <- tools.
+# A layer includes only the public headers of the layers below it:
+#   common/include/kv/*.h   (<kv/...>)      public to every layer
+#   proto/include/kvproto/  (<kvproto/...>) public to pool, coord, client
+#   include/kvpool/         (<kvpool/...>)  the installed client API
+# Private headers ("arena.h", "node.h", ...) stay in their folder.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+status=0
+check() { # folder, forbidden include regex, why
+    local hits
+    hits=$(grep -rnE "#include [<\"]($2)" "$1" --include='*.c' --include='*.h' 2>/dev/null)
+    if [ -n "$hits" ]; then
+        echo "FAIL: $1 $3:"; echo "$hits"; status=1
+    else
+        echo "ok   $1 $3"
+    fi
+}
+check common 'kvproto/|kvpool\.pb-c\.h|kvt/' "must not use upper layers"
+check proto 'arena\.h|block_table\.h|node\.h|kvt/' "must not use pool, client or transport"
+check client 'arena\.h|block_table\.h|node\.h' "must not use the pool's private headers"
+check tools 'kvproto/|kvpool\.pb-c\.h|arena\.h|block_table\.h|node\.h' "must use only <kvpool/*.h> and <kv/*.h>"
+# No folder reaches into another's private files by relative path.
+hits=$(grep -rnE '#include "\.\./' common proto pool client tools 2>/dev/null)
+if [ -n "$hits" ]; then echo "FAIL: relative includes across folders:"; echo "$hits"; status=1; else echo "ok   no relative includes across folders"; fi
+exit $status
