@@ -4,7 +4,7 @@
 # Sourced by scripts/demo and scripts/test.
 set -euo pipefail
 
-KVP_PACKAGES="cmake make gcc g++ pkg-config protobuf-c-compiler libprotobuf-c-dev libxxhash-dev libinih-dev libjansson-dev"
+KVP_PACKAGES="cmake make gcc g++ pkg-config protobuf-c-compiler libprotobuf-c-dev libxxhash-dev libinih-dev libjansson-dev clang libclang-rt-14-dev"
 
 kvp_install_packages() {
     local missing=() pkg sudo=""
@@ -19,12 +19,19 @@ kvp_install_packages() {
         { $sudo apt-get update -qq && $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
 }
 
-# kvp_build DIR [cmake args...]
+# kvp_build DIR [cmake args...]: configure and build everything, or only
+# the targets in $KVP_TARGETS; the compiler's output is shown on failure.
 kvp_build() {
-    local dir=$1
+    local dir=$1 log
     shift
-    cmake -S "$KVP_ROOT" -B "$dir" -DKVP_WERROR=ON "$@" >/dev/null
-    cmake --build "$dir" -j "$(nproc)" -- --no-print-directory >/dev/null
+    mkdir -p "$dir"
+    log="$dir/build.log"
+    if ! { cmake -S "$KVP_ROOT" -B "$dir" -DKVP_WERROR=ON "$@" &&
+           cmake --build "$dir" -j "$(nproc)" ${KVP_TARGETS:+--target $KVP_TARGETS}; } >"$log" 2>&1; then
+        cat "$log" >&2
+        echo "build failed in $dir" >&2
+        return 1
+    fi
 }
 
 KVP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

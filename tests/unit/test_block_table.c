@@ -599,11 +599,11 @@ static void test_random_against_model(void)
     kv_block_t            *dead[4096];
     uint8_t                dead_fill[4096];
     size_t                 ndead = 0;
-    uint64_t               tick = 0, evictions = 0;
+    uint64_t               tick = 0, evictions = 0, no_space = 0;
     kv_block_table_stats_t s;
 
     memset(model, 0, sizeof(model));
-    setup(&f, 64 * PAGE);
+    setup(&f, 32 * PAGE);
 
     for (int op = 0; op < 20000; op++) {
         unsigned       k = (unsigned)(rng_next() % MODEL_KEYS);
@@ -641,10 +641,21 @@ static void test_random_against_model(void)
             ASSERT(vanished == 0 || newest_victim < oldest_survivor);
             evictions += vanished;
             if (status == KVP_ERR_NO_SPACE) {
+                /* refused only if evicting all evictable cannot help */
+                uint64_t evictable = 0, rounded = (size + PAGE - 1) / PAGE * PAGE;
+                for (unsigned i = 0; i < MODEL_KEYS; i++) {
+                    if (model[i].present && model[i].pins == 0) {
+                        evictable += kv_arena_alloc_size(f.arena,
+                                                         model[i].block->offset);
+                    }
+                }
+                ASSERT(evictable == 0 ||
+                       kv_arena_capacity(f.arena) - kv_arena_used(f.arena) +
+                       evictable < rounded);
+                no_space++;
                 continue;
             }
             ASSERT_OK(status);
-            e = &model[k]; /* may have been evicted above */
             uint8_t fill = (uint8_t)rng_next();
             memset(kv_block_table_data(f.table, block), fill, size);
             if (rng_next() % 8 == 0) {
@@ -665,7 +676,7 @@ static void test_random_against_model(void)
             e->fill     = fill;
             e->pins     = 0;
             e->last_use = ++tick;
-        } else if (r < 55) {
+        } else if (r < 50) {
             kv_block_t *block = kv_block_table_lookup(f.table, f.ns, &key);
             ASSERT_EQ(block != NULL, e->present);
             if (block != NULL) {
@@ -674,24 +685,36 @@ static void test_random_against_model(void)
                 kv_block_table_touch(f.table, block);
                 e->last_use = ++tick;
             }
-        } else if (r < 65) {
-            if (e->present && e->pins < 3) {
-                kv_block_table_pin(f.table, e->block);
-                e->pins++;
+        } else if (r < 66) {
+            /* a reader starts: pin the first present block from k on */
+            for (unsigned j = 0; j < MODEL_KEYS; j++) {
+                model_entry_t *m = &model[(k + j) % MODEL_KEYS];
+                if (m->present && m->pins < 3) {
+                    kv_block_table_pin(f.table, m->block);
+                    m->pins++;
+                    break;
+                }
             }
-        } else if (r < 80) {
-            if (e->present && e->pins > 0) {
-                model_check_data(&f, e);
-                kv_block_table_unpin(f.table, e->block);
-                e->pins--;
-            } else if (ndead > 0) {
-                size_t i = (size_t)(rng_next() % ndead);
+        } else if (r < 82) {
+            /* a reader ends: of a dead block, or of a live one */
+            if ((ndead > 0) && (rng_next() % 2)) {
+                size_t         i = (size_t)(rng_next() % ndead);
                 const uint8_t *p = kv_block_table_data(f.table, dead[i]);
                 ASSERT_EQ(p[0], dead_fill[i]); /* still intact */
                 kv_block_table_unpin(f.table, dead[i]);
                 dead[i]      = dead[ndead - 1];
                 dead_fill[i] = dead_fill[ndead - 1];
                 ndead--;
+                continue;
+            }
+            for (unsigned j = 0; j < MODEL_KEYS; j++) {
+                model_entry_t *m = &model[(k + j) % MODEL_KEYS];
+                if (m->present && m->pins > 0) {
+                    model_check_data(&f, m);
+                    kv_block_table_unpin(f.table, m->block);
+                    m->pins--;
+                    break;
+                }
             }
         } else {
             int removed = kv_block_table_remove(f.table, f.ns, &key);
@@ -724,6 +747,7 @@ static void test_random_against_model(void)
         }
     }
     ASSERT(evictions > 100);
+    ASSERT(no_space > 10);
 
     /* release every reader: only committed blocks remain */
     while (ndead > 0) {
