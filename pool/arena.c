@@ -275,6 +275,17 @@ static void *arena_map(uint64_t size, int *hugetlb_p)
     if (madvise(base, size, MADV_HUGEPAGE) != 0) {
         kv_log_debug("arena: madvise(MADV_HUGEPAGE) failed: %m");
     }
+    /*
+     * Fault the whole arena in now, with huge pages where THP gives them:
+     * the node reserves its memory at start-up (as RDMA registration will
+     * pin it) instead of paying page faults on the put path.
+     */
+    if (madvise(base, size, MADV_POPULATE_WRITE) != 0) {
+        kv_log_debug("arena: MADV_POPULATE_WRITE failed (%m); touching pages");
+        for (uint64_t off = 0; off < size; off += KV_ARENA_PAGE_SIZE) {
+            ((volatile char *)base)[off] = 0;
+        }
+    }
     *hugetlb_p = 0;
     return base;
 }

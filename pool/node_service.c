@@ -17,6 +17,7 @@
 #include <kv/log.h>
 #include <kv/util.h>
 
+#include <stdio.h>
 #include <string.h>
 
 enum {
@@ -67,42 +68,76 @@ static int check_key(kv_rpc_call_t *call, const ProtobufCBinaryData *key)
     return 1;
 }
 
-static void handle_put(kv_rpc_call_t *call, const ProtobufCMessage *msg,
-                       const void *payload, uint64_t payload_len, void *arg)
+/*
+ * Put, first half: once the request's message is decoded, reserve the block
+ * in the arena so its bytes are received straight into it.  The block stays
+ * pending (invisible, not evictable) until handle_put checks its checksum.
+ */
+static kvp_status_t put_sink(const ProtobufCMessage *msg, uint64_t payload_len,
+                             void *arg, void **buf_p, void **ctx_p, char *err,
+                             size_t err_len)
 {
     const Kvpool__PutRequest *req  = (const Kvpool__PutRequest *)msg;
     kv_node_t                *node = arg;
-    Kvpool__PutReply          reply = KVPOOL__PUT_REPLY__INIT;
+    size_t                    ns_len = req->ns ? strlen(req->ns) : 0;
     kv_block_t               *block;
     uint32_t                  ns_id;
     kvp_status_t              status;
 
-    if (!check_ns(call, req->ns) || !check_key(call, &req->key)) {
-        return;
+    if (ns_len == 0 || ns_len > KVP_NAMESPACE_MAX) {
+        snprintf(err, err_len, "namespace must be 1..%d bytes, got %zu",
+                 KVP_NAMESPACE_MAX, ns_len);
+        return KVP_ERR_INVALID_PARAM;
     }
-    if (payload == NULL || payload_len == 0) {
+    if (req->key.len != KVP_KEY_LEN) {
+        snprintf(err, err_len, "block key must be %d bytes, got %zu", KVP_KEY_LEN,
+                 req->key.len);
+        return KVP_ERR_INVALID_PARAM;
+    }
+    status = kv_block_table_ns_id(node->table, req->ns, ns_len, 1, &ns_id);
+    if (status != KVP_OK) {
+        snprintf(err, err_len, "cannot add namespace '%.64s'", req->ns);
+        return status;
+    }
+    status = kv_block_table_reserve(node->table, ns_id,
+                                    (const kvp_key_t *)req->key.data, payload_len,
+                                    &block);
+    if (status != KVP_OK) {
+        snprintf(err, err_len, "no room for a %llu-byte block",
+                 (unsigned long long)payload_len);
+        return status;
+    }
+    *buf_p = kv_block_table_data(node->table, block);
+    *ctx_p = block;
+    return KVP_OK;
+}
+
+static void put_sink_cancel(void *ctx, void *arg)
+{
+    kv_node_t *node = arg;
+
+    kv_block_table_abort(node->table, ctx);
+}
+
+/* Put, second half: the bytes are in the pending block. */
+static void handle_put(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                       const void *payload, uint64_t payload_len, void *arg)
+{
+    const Kvpool__PutRequest *req   = (const Kvpool__PutRequest *)msg;
+    kv_node_t                *node  = arg;
+    Kvpool__PutReply          reply = KVPOOL__PUT_REPLY__INIT;
+    kv_block_t               *block = kv_rpc_call_payload_ctx(call);
+
+    if (block == NULL) {
         kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM, "put of an empty block");
         return;
     }
     if (kv_checksum(payload, payload_len) != req->checksum) {
+        kv_block_table_abort(node->table, block);
         kv_rpc_reply_error(call, KVP_ERR_CHECKSUM,
                            "put payload does not match its checksum");
         return;
     }
-    status = kv_block_table_ns_id(node->table, req->ns, strlen(req->ns), 1, &ns_id);
-    if (status != KVP_OK) {
-        kv_rpc_reply_error(call, status, "cannot add namespace '%.64s'", req->ns);
-        return;
-    }
-    status = kv_block_table_reserve(node->table, ns_id,
-                                    (const kvp_key_t *)req->key.data,
-                                    payload_len, &block);
-    if (status != KVP_OK) {
-        kv_rpc_reply_error(call, status, "no room for a %llu-byte block",
-                           (unsigned long long)payload_len);
-        return;
-    }
-    memcpy(kv_block_table_data(node->table, block), payload, payload_len);
     kv_block_table_commit(node->table, block, req->checksum);
     node->puts++;
     node->bytes_in += payload_len;
@@ -255,7 +290,7 @@ static const kv_rpc_handler_func_t node_handlers[METHOD_COUNT] = {
     [METHOD_STATS]  = handle_stats,
 };
 
-static const int node_takes_payload[METHOD_COUNT] = {[METHOD_PUT] = 1};
+static const kv_rpc_sink_func_t node_sinks[METHOD_COUNT] = {[METHOD_PUT] = put_sink};
 
 kvp_status_t kv_node_create(kv_evloop_t *loop, const kv_node_config_t *config,
                             kv_node_t **node_p)
@@ -287,7 +322,8 @@ kvp_status_t kv_node_create(kv_evloop_t *loop, const kv_node_config_t *config,
     params.max_payload   = KV_MIN(kv_arena_capacity(node->arena), KVP_BLOCK_MAX);
     params.service       = &kvpool__pool_node__descriptor;
     params.handlers      = node_handlers;
-    params.takes_payload = node_takes_payload;
+    params.sinks         = node_sinks;
+    params.sink_cancel   = put_sink_cancel;
     params.arg           = node;
     status = kv_rpc_server_create(loop, &params, &node->server);
     if (status != KVP_OK) {

@@ -6,10 +6,12 @@
  *
  *     HEADER (40 bytes) -> MESSAGE (msg_len <= 1 MiB) -> PAYLOAD -> dispatch
  *
- * A payload is accepted only by methods that take one, only after the
- * handshake, and only up to max_payload; a larger one that still fits the
- * frame limit is read and dropped (the caller gets KVP_ERR_TOO_LARGE), so
- * the stream stays in sync.  Replies are queued per connection and sent with
+ * A payload is accepted only by methods that take one (they have a sink),
+ * only after the handshake, and only up to max_payload.  Once the message
+ * is decoded, the method's sink says where the payload goes (the node
+ * reserves the block in its arena, so the bytes land there with no copy).
+ * A refused payload (too large, no space, bad message) is read and dropped
+ * so the stream stays in sync, then the caller gets the reason.  Replies are queued per connection and sent with
  * writev; a reply's payload is sent straight from the handler's memory and
  * its done callback runs once it left (or the connection died).  While a
  * connection has more than OUT_HIGH_WATER bytes queued it is not read, so a
@@ -38,6 +40,7 @@
 #define OUT_HIGH_WATER      (64ull << 20)
 #define MAX_CONNECTIONS     4096
 #define HANDSHAKE_TIMEOUT_NS (5ull * 1000000000ull)
+#define FRAME_TIMEOUT_NS     (60ull * 1000000000ull)
 #define FRAMES_PER_WAKEUP   32
 
 typedef struct out_frame {
@@ -68,8 +71,11 @@ typedef struct conn {
     size_t             got;           /* bytes of the current phase */
     kv_frame_header_t  hdr;
     uint8_t           *msg;
-    uint8_t           *payload;       /* NULL: payload is being dropped */
-    kvp_status_t       drop_status;   /* why it is dropped */
+    ProtobufCMessage  *request;       /* decoded once the message is in */
+    uint8_t           *payload;       /* sink memory; NULL: being dropped */
+    void              *payload_ctx;   /* the sink's, until a handler takes it */
+    kvp_status_t       drop_status;   /* why the frame is refused */
+    char               drop_reason[160];
     uint64_t           frame_start_ns;
 
     out_frame_t       *out_head, *out_tail;
@@ -82,6 +88,7 @@ struct kv_rpc_call {
     uint16_t method;
     int      replied;
     uint64_t too_small_size;
+    void    *payload_ctx;
 };
 
 struct kv_rpc_server {
@@ -115,10 +122,19 @@ static void conn_update_events(conn_t *conn)
 
 static void conn_reset_frame(conn_t *conn)
 {
+    if (conn->payload_ctx != NULL) {
+        /* the frame never reached its handler: give the memory back */
+        conn->server->params.sink_cancel(conn->payload_ctx, conn->server->params.arg);
+    }
+    if (conn->request != NULL) {
+        protobuf_c_message_free_unpacked(conn->request, NULL);
+    }
     kv_free(conn->msg);
-    kv_free(conn->payload);
-    conn->msg     = NULL;
-    conn->payload = NULL;
+    conn->msg         = NULL;
+    conn->request     = NULL;
+    conn->payload     = NULL;
+    conn->payload_ctx = NULL;
+    conn->drop_status = KVP_OK;
     conn->phase   = READ_HEADER;
     conn->got     = 0;
     memset(&conn->hdr, 0, sizeof(conn->hdr));
@@ -248,6 +264,11 @@ void kv_rpc_reply_too_small(kv_rpc_call_t *call, uint64_t size)
                 "block larger than the caller's buffer");
 }
 
+void *kv_rpc_call_payload_ctx(const kv_rpc_call_t *call)
+{
+    return call->payload_ctx;
+}
+
 const char *kv_rpc_call_peer(const kv_rpc_call_t *call)
 {
     return call->conn->peer;
@@ -292,53 +313,56 @@ static void handle_hello(conn_t *conn, kv_rpc_call_t *call,
     kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
 }
 
-/* A whole frame is in: decode it and run its method. */
+/* A whole frame is in: run its method. */
 static void conn_dispatch(conn_t *conn)
 {
     kv_rpc_server_t                 *server = conn->server;
     const ProtobufCServiceDescriptor *svc   = server->params.service;
-    kv_rpc_call_t                    call   = {conn, conn->hdr.id, conn->hdr.method, 0, 0};
+    kv_rpc_call_t                    call   = {conn, conn->hdr.id, conn->hdr.method,
+                                               0, 0, NULL};
     const ProtobufCMethodDescriptor *method;
-    ProtobufCMessage                *request;
     uint64_t                         elapsed_ms;
 
-    if (conn->hdr.method >= svc->n_methods) {
-        kv_rpc_reply_error(&call, KVP_ERR_UNKNOWN_METHOD, "no method %u in %s",
-                           conn->hdr.method, svc->name);
+    if (conn->drop_status != KVP_OK) {
+        kv_rpc_reply_error(&call, conn->drop_status, "%s", conn->drop_reason);
         return;
     }
-    if (conn->payload == NULL && conn->hdr.payload_len > 0) {
-        kv_rpc_reply_error(&call, conn->drop_status,
-                           "payload of %llu bytes refused (limit %llu)",
-                           (unsigned long long)conn->hdr.payload_len,
-                           (unsigned long long)server->params.max_payload);
-        return;
-    }
-    method  = &svc->methods[conn->hdr.method];
-    request = protobuf_c_message_unpack(method->input, NULL, conn->hdr.msg_len,
-                                        conn->msg);
-    if (request == NULL) {
-        kv_rpc_reply_error(&call, KVP_ERR_PROTOCOL, "cannot decode %s for %s",
-                           method->input->name, method->name);
-        return;
-    }
+    method     = &svc->methods[conn->hdr.method];
     elapsed_ms = (kv_time_ns() - conn->frame_start_ns) / 1000000;
     if (conn->hdr.timeout_ms != 0 && elapsed_ms > conn->hdr.timeout_ms) {
         kv_rpc_reply_error(&call, KVP_ERR_TIMED_OUT,
                            "%s arrived after its %u ms deadline", method->name,
                            conn->hdr.timeout_ms);
-    } else if (conn->hdr.method == 0) {
-        handle_hello(conn, &call, (const Kvpool__Hello *)request);
-    } else {
-        server->params.handlers[conn->hdr.method](&call, request, conn->payload,
-                                                  conn->hdr.payload_len,
-                                                  server->params.arg);
-        if (!call.replied) {
-            kv_log_error("handler of %s did not reply", method->name);
-            call_answer(&call, KVP_ERR_INTERNAL, NULL, NULL, 0, NULL, NULL, NULL);
-        }
+        return;
     }
-    protobuf_c_message_free_unpacked(request, NULL);
+    if (conn->hdr.method == 0) {
+        handle_hello(conn, &call, (const Kvpool__Hello *)conn->request);
+        return;
+    }
+    /* from here the handler owns the payload's memory */
+    call.payload_ctx  = conn->payload_ctx;
+    conn->payload_ctx = NULL;
+    server->params.handlers[conn->hdr.method](&call, conn->request, conn->payload,
+                                              conn->hdr.payload_len,
+                                              server->params.arg);
+    if (!call.replied) {
+        kv_log_error("handler of %s did not reply", method->name);
+        call_answer(&call, KVP_ERR_INTERNAL, NULL, NULL, 0, NULL, NULL, NULL);
+    }
+}
+
+/* Refuse the frame being read: its payload is dropped, then this replies. */
+static void conn_refuse(conn_t *conn, kvp_status_t status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void conn_refuse(conn_t *conn, kvp_status_t status, const char *fmt, ...)
+{
+    va_list ap;
+
+    conn->drop_status = status;
+    va_start(ap, fmt);
+    vsnprintf(conn->drop_reason, sizeof(conn->drop_reason), fmt, ap);
+    va_end(ap);
 }
 
 /* The header is in: check it against every limit before allocating. */
@@ -362,20 +386,60 @@ static int conn_header_done(conn_t *conn)
         return 0;
     }
     if (hdr->payload_len > 0 &&
-        (hdr->method >= svc->n_methods || !server->params.takes_payload[hdr->method])) {
+        (hdr->method >= svc->n_methods || server->params.sinks[hdr->method] == NULL)) {
         conn_fail(conn, KVP_ERR_PROTOCOL, "payload on a method that takes none");
         return 0;
     }
-    conn->msg = kv_malloc(hdr->msg_len, "request message");
-    if (hdr->payload_len > server->params.max_payload) {
-        conn->drop_status = KVP_ERR_TOO_LARGE;
-    } else if (hdr->payload_len > 0) {
-        conn->payload = kv_malloc_try(hdr->payload_len, "request payload");
-        conn->drop_status = KVP_ERR_NO_MEMORY;
+    if (hdr->method >= svc->n_methods) {
+        conn_refuse(conn, KVP_ERR_UNKNOWN_METHOD, "no method %u in %s",
+                    hdr->method, svc->name);
     }
+    conn->msg   = kv_malloc(hdr->msg_len, "request message");
     conn->phase = READ_MESSAGE;
     conn->got   = 0;
     return 1;
+}
+
+/* The message is in: decode it, and find where its payload goes. */
+static void conn_message_done(conn_t *conn)
+{
+    kv_rpc_server_t                 *server = conn->server;
+    const ProtobufCMethodDescriptor *method;
+    kvp_status_t                     status;
+    void                            *buf;
+    char                             reason[160];
+
+    if (conn->drop_status != KVP_OK) {
+        return;
+    }
+    method        = &server->params.service->methods[conn->hdr.method];
+    conn->request = protobuf_c_message_unpack(method->input, NULL, conn->hdr.msg_len,
+                                              conn->msg);
+    if (conn->request == NULL) {
+        conn_refuse(conn, KVP_ERR_PROTOCOL, "cannot decode %s for %s",
+                    method->input->name, method->name);
+        return;
+    }
+    if (conn->hdr.payload_len == 0) {
+        return;
+    }
+    if (conn->hdr.payload_len > server->params.max_payload) {
+        conn_refuse(conn, KVP_ERR_TOO_LARGE,
+                    "payload of %llu bytes is over the limit of %llu",
+                    (unsigned long long)conn->hdr.payload_len,
+                    (unsigned long long)server->params.max_payload);
+        return;
+    }
+    reason[0] = '\0';
+    status    = server->params.sinks[conn->hdr.method](
+        conn->request, conn->hdr.payload_len, server->params.arg, &buf,
+        &conn->payload_ctx, reason, sizeof(reason));
+    if (status != KVP_OK) {
+        conn->payload_ctx = NULL;
+        conn_refuse(conn, status, "%s", reason[0] ? reason : kvp_status_string(status));
+        return;
+    }
+    conn->payload = buf;
 }
 
 /* Read what the socket has, a phase at a time.  Returns 0 once closed. */
@@ -434,11 +498,15 @@ static int conn_read(conn_t *conn)
                 return 1;
             }
         } else if (conn->phase == READ_MESSAGE && conn->hdr.payload_len > 0) {
+            conn_message_done(conn);
             conn->phase = READ_PAYLOAD;
             conn->got   = 0;
         } else if (conn->phase == READ_PAYLOAD && conn->got < conn->hdr.payload_len) {
             continue; /* dropping in sink-sized pieces */
         } else {
+            if (conn->phase == READ_MESSAGE) {
+                conn_message_done(conn);
+            }
             conn_dispatch(conn);
             conn_reset_frame(conn);
             frames++;
@@ -713,6 +781,12 @@ void kv_rpc_server_expire(kv_rpc_server_t *server)
         if (!conn->authed && now - conn->accepted_ns > HANDSHAKE_TIMEOUT_NS) {
             kv_log_info("%s: no handshake within %llu s; closing", conn->peer,
                         HANDSHAKE_TIMEOUT_NS / 1000000000ull);
+            conn_close(conn);
+        } else if (conn->phase != READ_HEADER &&
+                   now - conn->frame_start_ns > FRAME_TIMEOUT_NS) {
+            /* a half-sent frame must not hold its payload memory forever */
+            kv_log_info("%s: frame not completed within %llu s; closing",
+                        conn->peer, FRAME_TIMEOUT_NS / 1000000000ull);
             conn_close(conn);
         }
     }

@@ -312,7 +312,7 @@ int kv_cli_demo(int argc, char **argv)
     for (int i = 0; i < threads; i++) {
         pthread_create(&tids[i], NULL, worker_main, &demo);
     }
-    for (;;) { /* progress once a second until the workers finish */
+    for (int ticks = 1;; ticks++) { /* progress once a second until done */
         int finished;
         usleep(200000);
         pthread_mutex_lock(&demo.lock);
@@ -321,9 +321,8 @@ int kv_cli_demo(int argc, char **argv)
         if (finished) {
             break;
         }
-        seconds = (double)(kv_time_ns() - start) / 1e9;
-        if ((uint64_t)(seconds * 5) % 5 == 0) {
-            print_progress(&demo, seconds, stderr);
+        if (ticks % 5 == 0) {
+            print_progress(&demo, (double)(kv_time_ns() - start) / 1e9, stderr);
         }
     }
     for (int i = 0; i < threads; i++) {

@@ -20,6 +20,7 @@
 #include <kvpool/kvpool.h>
 
 #include <protobuf-c/protobuf-c.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct kv_rpc_server kv_rpc_server_t;
@@ -36,6 +37,25 @@ typedef void (*kv_rpc_handler_func_t)(kv_rpc_call_t *call,
                                       const void *payload, uint64_t payload_len,
                                       void *arg);
 
+/**
+ * A payload sink: called for a request that carries a payload, once its
+ * message is decoded and before the payload is read.  Return KVP_OK with
+ * @p buf_p (payload_len bytes, which the payload is read into) and an
+ * opaque @p ctx_p; the handler then gets the payload in that memory and the
+ * context from kv_rpc_call_payload_ctx(), and owns both.  If the frame
+ * never reaches the handler (the connection dies mid-payload), the server's
+ * sink_cancel(ctx, arg) runs instead.  Return an error (and a reason in
+ * @p err) to refuse: the payload is read and dropped and the caller gets
+ * that status.
+ */
+typedef kvp_status_t (*kv_rpc_sink_func_t)(const ProtobufCMessage *request,
+                                           uint64_t payload_len, void *arg,
+                                           void **buf_p, void **ctx_p,
+                                           char *err, size_t err_len);
+
+/** Gives back what a sink handed out, for a frame that was abandoned. */
+typedef void (*kv_rpc_sink_cancel_func_t)(void *ctx, void *arg);
+
 /** Called once the reply's payload has been sent or dropped. */
 typedef void (*kv_rpc_done_func_t)(void *arg);
 
@@ -47,7 +67,8 @@ typedef struct kv_rpc_server_params {
     uint64_t    max_payload; /**< largest request payload accepted */
     const ProtobufCServiceDescriptor *service;
     const kv_rpc_handler_func_t      *handlers; /**< one per method; [0] unused */
-    const int                        *takes_payload; /**< per method: 0/1 */
+    const kv_rpc_sink_func_t         *sinks;    /**< per method; NULL: no payload */
+    kv_rpc_sink_cancel_func_t         sink_cancel;
     void                             *arg;      /**< passed to handlers */
 } kv_rpc_server_params_t;
 
@@ -102,6 +123,9 @@ void kv_rpc_reply_too_small(kv_rpc_call_t *call, uint64_t size);
  * Call it periodically (the node's tick does).
  */
 void kv_rpc_server_expire(kv_rpc_server_t *server);
+
+/** The context the method's sink returned for this call's payload. */
+void *kv_rpc_call_payload_ctx(const kv_rpc_call_t *call);
 
 /** A name for the call's peer ("127.0.0.1:5000"), for log lines. */
 const char *kv_rpc_call_peer(const kv_rpc_call_t *call);
