@@ -64,6 +64,7 @@ typedef struct conn {
     int                authed;
     int                closing;       /* close once the queue is flushed */
     int                reading;       /* EPOLLIN armed */
+    uint32_t           events;        /* what epoll watches now */
     uint64_t           accepted_ns;
 
     read_phase_t       phase;
@@ -117,7 +118,10 @@ static void conn_update_events(conn_t *conn)
         events |= EPOLLOUT;
     }
     conn->reading = reading;
-    kv_evloop_modify(conn->server->loop, conn->fd, events);
+    if (events != conn->events) {
+        conn->events = events;
+        kv_evloop_modify(conn->server->loop, conn->fd, events);
+    }
 }
 
 static void conn_reset_frame(conn_t *conn)
@@ -666,6 +670,7 @@ static void listen_event(int fd, uint32_t events, void *arg)
             continue;
         }
         conn->reading = 1;
+        conn->events  = EPOLLIN;
         conn->next    = server->conns;
         if (server->conns) {
             server->conns->prev = conn;
