@@ -11,6 +11,9 @@ typedef struct {
     kvp_status_t     status;
     char            *err;
     size_t           err_len;
+    FILE            *file;
+    int              line;
+    int              too_long; /* line number of an over-long line */
 } config_ctx_t;
 
 static int config_entry(void *user, const char *section, const char *key,
@@ -18,40 +21,53 @@ static int config_entry(void *user, const char *section, const char *key,
 {
     config_ctx_t *ctx = user;
 
-    if (strlen(value) > KV_CONFIG_VALUE_MAX) {
-        snprintf(ctx->err, ctx->err_len, "value of '%s' is longer than %d bytes",
-                 key, KV_CONFIG_VALUE_MAX);
-        ctx->status = KVP_ERR_CONFIG;
-        return 0;
-    }
     ctx->status = ctx->func(section, key, value, ctx->arg, ctx->err, ctx->err_len);
     return ctx->status == KVP_OK;
+}
+
+/* fgets for libinih that stops at a line too long for its buffer. */
+static char *config_read_line(char *buf, int size, void *user)
+{
+    config_ctx_t *ctx = user;
+    size_t        len;
+
+    if (fgets(buf, size, ctx->file) == NULL) {
+        return NULL;
+    }
+    ctx->line++;
+    len = strlen(buf);
+    if ((len > 0 && buf[len - 1] != '\n' && !feof(ctx->file)) ||
+        len > KV_CONFIG_LINE_MAX + 1) {
+        ctx->too_long = ctx->line;
+        return NULL;
+    }
+    return buf;
 }
 
 kvp_status_t kv_config_load(const char *path, kv_config_func_t func, void *arg,
                             char *err, size_t err_len)
 {
-    config_ctx_t ctx = {func, arg, KVP_OK, err, err_len};
+    config_ctx_t ctx = {func, arg, KVP_OK, err, err_len, NULL, 0, 0};
     char         reason[512];
-    FILE        *file;
     int          line;
 
-    err[0] = '\0';
-    file   = fopen(path, "r");
-    if (file == NULL) {
+    err[0]   = '\0';
+    ctx.file = fopen(path, "r");
+    if (ctx.file == NULL) {
         snprintf(err, err_len, "%s: %s", path, strerror(errno));
         return KVP_ERR_IO;
     }
-    line = ini_parse_file(file, config_entry, &ctx);
-    fclose(file);
+    line = ini_parse_stream(config_read_line, &ctx, config_entry, &ctx);
+    fclose(ctx.file);
+    if (ctx.too_long) {
+        snprintf(err, err_len, "%s:%d: line longer than %d bytes", path,
+                 ctx.too_long, KV_CONFIG_LINE_MAX);
+        return KVP_ERR_CONFIG;
+    }
     if (line == 0) {
         return KVP_OK;
     }
-    if (ctx.status != KVP_OK) {
-        snprintf(reason, sizeof(reason), "%s", err);
-    } else {
-        snprintf(reason, sizeof(reason), "syntax error");
-    }
+    snprintf(reason, sizeof(reason), "%s", ctx.status != KVP_OK ? err : "syntax error");
     snprintf(err, err_len, "%s:%d: %s", path, line, reason);
     return KVP_ERR_CONFIG;
 }

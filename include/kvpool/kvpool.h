@@ -42,7 +42,7 @@ extern "C" {
 #define KVP_NAMESPACE_MAX 128
 
 /** Longest auth token, in bytes. */
-#define KVP_TOKEN_MAX 256
+#define KVP_TOKEN_MAX 128
 
 /** Largest block the protocol carries, in bytes (256 MiB). */
 #define KVP_BLOCK_MAX ((uint64_t)256 << 20)

@@ -9,8 +9,12 @@
 
 #include <stddef.h>
 
-/** Longest value accepted in a config file. */
-#define KV_CONFIG_VALUE_MAX 1024
+/**
+ * Longest line of a config file, newline excluded.  libinih reads lines
+ * into a fixed buffer (200 bytes in Debian's build); a longer line is
+ * refused with its number rather than split.
+ */
+#define KV_CONFIG_LINE_MAX 198
 
 /**
  * Called for each "key = value" line.  Return KVP_OK to go on, or an error
@@ -23,7 +27,7 @@ typedef kvp_status_t (*kv_config_func_t)(const char *section, const char *key,
 /**
  * Parse the INI file at @p path, calling @p func for every entry.
  * @return KVP_OK; KVP_ERR_IO if it cannot be opened; KVP_ERR_CONFIG for a
- *         syntax error, a value over KV_CONFIG_VALUE_MAX, or an entry
+ *         syntax error, a line over KV_CONFIG_LINE_MAX, or an entry
  *         @p func rejected.  On error @p err says which line and why.
  */
 kvp_status_t kv_config_load(const char *path, kv_config_func_t func, void *arg,
