@@ -28,6 +28,12 @@ static int ns_valid(const char *ns)
     return ns != NULL && ns[0] != '\0' && strnlen(ns, KVP_NAMESPACE_MAX + 1) <= KVP_NAMESPACE_MAX;
 }
 
+static ProtobufCBinaryData ns_bytes(const char *ns)
+{
+    ProtobufCBinaryData bin = {strlen(ns), (uint8_t *)ns};
+    return bin;
+}
+
 kvp_status_t kvp_client_connect(const char *address,
                                 const kvp_client_params_t *params,
                                 kvp_client_h *client_p)
@@ -78,7 +84,7 @@ kvp_status_t kvp_put(kvp_client_h client, const char *ns, const kvp_key_t *key,
     if (size > KVP_BLOCK_MAX) {
         return KVP_ERR_TOO_LARGE;
     }
-    req.ns       = (char *)ns;
+    req.ns       = ns_bytes(ns);
     req.key.data = (uint8_t *)key->bytes;
     req.key.len  = KVP_KEY_LEN;
     req.checksum = kv_checksum(data, size);
@@ -98,7 +104,7 @@ kvp_status_t kvp_get(kvp_client_h client, const char *ns, const kvp_key_t *key,
         (buf == NULL && capacity > 0)) {
         return KVP_ERR_INVALID_PARAM;
     }
-    req.ns       = (char *)ns;
+    req.ns       = ns_bytes(ns);
     req.key.data = (uint8_t *)key->bytes;
     req.key.len  = KVP_KEY_LEN;
     req.max_size = capacity;
@@ -147,7 +153,7 @@ static kvp_status_t keys_call(kvp_client_h client, unsigned method,
         count > KVP_BATCH_MAX) {
         return KVP_ERR_INVALID_PARAM;
     }
-    req.ns     = (char *)ns;
+    req.ns     = ns_bytes(ns);
     req.n_keys = count;
     req.keys   = keys_borrow(keys, count);
     status     = kv_rpc_call(client->rpc, method, &req.base, NULL, 0,

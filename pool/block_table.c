@@ -316,9 +316,9 @@ kvp_status_t kv_block_table_ns_id(kv_block_table_t *table, const char *ns,
     return KVP_OK;
 }
 
-kvp_status_t kv_block_table_reserve(kv_block_table_t *table, uint32_t ns_id,
-                                    const kvp_key_t *key, uint64_t size,
-                                    kv_block_t **block_p)
+static kvp_status_t block_table_reserve(kv_block_table_t *table, uint32_t ns_id,
+                                        const kvp_key_t *key, uint64_t size,
+                                        int may_evict, kv_block_t **block_p)
 {
     uint64_t     capacity = kv_arena_capacity(table->arena);
     uint64_t     rounded, reclaimable, offset;
@@ -346,7 +346,7 @@ kvp_status_t kv_block_table_reserve(kv_block_table_t *table, uint32_t ns_id,
         if (status == KVP_OK) {
             break;
         }
-        if (status != KVP_ERR_NO_SPACE) {
+        if (status != KVP_ERR_NO_SPACE || !may_evict) {
             return status;
         }
         victim = block_table_victim(table);
@@ -367,6 +367,20 @@ kvp_status_t kv_block_table_reserve(kv_block_table_t *table, uint32_t ns_id,
     block_list_push_head(&table->limbo, block);
     *block_p = block;
     return KVP_OK;
+}
+
+kvp_status_t kv_block_table_reserve(kv_block_table_t *table, uint32_t ns_id,
+                                    const kvp_key_t *key, uint64_t size,
+                                    kv_block_t **block_p)
+{
+    return block_table_reserve(table, ns_id, key, size, 1, block_p);
+}
+
+kvp_status_t kv_block_table_reserve_free(kv_block_table_t *table, uint32_t ns_id,
+                                         const kvp_key_t *key, uint64_t size,
+                                         kv_block_t **block_p)
+{
+    return block_table_reserve(table, ns_id, key, size, 0, block_p);
 }
 
 void kv_block_table_commit(kv_block_table_t *table, kv_block_t *block,

@@ -134,6 +134,15 @@ kvp_status_t kv_block_table_reserve(kv_block_table_t *table, uint32_t ns_id,
                                     kv_block_t **block_p);
 
 /**
+ * @brief Like kv_block_table_reserve(), but only from free space: nothing
+ * is evicted, and KVP_ERR_NO_SPACE means the arena has no free extent of
+ * @p size now.  For space reserved before the bytes are known to be good.
+ */
+kvp_status_t kv_block_table_reserve_free(kv_block_table_t *table, uint32_t ns_id,
+                                         const kvp_key_t *key, uint64_t size,
+                                         kv_block_t **block_p);
+
+/**
  * @brief Make a PENDING block visible, as the most recently used, with
  * @p checksum.  A committed block with the same (namespace, key) is
  * replaced: freed now if unpinned, else made DEAD (invisible) and freed at

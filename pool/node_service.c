@@ -43,102 +43,153 @@ typedef struct {
     kv_block_t *block;
 } get_hold_t;
 
-/* Check a namespace and a key from the wire; reply and return 0 if bad. */
-static int check_ns(kv_rpc_call_t *call, const char *ns)
+/*
+ * Checks of a namespace and a key from the wire: write why into @p err and
+ * return 0 if bad.  A namespace is 1..KVP_NAMESPACE_MAX bytes with no NUL
+ * (clients pass it as a C string).
+ */
+static int ns_valid(const ProtobufCBinaryData *ns, char *err, size_t err_len)
 {
-    size_t len = ns ? strlen(ns) : 0;
-
-    if (len == 0 || len > KVP_NAMESPACE_MAX) {
-        kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM,
-                           "namespace must be 1..%d bytes, got %zu",
-                           KVP_NAMESPACE_MAX, len);
+    if (ns->len == 0 || ns->len > KVP_NAMESPACE_MAX ||
+        memchr(ns->data, '\0', ns->len) != NULL) {
+        snprintf(err, err_len, "namespace must be 1..%d bytes without NUL, got %zu",
+                 KVP_NAMESPACE_MAX, ns->len);
         return 0;
     }
     return 1;
 }
 
-static int check_key(kv_rpc_call_t *call, const ProtobufCBinaryData *key)
+static int key_valid(const ProtobufCBinaryData *key, char *err, size_t err_len)
 {
     if (key->len != KVP_KEY_LEN) {
-        kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM,
-                           "block key must be %d bytes, got %zu", KVP_KEY_LEN,
-                           key->len);
+        snprintf(err, err_len, "block key must be %d bytes, got %zu", KVP_KEY_LEN,
+                 key->len);
         return 0;
     }
     return 1;
+}
+
+/* The same checks for a handler: reply with the reason and return 0. */
+static int check_ns_key(kv_rpc_call_t *call, const ProtobufCBinaryData *ns,
+                        const ProtobufCBinaryData *key)
+{
+    char err[128];
+
+    if (!ns_valid(ns, err, sizeof(err)) || (key && !key_valid(key, err, sizeof(err)))) {
+        kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM, "%s", err);
+        return 0;
+    }
+    return 1;
+}
+
+/* The namespace's id: 1 if known, 0 if the node has never seen it. */
+static int ns_lookup(kv_node_t *node, const ProtobufCBinaryData *ns, uint32_t *id_p)
+{
+    return kv_block_table_ns_id(node->table, (const char *)ns->data, ns->len, 0,
+                                id_p) == KVP_OK;
 }
 
 /*
- * Put, first half: once the request's message is decoded, reserve the block
- * in the arena so its bytes are received straight into it.  The block stays
- * pending (invisible, not evictable) until handle_put checks its checksum.
+ * Where a Put's bytes are received.  If the arena has a free extent now,
+ * straight into a pending block there (no copy); otherwise into a heap
+ * buffer, and room is made by eviction only once the bytes have passed
+ * their checksum, so a refused, abandoned or slow Put never evicts anything.
  */
+typedef struct {
+    kv_block_t *block; /* pending block in the arena, or NULL */
+    void       *heap;  /* heap buffer when block is NULL */
+    uint32_t    ns_id;
+} put_landing_t;
+
 static kvp_status_t put_sink(const ProtobufCMessage *msg, uint64_t payload_len,
                              void *arg, void **buf_p, void **ctx_p, char *err,
                              size_t err_len)
 {
     const Kvpool__PutRequest *req  = (const Kvpool__PutRequest *)msg;
     kv_node_t                *node = arg;
-    size_t                    ns_len = req->ns ? strlen(req->ns) : 0;
-    kv_block_t               *block;
+    put_landing_t            *landing;
     uint32_t                  ns_id;
     kvp_status_t              status;
 
-    if (ns_len == 0 || ns_len > KVP_NAMESPACE_MAX) {
-        snprintf(err, err_len, "namespace must be 1..%d bytes, got %zu",
-                 KVP_NAMESPACE_MAX, ns_len);
+    if (!ns_valid(&req->ns, err, err_len) || !key_valid(&req->key, err, err_len)) {
         return KVP_ERR_INVALID_PARAM;
     }
-    if (req->key.len != KVP_KEY_LEN) {
-        snprintf(err, err_len, "block key must be %d bytes, got %zu", KVP_KEY_LEN,
-                 req->key.len);
-        return KVP_ERR_INVALID_PARAM;
-    }
-    status = kv_block_table_ns_id(node->table, req->ns, ns_len, 1, &ns_id);
+    status = kv_block_table_ns_id(node->table, (const char *)req->ns.data,
+                                  req->ns.len, 1, &ns_id);
     if (status != KVP_OK) {
-        snprintf(err, err_len, "cannot add namespace '%.64s'", req->ns);
+        snprintf(err, err_len, "cannot add another namespace");
         return status;
     }
-    status = kv_block_table_reserve(node->table, ns_id,
+    landing        = kv_calloc(1, sizeof(*landing), "put landing");
+    landing->ns_id = ns_id;
+    if (kv_block_table_reserve_free(node->table, ns_id,
                                     (const kvp_key_t *)req->key.data, payload_len,
-                                    &block);
-    if (status != KVP_OK) {
-        snprintf(err, err_len, "no room for a %llu-byte block",
-                 (unsigned long long)payload_len);
-        return status;
+                                    &landing->block) == KVP_OK) {
+        *buf_p = kv_block_table_data(node->table, landing->block);
+    } else {
+        landing->heap = kv_malloc_try(payload_len, "put payload");
+        if (landing->heap == NULL) {
+            kv_free(landing);
+            snprintf(err, err_len, "no memory to receive %llu bytes",
+                     (unsigned long long)payload_len);
+            return KVP_ERR_NO_MEMORY;
+        }
+        *buf_p = landing->heap;
     }
-    *buf_p = kv_block_table_data(node->table, block);
-    *ctx_p = block;
+    *ctx_p = landing;
     return KVP_OK;
+}
+
+static void put_landing_free(kv_node_t *node, put_landing_t *landing)
+{
+    if (landing->block != NULL) {
+        kv_block_table_abort(node->table, landing->block);
+    }
+    kv_free(landing->heap);
+    kv_free(landing);
 }
 
 static void put_sink_cancel(void *ctx, void *arg)
 {
-    kv_node_t *node = arg;
-
-    kv_block_table_abort(node->table, ctx);
+    put_landing_free(arg, ctx);
 }
 
-/* Put, second half: the bytes are in the pending block. */
+/* Put, once its bytes are in: check them, then make them visible. */
 static void handle_put(kv_rpc_call_t *call, const ProtobufCMessage *msg,
                        const void *payload, uint64_t payload_len, void *arg)
 {
-    const Kvpool__PutRequest *req   = (const Kvpool__PutRequest *)msg;
-    kv_node_t                *node  = arg;
-    Kvpool__PutReply          reply = KVPOOL__PUT_REPLY__INIT;
-    kv_block_t               *block = kv_rpc_call_payload_ctx(call);
+    const Kvpool__PutRequest *req     = (const Kvpool__PutRequest *)msg;
+    kv_node_t                *node    = arg;
+    Kvpool__PutReply          reply   = KVPOOL__PUT_REPLY__INIT;
+    put_landing_t            *landing = kv_rpc_call_payload_ctx(call);
+    kvp_status_t              status;
 
-    if (block == NULL) {
+    if (landing == NULL) {
         kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM, "put of an empty block");
         return;
     }
     if (kv_checksum(payload, payload_len) != req->checksum) {
-        kv_block_table_abort(node->table, block);
+        put_landing_free(node, landing);
         kv_rpc_reply_error(call, KVP_ERR_CHECKSUM,
                            "put payload does not match its checksum");
         return;
     }
-    kv_block_table_commit(node->table, block, req->checksum);
+    if (landing->block == NULL) {
+        status = kv_block_table_reserve(node->table, landing->ns_id,
+                                        (const kvp_key_t *)req->key.data,
+                                        payload_len, &landing->block);
+        if (status != KVP_OK) {
+            put_landing_free(node, landing);
+            kv_rpc_reply_error(call, status, "no room for a %llu-byte block",
+                               (unsigned long long)payload_len);
+            return;
+        }
+        memcpy(kv_block_table_data(node->table, landing->block), payload,
+               payload_len);
+    }
+    kv_block_table_commit(node->table, landing->block, req->checksum);
+    landing->block = NULL;
+    put_landing_free(node, landing);
     node->puts++;
     node->bytes_in += payload_len;
     kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
@@ -162,12 +213,11 @@ static void handle_get(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     get_hold_t               *hold;
     uint32_t                  ns_id;
 
-    if (!check_ns(call, req->ns) || !check_key(call, &req->key)) {
+    if (!check_ns_key(call, &req->ns, &req->key)) {
         return;
     }
     node->gets++;
-    if (kv_block_table_ns_id(node->table, req->ns, strlen(req->ns), 0, &ns_id) ==
-        KVP_OK) {
+    if (ns_lookup(node, &req->ns, &ns_id)) {
         block = kv_block_table_lookup(node->table, ns_id,
                                       (const kvp_key_t *)req->key.data);
     }
@@ -200,7 +250,7 @@ static void handle_get(kv_rpc_call_t *call, const ProtobufCMessage *msg,
 static int keys_request_ns(kv_node_t *node, kv_rpc_call_t *call,
                            const Kvpool__KeysRequest *req, uint32_t *ns_id_p)
 {
-    if (!check_ns(call, req->ns)) {
+    if (!check_ns_key(call, &req->ns, NULL)) {
         return -1;
     }
     if (req->n_keys > KVP_BATCH_MAX) {
@@ -210,12 +260,11 @@ static int keys_request_ns(kv_node_t *node, kv_rpc_call_t *call,
         return -1;
     }
     for (size_t i = 0; i < req->n_keys; i++) {
-        if (!check_key(call, &req->keys[i])) {
+        if (!check_ns_key(call, &req->ns, &req->keys[i])) {
             return -1;
         }
     }
-    return kv_block_table_ns_id(node->table, req->ns, strlen(req->ns), 0,
-                                ns_id_p) == KVP_OK;
+    return ns_lookup(node, &req->ns, ns_id_p);
 }
 
 static void handle_exists(kv_rpc_call_t *call, const ProtobufCMessage *msg,

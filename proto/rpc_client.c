@@ -54,6 +54,8 @@ struct kv_rpc_client {
     kvp_status_t     broken;
     uint64_t         max_payload;
     const ProtobufCServiceDescriptor *service;
+    int              callers;   /* calls inside kv_rpc_call() */
+    pthread_cond_t   idle;      /* signalled when callers drops to 0 */
 };
 
 static kvp_status_t recv_full(int fd, void *buf, size_t len)
@@ -161,7 +163,9 @@ static kvp_status_t receive_one(kv_rpc_client_t *client)
         if (p != NULL && p->recv != NULL && p->recv->buf != NULL &&
             hdr.payload_len <= p->recv->capacity) {
             status = recv_full(client->fd, p->recv->buf, hdr.payload_len);
-            p->recv->len = hdr.payload_len;
+            if (status == KVP_OK) {
+                p->recv->len = hdr.payload_len;
+            }
         } else {
             status = recv_drop(client->fd, hdr.payload_len);
             if (p != NULL) {
@@ -174,7 +178,8 @@ static kvp_status_t receive_one(kv_rpc_client_t *client)
 
     pthread_mutex_lock(&client->lock);
     if (p != NULL) {
-        p->status  = call_status;
+        /* a reply cut short is a lost connection, never a damaged block */
+        p->status  = status != KVP_OK ? KVP_ERR_CONNECTION_LOST : call_status;
         p->msg     = msg;
         p->msg_len = hdr.msg_len;
         p->state   = PENDING_DONE;
@@ -311,10 +316,10 @@ kvp_status_t kv_rpc_call(kv_rpc_client_t *client, unsigned method_index,
     p.state = PENDING_WAITING;
 
     pthread_mutex_lock(&client->lock);
+    client->callers++;
     if (client->broken != KVP_OK) {
         status = client->broken;
-        pthread_mutex_unlock(&client->lock);
-        goto out_cond;
+        goto out_unlock;
     }
     p.id         = ++client->next_id;
     p.next       = client->pending;
@@ -337,7 +342,8 @@ kvp_status_t kv_rpc_call(kv_rpc_client_t *client, unsigned method_index,
     deadline_after(&deadline, timeout_ms);
     pthread_mutex_lock(&client->lock);
     while (status == KVP_OK && p.state != PENDING_DONE) {
-        if (client->broken != KVP_OK) {
+        /* while RECEIVING the receiver writes into our buffer: wait for it */
+        if (client->broken != KVP_OK && p.state == PENDING_WAITING) {
             status = client->broken; /* CONNECTION_LOST, PROTOCOL, AUTH... */
             break;
         }
@@ -355,9 +361,23 @@ kvp_status_t kv_rpc_call(kv_rpc_client_t *client, unsigned method_index,
         status = finish_call(method, &p, reply_p);
     }
     kv_free(p.msg);
-out_cond:
+    pthread_mutex_lock(&client->lock);
+out_unlock:
+    /* the last call out lets kv_rpc_client_destroy() free the client */
+    if (--client->callers == 0) {
+        pthread_cond_broadcast(&client->idle);
+    }
+    pthread_mutex_unlock(&client->lock);
     pthread_cond_destroy(&p.cond);
     return status;
+}
+
+static void client_free(kv_rpc_client_t *client)
+{
+    pthread_mutex_destroy(&client->lock);
+    pthread_mutex_destroy(&client->send_lock);
+    pthread_cond_destroy(&client->idle);
+    kv_free(client);
 }
 
 static kvp_status_t connect_with_timeout(const char *address, uint32_t timeout_ms,
@@ -424,6 +444,7 @@ kvp_status_t kv_rpc_client_create(const kv_rpc_client_params_t *params,
     client->max_payload = KV_FRAME_PAYLOAD_MAX;
     pthread_mutex_init(&client->lock, NULL);
     pthread_mutex_init(&client->send_lock, NULL);
+    pthread_cond_init(&client->idle, NULL);
     status = connect_with_timeout(params->address, params->timeout_ms, &client->fd);
     if (status != KVP_OK) {
         goto err_free;
@@ -462,9 +483,7 @@ err_stop:
 err_close:
     close(client->fd);
 err_free:
-    pthread_mutex_destroy(&client->lock);
-    pthread_mutex_destroy(&client->send_lock);
-    kv_free(client);
+    client_free(client);
     return status;
 }
 
@@ -474,11 +493,14 @@ void kv_rpc_client_destroy(kv_rpc_client_t *client)
         return;
     }
     shutdown(client->fd, SHUT_RDWR);
-    pthread_join(client->receiver, NULL);
+    pthread_join(client->receiver, NULL); /* it marks the client broken */
+    pthread_mutex_lock(&client->lock);
+    while (client->callers > 0) {
+        pthread_cond_wait(&client->idle, &client->lock);
+    }
+    pthread_mutex_unlock(&client->lock);
     close(client->fd);
-    pthread_mutex_destroy(&client->lock);
-    pthread_mutex_destroy(&client->send_lock);
-    kv_free(client);
+    client_free(client);
 }
 
 uint64_t kv_rpc_client_max_payload(const kv_rpc_client_t *client)

@@ -13,9 +13,11 @@
  * A refused payload (too large, no space, bad message) is read and dropped
  * so the stream stays in sync, then the caller gets the reason.  Replies are queued per connection and sent with
  * writev; a reply's payload is sent straight from the handler's memory and
- * its done callback runs once it left (or the connection died).  While a
- * connection has more than OUT_HIGH_WATER bytes queued it is not read, so a
- * client that does not read its replies cannot grow the node's memory.
+ * its done callback runs once it left (or the connection died).  A
+ * connection is not read while it has OUT_HIGH_WATER bytes queued (each
+ * frame also charged its bookkeeping), or while it has anything queued and
+ * all connections together hold OUT_TOTAL_HIGH_WATER: clients that do not
+ * read their replies cannot grow the node's memory without bound.
  */
 #include <kv/alloc.h>
 #include <kv/log.h>
@@ -37,7 +39,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define OUT_HIGH_WATER      (64ull << 20)
+#define OUT_HIGH_WATER      (64ull << 20)  /* queued per connection */
+#define OUT_TOTAL_HIGH_WATER (1ull << 30)  /* queued over all connections */
+#define OUT_FRAME_OVERHEAD  256            /* bookkeeping of one queued frame */
 #define MAX_CONNECTIONS     4096
 #define HANDSHAKE_TIMEOUT_NS (5ull * 1000000000ull)
 #define FRAME_TIMEOUT_NS     (60ull * 1000000000ull)
@@ -50,6 +54,7 @@ typedef struct out_frame {
     const uint8_t     *payload;
     uint64_t           payload_len;
     uint64_t           sent;
+    uint64_t           cost;     /* charged to out_bytes while queued */
     kv_rpc_done_func_t done;
     void              *done_arg;
 } out_frame_t;
@@ -100,6 +105,7 @@ struct kv_rpc_server {
     char                  *name;
     kv_rpc_server_params_t params;
     conn_t                *conns;
+    uint64_t               out_total; /* queued reply bytes, all connections */
     kv_rpc_server_stats_t  stats;
 };
 
@@ -109,7 +115,9 @@ static int  conn_flush(conn_t *conn);
 static void conn_update_events(conn_t *conn)
 {
     uint32_t events  = 0;
-    int      reading = !conn->closing && conn->out_bytes < OUT_HIGH_WATER;
+    int      reading = !conn->closing && conn->out_bytes < OUT_HIGH_WATER &&
+                  (conn->out_bytes == 0 ||
+                   conn->server->out_total < OUT_TOTAL_HIGH_WATER);
 
     if (reading) {
         events |= EPOLLIN;
@@ -177,14 +185,19 @@ static void queue_frame(conn_t *conn, uint64_t id, uint16_t method,
         conn->out_head = frame;
     }
     conn->out_tail = frame;
-    conn->out_bytes += frame->head_len + frame->payload_len;
+    /* count what the queue costs in memory, not only on the wire */
+    frame->cost = frame->head_len + frame->payload_len + OUT_FRAME_OVERHEAD;
+    conn->out_bytes += frame->cost;
+    conn->server->out_total += frame->cost;
     if (status < 0) {
         conn->server->stats.rpc_errors++;
     }
 }
 
-static void frame_release(out_frame_t *frame)
+static void frame_release(conn_t *conn, out_frame_t *frame)
 {
+    conn->out_bytes -= frame->cost;
+    conn->server->out_total -= frame->cost;
     if (frame->done) {
         frame->done(frame->done_arg);
     }
@@ -553,7 +566,6 @@ static int conn_flush(conn_t *conn)
             conn_close(conn);
             return 0;
         }
-        conn->out_bytes -= (uint64_t)n;
         while (n > 0) {
             frame = conn->out_head;
             uint64_t left = frame->head_len + frame->payload_len - frame->sent;
@@ -566,7 +578,7 @@ static int conn_flush(conn_t *conn)
             if (conn->out_head == NULL) {
                 conn->out_tail = NULL;
             }
-            frame_release(frame);
+            frame_release(conn, frame);
         }
     }
     if (conn->out_head == NULL && conn->closing) {
@@ -590,7 +602,7 @@ static void conn_close(conn_t *conn)
     while (conn->out_head) {
         out_frame_t *frame = conn->out_head;
         conn->out_head     = frame->next;
-        frame_release(frame);
+        frame_release(conn, frame);
     }
     conn_reset_frame(conn);
     if (conn->prev) {
