@@ -4,7 +4,7 @@
 # Sourced by scripts/demo and scripts/test.
 set -euo pipefail
 
-KVP_PACKAGES="cmake make gcc g++ pkg-config protobuf-c-compiler libprotobuf-c-dev libxxhash-dev libinih-dev libjansson-dev clang libclang-rt-14-dev"
+KVP_PACKAGES="cmake make gcc g++ pkg-config protobuf-c-compiler libprotobuf-c-dev libxxhash-dev libinih-dev libjansson-dev libucx-dev libibverbs-dev librdmacm-dev clang libclang-rt-14-dev"
 
 kvp_install_packages() {
     local missing=() pkg sudo=""

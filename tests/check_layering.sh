@@ -20,9 +20,11 @@ check() { # folder, forbidden include regex, why
 }
 check common 'kvproto/|kvpool\.pb-c\.h|kvt/' "must not use upper layers"
 check proto 'arena\.h|block_table\.h|node\.h|kvt/' "must not use pool, client or transport"
-check client 'arena\.h|block_table\.h|node\.h' "must not use the pool's private headers"
-check tools 'kvproto/|kvpool\.pb-c\.h|arena\.h|block_table\.h|node\.h' "must use only <kvpool/*.h> and <kv/*.h>"
+check client 'arena\.h|block_table\.h|node\.h|base\.h|ucx\.h' "must not use the pool's or transport's private headers"
+check pool 'base\.h|ucx\.h|ucx_am\.h|client_int\.h' "must use only <kvt/transport.h> of the transport"
+check tools 'kvproto/|kvpool\.pb-c\.h|kvt/|arena\.h|block_table\.h|node\.h' "must use only <kvpool/*.h> and <kv/*.h>"
+check transport 'kvproto/|kvpool\.pb-c\.h|kvpool/kvpool\.h' "must not use proto or the client API"
 # No folder reaches into another's private files by relative path.
-hits=$(grep -rnE '#include "\.\./' common proto pool client tools 2>/dev/null)
+hits=$(grep -rnE '#include "\.\./' common proto transport pool client tools 2>/dev/null)
 if [ -n "$hits" ]; then echo "FAIL: relative includes across folders:"; echo "$hits"; status=1; else echo "ok   no relative includes across folders"; fi
 exit $status
