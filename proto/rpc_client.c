@@ -54,6 +54,7 @@ struct kv_rpc_client {
     kvp_status_t     broken;
     uint64_t         max_payload;
     const ProtobufCServiceDescriptor *service;
+    Kvpool__HelloReply *hello;  /* the peer's answer to our Hello */
     int              callers;   /* calls inside kv_rpc_call() */
     pthread_cond_t   idle;      /* signalled when callers drops to 0 */
 };
@@ -374,6 +375,9 @@ out_unlock:
 
 static void client_free(kv_rpc_client_t *client)
 {
+    if (client->hello != NULL) {
+        kvpool__hello_reply__free_unpacked(client->hello, NULL);
+    }
     pthread_mutex_destroy(&client->lock);
     pthread_mutex_destroy(&client->send_lock);
     pthread_cond_destroy(&client->idle);
@@ -473,7 +477,7 @@ kvp_status_t kv_rpc_client_create(const kv_rpc_client_params_t *params,
         goto err_stop;
     }
     client->max_payload = KV_MIN(reply->max_payload, KV_FRAME_PAYLOAD_MAX);
-    kvpool__hello_reply__free_unpacked(reply, NULL);
+    client->hello       = reply;
     *client_p = client;
     return KVP_OK;
 
@@ -501,6 +505,11 @@ void kv_rpc_client_destroy(kv_rpc_client_t *client)
     pthread_mutex_unlock(&client->lock);
     close(client->fd);
     client_free(client);
+}
+
+const Kvpool__HelloReply *kv_rpc_client_hello(const kv_rpc_client_t *client)
+{
+    return client->hello;
 }
 
 uint64_t kv_rpc_client_max_payload(const kv_rpc_client_t *client)

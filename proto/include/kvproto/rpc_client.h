@@ -40,6 +40,11 @@ void kv_rpc_client_destroy(kv_rpc_client_t *client);
 /** The largest payload the peer accepts (from its HelloReply). */
 uint64_t kv_rpc_client_max_payload(const kv_rpc_client_t *client);
 
+struct Kvpool__HelloReply;
+
+/** The peer's HelloReply (owned by the client, valid until destroy). */
+const struct Kvpool__HelloReply *kv_rpc_client_hello(const kv_rpc_client_t *client);
+
 /** Where a call's reply payload goes. */
 typedef struct kv_rpc_recv {
     void    *buf;        /**< caller memory, or NULL if no payload expected */
