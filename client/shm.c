@@ -114,7 +114,8 @@ kvp_status_t kvp__shm_attach(kvp_client_h client, const char *token)
         close(fd);
         return KVP_ERR_PROTOCOL;
     }
-    base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    /* map every page now: faulting them in on the put path costs more than the copy */
+    base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
     close(fd);
     if (base == MAP_FAILED) {
         kv_log_warn("shared memory: cannot map %llu bytes: %s",
@@ -188,8 +189,8 @@ kvp_status_t kvp__shm_put(kvp_client_h client, const char *ns, const kvp_key_t *
             status = KVP_ERR_PROTOCOL;
             break;
         }
-        memcpy(client->shm_base + span->offset, datas[i], sizes[i]);
-        checksums[i] = kv_checksum(datas[i], sizes[i]);
+        checksums[i] = kv_copy_checksum(client->shm_base + span->offset, datas[i],
+                                        sizes[i]);
     }
     if (status == KVP_OK) {
         commit.put_id      = started->put_id;
@@ -251,8 +252,8 @@ kvp_status_t kvp__shm_get(kvp_client_h client, const char *ns, const kvp_key_t *
             statuses[i] = KVP_ERR_BUFFER_TOO_SMALL;
             continue;
         }
-        memcpy(bufs[i], client->shm_base + span->offset, span->size);
-        if (kv_checksum(bufs[i], span->size) != span->checksum) {
+        if (kv_copy_checksum(bufs[i], client->shm_base + span->offset, span->size) !=
+            span->checksum) {
             kv_log_warn("get: block failed its checksum; treating it as a miss");
             statuses[i] = KVP_ERR_CHECKSUM;
         }

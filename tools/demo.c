@@ -204,71 +204,6 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* Path of kvpool-node: next to us (installed) or in the build tree. */
-static void node_binary(char *out, size_t len)
-{
-    char        self[PATH_MAX];
-    const char *env = getenv("KVPOOL_NODE_BIN");
-    ssize_t     n;
-
-    if (env != NULL) {
-        snprintf(out, len, "%s", env);
-        return;
-    }
-    n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n <= 0) {
-        snprintf(out, len, "kvpool-node");
-        return;
-    }
-    self[n] = '\0';
-    dirname(self);
-    snprintf(out, len, "%.*s/kvpool-node", (int)(len - 32), self);
-    if (access(out, X_OK) != 0) {
-        snprintf(out, len, "%.*s/../pool/kvpool-node", (int)(len - 32), self);
-    }
-}
-
-/* Start kvpool-node on a free loopback port; read its address back. */
-static pid_t spawn_node(const char *memory, char *address, size_t len)
-{
-    char  bin[PATH_MAX], line[256];
-    int   pipefd[2];
-    pid_t pid;
-    FILE *out;
-
-    node_binary(bin, sizeof(bin));
-    if (pipe(pipefd) != 0) {
-        return -1;
-    }
-    pid = fork();
-    if (pid == 0) {
-        dup2(pipefd[1], STDOUT_FILENO);
-        close(pipefd[0]);
-        close(pipefd[1]);
-        execl(bin, "kvpool-node", "--port", "0", "--memory", memory, "--log-level",
-              "warn", (char *)NULL);
-        fprintf(stderr, "kvpool demo: cannot run %s: %s\n", bin, strerror(errno));
-        _exit(127);
-    }
-    close(pipefd[1]);
-    out = fdopen(pipefd[0], "r");
-    if (pid < 0 || out == NULL || fgets(line, sizeof(line), out) == NULL ||
-        sscanf(line, "kvpool-node listening on %200s", address) != 1) {
-        fprintf(stderr, "kvpool demo: the node did not start\n");
-        if (out) {
-            fclose(out);
-        }
-        if (pid > 0) {
-            kill(pid, SIGTERM);
-            waitpid(pid, NULL, 0);
-        }
-        return -1;
-    }
-    fclose(out);
-    (void)len;
-    return pid;
-}
-
 static void print_progress(demo_t *demo, double seconds, FILE *out)
 {
     pthread_mutex_lock(&demo->lock);
@@ -348,7 +283,7 @@ int kv_cli_demo(int argc, char **argv)
         return 1;
     }
     if (conn.node == NULL) {
-        node_pid = spawn_node(memory, address, sizeof(address));
+        node_pid = kv_cli_node_start(memory, address, sizeof(address));
         if (node_pid < 0) {
             goto out_workload;
         }
@@ -413,10 +348,7 @@ int kv_cli_demo(int argc, char **argv)
     pthread_mutex_destroy(&demo.lock);
     kvp_client_disconnect(demo.client);
 out_node:
-    if (node_pid > 0) {
-        kill(node_pid, SIGTERM);
-        waitpid(node_pid, NULL, 0);
-    }
+    kv_cli_node_stop(node_pid);
 out_workload:
     kv_workload_destroy(demo.workload);
     return rc;
