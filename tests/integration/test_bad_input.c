@@ -22,6 +22,7 @@
 
 #include <node_proc.h>
 #include <test.h>
+#include <test_util.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,12 +30,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <sys/socket.h>
-#include <time.h>
-
-#define KiB ((uint64_t)1 << 10)
-#define MiB ((uint64_t)1 << 20)
 
 #define TOKEN "s3cret"
 #define ARENA (32 * MiB)
@@ -54,132 +50,6 @@ enum {
     M_GET_END,
     M_COUNT
 };
-
-/* ---------------------------------------------------------------------- */
-/* Orphan reaper: kill the node if this test dies                          */
-/* ---------------------------------------------------------------------- */
-
-#define MAX_REAP 8
-static volatile pid_t reap_pids[MAX_REAP];
-
-static void reap_on_signal(int sig)
-{
-    for (int i = 0; i < MAX_REAP; i++) {
-        if (reap_pids[i] > 0) {
-            kill(reap_pids[i], SIGKILL);
-        }
-    }
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
-static void reap_add(pid_t pid)
-{
-    static const int sigs[] = {SIGABRT, SIGALRM, SIGSEGV, SIGBUS, SIGFPE, SIGILL};
-
-    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-        signal(sigs[i], reap_on_signal);
-    }
-    for (int i = 0; i < MAX_REAP; i++) {
-        if (reap_pids[i] == 0) {
-            reap_pids[i] = pid;
-            return;
-        }
-    }
-}
-
-static void reap_del(pid_t pid)
-{
-    for (int i = 0; i < MAX_REAP; i++) {
-        if (reap_pids[i] == pid) {
-            reap_pids[i] = 0;
-        }
-    }
-}
-
-/* ---------------------------------------------------------------------- */
-/* Small helpers                                                           */
-/* ---------------------------------------------------------------------- */
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-typedef struct {
-    uint64_t s;
-} rng_t;
-
-static void rng_seed(rng_t *rng, uint64_t seed)
-{
-    rng->s = seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull;
-    if (rng->s == 0) {
-        rng->s = 1;
-    }
-}
-
-static uint64_t rng_next(rng_t *rng)
-{
-    rng->s ^= rng->s >> 12;
-    rng->s ^= rng->s << 25;
-    rng->s ^= rng->s >> 27;
-    return rng->s * 0x2545f4914f6cdd1dull;
-}
-
-static uint64_t rng_range(rng_t *rng, uint64_t lo, uint64_t hi)
-{
-    return lo + rng_next(rng) % (hi - lo + 1);
-}
-
-static void fill_random(void *buf, uint64_t size, uint64_t seed)
-{
-    uint8_t *p = buf;
-    uint64_t i = 0, v;
-    rng_t    rng;
-
-    rng_seed(&rng, seed ^ (size * 0xd1b54a32d192ed03ull));
-    for (; i + 8 <= size; i += 8) {
-        v = rng_next(&rng);
-        memcpy(p + i, &v, 8);
-    }
-    if (i < size) {
-        v = rng_next(&rng);
-        memcpy(p + i, &v, size - i);
-    }
-}
-
-static uint8_t *make_block(uint64_t size, uint64_t seed)
-{
-    uint8_t *buf = malloc(size ? size : 1);
-
-    ASSERT(buf != NULL);
-    fill_random(buf, size, seed);
-    return buf;
-}
-
-static kvp_key_t key_of(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static kvp_key_t key_of(const char *fmt, ...)
-{
-    char    name[256];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof(name), fmt, ap);
-    va_end(ap);
-    return kvp_key_from_bytes(name, strlen(name));
-}
 
 /* ---------------------------------------------------------------------- */
 /* The fixture: a node and a well-behaved client with stored blocks        */
@@ -226,16 +96,10 @@ static void fixture_up(fixture_t *f)
 {
     static const char *const extra[] = {"--token", TOKEN, "--log-level", "warn", NULL};
     rng_t                    rng;
-    int                      rc;
 
-    if (getenv("KVPOOL_NODE_BIN") == NULL) {
-        KV_SKIP("KVPOOL_NODE_BIN is not set (run through ctest)");
-    }
     signal(SIGPIPE, SIG_IGN);
     memset(f, 0, sizeof(*f));
-    rc = kv_test_node_start(&f->node, "32MiB", extra);
-    ASSERT_EQ(rc, 0);
-    reap_add(f->node.pid);
+    node_up(&f->node, "32MiB", extra);
     f->good = good_connect(&f->node);
 
     /* block 0 is exactly 1 MiB (tests read it); the others random sizes */
@@ -244,6 +108,29 @@ static void fixture_up(fixture_t *f)
     for (int i = 1; i < GOOD_BLOCKS; i++) {
         fixture_put(f, rng_range(&rng, 1, 600 * KiB));
     }
+}
+
+/* Good block @p i reads back through @p client, byte for byte, into @p buf
+ * of @p cap bytes. */
+static void fixture_expect_block(fixture_t *f, kvp_client_h client, int i, uint8_t *buf,
+                                 uint64_t cap)
+{
+    uint8_t *want = make_block(f->sizes[i], f->seeds[i]);
+    uint64_t got  = 0;
+
+    ASSERT_OK(kvp_get(client, GOOD_NS, &f->keys[i], buf, cap, &got));
+    ASSERT_EQ(got, f->sizes[i]);
+    ASSERT(memcmp(buf, want, got) == 0);
+    free(want);
+}
+
+/* The good client gets KVP_ERR_NOT_FOUND for @p key. */
+static void fixture_expect_missing(fixture_t *f, const kvp_key_t *key)
+{
+    uint8_t buf[16];
+
+    ASSERT_STATUS(kvp_get(f->good, GOOD_NS, key, buf, sizeof(buf), NULL),
+                  KVP_ERR_NOT_FOUND);
 }
 
 /* Everything the good client stored is intact; it can still put. */
@@ -256,13 +143,7 @@ static void fixture_check(fixture_t *f)
     ASSERT(buf != NULL);
     ASSERT(kv_test_node_alive(&f->node));
     for (int i = 0; i < f->count; i++) {
-        uint8_t *want = make_block(f->sizes[i], f->seeds[i]);
-        uint64_t got  = 0;
-
-        ASSERT_OK(kvp_get(f->good, GOOD_NS, &f->keys[i], buf, MiB + 1, &got));
-        ASSERT_EQ(got, f->sizes[i]);
-        ASSERT(memcmp(buf, want, f->sizes[i]) == 0);
-        free(want);
+        fixture_expect_block(f, f->good, i, buf, MiB + 1);
     }
     ASSERT_OK(kvp_stats(f->good, &st));
     ASSERT_EQ(st.evictions, 0);
@@ -270,15 +151,7 @@ static void fixture_check(fixture_t *f)
     /* a new block, through the old connection and through a new one */
     fixture_put(f, 64 * KiB + (uint64_t)f->count);
     fresh = good_connect(&f->node);
-    {
-        int      i    = f->count - 1;
-        uint8_t *want = make_block(f->sizes[i], f->seeds[i]);
-        uint64_t got  = 0;
-        ASSERT_OK(kvp_get(fresh, GOOD_NS, &f->keys[i], buf, MiB + 1, &got));
-        ASSERT_EQ(got, f->sizes[i]);
-        ASSERT(memcmp(buf, want, got) == 0);
-        free(want);
-    }
+    fixture_expect_block(f, fresh, f->count - 1, buf, MiB + 1);
     kvp_client_disconnect(fresh);
     free(buf);
 }
@@ -304,13 +177,9 @@ static void wait_connections(fixture_t *f, uint64_t want)
 
 static void fixture_down(fixture_t *f)
 {
-    int rc;
-
     fixture_check(f);
     kvp_client_disconnect(f->good);
-    rc = kv_test_node_stop(&f->node);
-    reap_del(f->node.pid);
-    ASSERT_EQ(rc, 0);
+    node_down(&f->node);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -446,25 +315,6 @@ static void reply_free(reply_t *r)
     memset(r, 0, sizeof(*r));
 }
 
-/* @return 0 once all @p len bytes are in; -1 on close, reset or timeout. */
-static int recv_full(int fd, void *buf, size_t len)
-{
-    uint8_t *p = buf;
-
-    while (len > 0) {
-        ssize_t n = recv(fd, p, len, 0);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Read one reply frame; @return 0, or -1 if none came. */
 static int read_reply(int fd, reply_t *r)
 {
@@ -521,7 +371,8 @@ static void expect_closed(int fd)
     ASSERT(n == 0 || (n < 0 && errno == ECONNRESET));
 }
 
-/* A framing error: one error reply with @p want, then the close. */
+/* A framing error: one error reply with @p want, then the close (id 0, or
+ * also @p id unless @p strict_id).  Closes @p fd. */
 static void expect_frame_error(int fd, kvp_status_t want, uint64_t id, int strict_id)
 {
     reply_t r;
@@ -535,6 +386,26 @@ static void expect_frame_error(int fd, kvp_status_t want, uint64_t id, int stric
     }
     reply_free(&r);
     expect_closed(fd);
+    close(fd);
+}
+
+/* Send just the header @p hdr; it is refused as expect_frame_error() says. */
+static void expect_header_refused(int fd, const uint8_t hdr[KV_FRAME_HEADER_LEN],
+                                  kvp_status_t want, uint64_t id, int strict_id)
+{
+    send_all(fd, hdr, KV_FRAME_HEADER_LEN);
+    expect_frame_error(fd, want, id, strict_id);
+}
+
+/* The next reply answers request @p id with the error @p want. */
+static void expect_error_reply(int fd, uint64_t id, kvp_status_t want)
+{
+    reply_t r;
+
+    ASSERT_EQ(read_reply(fd, &r), 0);
+    ASSERT_EQ(r.hdr.id, id);
+    expect_error(&r, want);
+    reply_free(&r);
 }
 
 /* Send a request and read its reply (same id); returns the status. */
@@ -675,24 +546,18 @@ static void test_bad_magic(void)
     fd = raw_connect(&f.node);
     header(hdr, KV_FRAME_REQUEST, M_HELLO, 5, 0, 0);
     memcpy(hdr, "XVP1", 4);
-    send_all(fd, hdr, sizeof(hdr));
-    expect_frame_error(fd, KVP_ERR_PROTOCOL, 5, 1);
-    close(fd);
+    expect_header_refused(fd, hdr, KVP_ERR_PROTOCOL, 5, 1);
 
     /* after it, on a request that would otherwise be fine */
     fd = raw_authed(&f.node);
     header(hdr, KV_FRAME_REQUEST, M_STATS, 6, 0, 0);
     hdr[3] = 0x32; /* "KVP2" */
-    send_all(fd, hdr, sizeof(hdr));
-    expect_frame_error(fd, KVP_ERR_PROTOCOL, 6, 1);
-    close(fd);
+    expect_header_refused(fd, hdr, KVP_ERR_PROTOCOL, 6, 1);
 
     /* an all-zero header */
     fd = raw_authed(&f.node);
     memset(hdr, 0, sizeof(hdr));
-    send_all(fd, hdr, sizeof(hdr));
-    expect_frame_error(fd, KVP_ERR_PROTOCOL, 0, 1);
-    close(fd);
+    expect_header_refused(fd, hdr, KVP_ERR_PROTOCOL, 0, 1);
 
     fixture_down(&f);
 }
@@ -747,13 +612,7 @@ static void test_truncated_frames(void)
     }
 
     wait_connections(&f, 1);
-    /* none of the cut puts was stored */
-    {
-        uint8_t  buf[16];
-        uint64_t size;
-        ASSERT_STATUS(kvp_get(f.good, GOOD_NS, &key, buf, sizeof(buf), &size),
-                      KVP_ERR_NOT_FOUND);
-    }
+    fixture_expect_missing(&f, &key); /* none of the cut puts was stored */
     free(msg);
     free(payload);
     fixture_down(&f);
@@ -769,15 +628,11 @@ static void test_msg_len_over_limit(void)
 
     fd = raw_authed(&f.node);
     header(hdr, KV_FRAME_REQUEST, M_GET, 11, KV_FRAME_MSG_MAX + 1, 0);
-    send_all(fd, hdr, sizeof(hdr));
-    expect_frame_error(fd, KVP_ERR_PROTOCOL, 11, 1);
-    close(fd);
+    expect_header_refused(fd, hdr, KVP_ERR_PROTOCOL, 11, 1);
 
     fd = raw_connect(&f.node); /* before the handshake, the largest value */
     header(hdr, KV_FRAME_REQUEST, M_HELLO, 12, UINT32_MAX, 0);
-    send_all(fd, hdr, sizeof(hdr));
-    expect_frame_error(fd, KVP_ERR_PROTOCOL, 12, 1);
-    close(fd);
+    expect_header_refused(fd, hdr, KVP_ERR_PROTOCOL, 12, 1);
 
     /* exactly 1 MiB is allowed: a Stats request padded with an unknown
      * field (number 15, length-delimited) decodes and is answered */
@@ -815,15 +670,11 @@ static void test_payload_len_over_limit(void)
 
     fd = raw_authed(&f.node);
     header(hdr, KV_FRAME_REQUEST, M_PUT, 21, 0, KV_FRAME_PAYLOAD_MAX + 1);
-    send_all(fd, hdr, sizeof(hdr));
-    expect_frame_error(fd, KVP_ERR_PROTOCOL, 21, 1);
-    close(fd);
+    expect_header_refused(fd, hdr, KVP_ERR_PROTOCOL, 21, 1);
 
     fd = raw_authed(&f.node);
     header(hdr, KV_FRAME_REQUEST, M_PUT, 22, 0, UINT64_MAX);
-    send_all(fd, hdr, sizeof(hdr));
-    expect_frame_error(fd, KVP_ERR_PROTOCOL, 22, 1);
-    close(fd);
+    expect_header_refused(fd, hdr, KVP_ERR_PROTOCOL, 22, 1);
 
     fixture_down(&f);
 }
@@ -839,16 +690,12 @@ static void test_reply_kind_frame(void)
     /* a well-formed reply frame, sent by a client */
     fd = raw_authed(&f.node);
     header(hdr, KV_FRAME_RESPONSE, M_STATS, 31, 0, 0);
-    send_all(fd, hdr, sizeof(hdr));
-    expect_frame_error(fd, KVP_ERR_PROTOCOL, 31, 0);
-    close(fd);
+    expect_header_refused(fd, hdr, KVP_ERR_PROTOCOL, 31, 0);
 
     /* a reply frame instead of the Hello */
     fd = raw_connect(&f.node);
     header(hdr, KV_FRAME_RESPONSE, M_HELLO, 32, 0, 0);
-    send_all(fd, hdr, sizeof(hdr));
-    expect_frame_error(fd, KVP_ERR_PROTOCOL, 32, 0);
-    close(fd);
+    expect_header_refused(fd, hdr, KVP_ERR_PROTOCOL, 32, 0);
 
     /* kinds that are neither, non-zero flags, non-zero reserved bytes */
     for (int variant = 0; variant < 4; variant++) {
@@ -868,9 +715,7 @@ static void test_reply_kind_frame(void)
             hdr[29] = 1;
             break;
         }
-        send_all(fd, hdr, sizeof(hdr));
-        expect_frame_error(fd, KVP_ERR_PROTOCOL, 33, 1);
-        close(fd);
+        expect_header_refused(fd, hdr, KVP_ERR_PROTOCOL, 33, 1);
     }
 
     fixture_down(&f);
@@ -889,26 +734,21 @@ static void test_request_before_hello(void)
     fd = raw_connect(&f.node);
     send_frame(fd, M_STATS, 41, &stats.base, NULL, 0);
     expect_frame_error(fd, KVP_ERR_AUTH, 41, 0);
-    close(fd);
 
     fd = raw_connect(&f.node);
     get_request(&get, GOOD_NS, f.keys[0].bytes, KVP_KEY_LEN, MiB);
     send_frame(fd, M_GET, 42, &get.base, NULL, 0);
     expect_frame_error(fd, KVP_ERR_AUTH, 42, 0);
-    close(fd);
 
     /* a Put before the Hello: refused on its header, the payload unread */
     fd = raw_connect(&f.node);
     header(hdr, KV_FRAME_REQUEST, M_PUT, 43, 0, 4096);
-    send_all(fd, hdr, sizeof(hdr));
-    expect_frame_error(fd, KVP_ERR_AUTH, 43, 0);
-    close(fd);
+    expect_header_refused(fd, hdr, KVP_ERR_AUTH, 43, 0);
 
     /* an unknown method before the Hello */
     fd = raw_connect(&f.node);
     send_frame_bytes(fd, 77, 44, NULL, 0, NULL, 0);
     expect_frame_error(fd, KVP_ERR_AUTH, 44, 0);
-    close(fd);
 
     fixture_down(&f);
 }
@@ -999,14 +839,10 @@ static void test_unknown_method(void)
     fixture_up(&f);
     fd = raw_authed(&f.node);
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
-        reply_t  r;
         uint64_t id = next_id++;
 
         send_frame_bytes(fd, methods[i], id, "\x08\x01", 2, NULL, 0);
-        ASSERT_EQ(read_reply(fd, &r), 0);
-        ASSERT_EQ(r.hdr.id, id);
-        expect_error(&r, KVP_ERR_UNKNOWN_METHOD);
-        reply_free(&r);
+        expect_error_reply(fd, id, KVP_ERR_UNKNOWN_METHOD);
         expect_stats_ok(fd, &st); /* still usable */
     }
     ASSERT_EQ(st.connections, 2);
@@ -1033,16 +869,12 @@ static void test_undecodable_message(void)
         const void *msgs[] = {truncated, bad_varint};
         size_t      lens[] = {sizeof(truncated), sizeof(bad_varint)};
         for (int m = 0; m < 2; m++) {
-            reply_t  r;
             uint64_t id   = next_id++;
             uint64_t plen = method == M_PUT ? 8192 : 0;
 
             send_frame_bytes(fd, method, id, msgs[m], lens[m], plen ? payload : NULL,
                              plen);
-            ASSERT_EQ(read_reply(fd, &r), 0);
-            ASSERT_EQ(r.hdr.id, id);
-            expect_error(&r, KVP_ERR_PROTOCOL);
-            reply_free(&r);
+            expect_error_reply(fd, id, KVP_ERR_PROTOCOL);
             expect_stats_ok(fd, NULL); /* in sync, payload and all */
         }
     }
@@ -1060,14 +892,8 @@ static void test_undecodable_message(void)
 
     /* an undecodable Hello: refused, and a good Hello may follow */
     fd = raw_connect(&f.node);
-    {
-        reply_t r;
-        send_frame_bytes(fd, M_HELLO, 51, truncated, sizeof(truncated), NULL, 0);
-        ASSERT_EQ(read_reply(fd, &r), 0);
-        ASSERT_EQ(r.hdr.id, 51);
-        expect_error(&r, KVP_ERR_PROTOCOL);
-        reply_free(&r);
-    }
+    send_frame_bytes(fd, M_HELLO, 51, truncated, sizeof(truncated), NULL, 0);
+    expect_error_reply(fd, 51, KVP_ERR_PROTOCOL);
     ASSERT_OK(send_hello(fd, KVP_PROTOCOL_VERSION, TOKEN));
     expect_stats_ok(fd, NULL);
     close(fd);
@@ -1091,9 +917,7 @@ static void test_payload_on_method_without_payload(void)
         fd = raw_authed(&f.node);
         /* only the header: it is refused before any payload is read */
         header(hdr, KV_FRAME_REQUEST, methods[i], id, 0, 16);
-        send_all(fd, hdr, sizeof(hdr));
-        expect_frame_error(fd, KVP_ERR_PROTOCOL, id, 0);
-        close(fd);
+        expect_header_refused(fd, hdr, KVP_ERR_PROTOCOL, id, 0);
     }
     fixture_down(&f);
 }
@@ -1306,16 +1130,12 @@ static void test_put_larger_than_arena(void)
 
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
         uint64_t id = next_id++;
-        reply_t  r;
 
         header(hdr, KV_FRAME_REQUEST, M_PUT, id, (uint32_t)msg_len, sizes[i]);
         send_all(fd, hdr, sizeof(hdr));
         send_all(fd, msg, msg_len);
         send_zeros(fd, sizes[i]); /* read and dropped by the node */
-        ASSERT_EQ(read_reply(fd, &r), 0);
-        ASSERT_EQ(r.hdr.id, id);
-        expect_error(&r, KVP_ERR_TOO_LARGE);
-        reply_free(&r);
+        expect_error_reply(fd, id, KVP_ERR_TOO_LARGE);
         expect_stats_ok(fd, NULL); /* the stream is in sync */
     }
     get_request(&get, GOOD_NS, key.bytes, KVP_KEY_LEN, MiB);
@@ -1371,12 +1191,7 @@ static void test_get_missing(void)
     ASSERT_EQ(after.gets, before.gets + 3);
     ASSERT_EQ(after.rpc_errors, before.rpc_errors + 3);
 
-    /* the same through the library */
-    {
-        uint8_t buf[16];
-        ASSERT_STATUS(kvp_get(f.good, GOOD_NS, &key, buf, sizeof(buf), NULL),
-                      KVP_ERR_NOT_FOUND);
-    }
+    fixture_expect_missing(&f, &key); /* the same through the library */
     close(fd);
     fixture_down(&f);
 }
@@ -1548,11 +1363,7 @@ static void test_abrupt_connections(void)
     }
 
     wait_connections(&f, 1);
-    {
-        uint8_t buf[16];
-        ASSERT_STATUS(kvp_get(f.good, GOOD_NS, &key, buf, sizeof(buf), NULL),
-                      KVP_ERR_NOT_FOUND);
-    }
+    fixture_expect_missing(&f, &key);
     /* block 0 was pinned by Gets whose replies died: it can be replaced */
     {
         uint8_t *data = make_block(MiB, f.seeds[0] + 1);
@@ -1565,33 +1376,31 @@ static void test_abrupt_connections(void)
     fixture_down(&f);
 }
 
-static void test_unread_replies(void)
+/*
+ * Send the Get @p get over and over, in batches of @p batch frames with ids
+ * from @p first_id, never reading a reply, until @p max Gets went out or
+ * the node took nothing for 300 ms.  The socket is left non-blocking.
+ * @return the number of Gets sent (whole batches).
+ */
+static uint64_t send_gets_unread(int fd, const Kvpool__GetRequest *get, uint64_t first_id,
+                                 size_t batch, uint64_t max)
 {
-    fixture_t          f;
-    Kvpool__GetRequest get;
-    uint8_t           *frames, *msg;
-    size_t             msg_len, frame_len, batch = 256;
-    uint64_t           sent = 0, t0;
-    kvp_stats_t        st;
-    int                fd, flags;
+    size_t   msg_len, frame_len;
+    uint8_t *msg = pack(&get->base, &msg_len), *frames;
+    uint64_t sent = 0;
+    int      flags;
 
-    fixture_up(&f);
-    fd = raw_authed(&f.node);
-    get_request(&get, GOOD_NS, f.keys[0].bytes, KVP_KEY_LEN, MiB); /* 1 MiB */
-    msg       = pack(&get.base, &msg_len);
     frame_len = KV_FRAME_HEADER_LEN + msg_len;
     frames    = malloc(frame_len * batch);
     ASSERT(frames != NULL);
     for (size_t i = 0; i < batch; i++) {
-        header(frames + i * frame_len, KV_FRAME_REQUEST, M_GET, 100 + i,
+        header(frames + i * frame_len, KV_FRAME_REQUEST, M_GET, first_id + i,
                (uint32_t)msg_len, 0);
         memcpy(frames + i * frame_len + KV_FRAME_HEADER_LEN, msg, msg_len);
     }
-
-    /* send Gets, never reading, until the node stops taking them */
     flags = fcntl(fd, F_GETFL);
     fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-    for (size_t off = 0; sent < 200000;) {
+    for (size_t off = 0; sent < max;) {
         ssize_t n = send(fd, frames + off, frame_len * batch - off, MSG_NOSIGNAL);
         if (n > 0) {
             off += (size_t)n;
@@ -1607,6 +1416,25 @@ static void test_unread_replies(void)
             break; /* stuck for 300 ms: the node no longer reads us */
         }
     }
+    free(frames);
+    free(msg);
+    return sent;
+}
+
+static void test_unread_replies(void)
+{
+    fixture_t          f;
+    Kvpool__GetRequest get;
+    uint64_t           sent, t0;
+    kvp_stats_t        st;
+    int                fd;
+
+    fixture_up(&f);
+    fd = raw_authed(&f.node);
+    get_request(&get, GOOD_NS, f.keys[0].bytes, KVP_KEY_LEN, MiB); /* 1 MiB */
+
+    /* send Gets, never reading, until the node stops taking them */
+    sent = send_gets_unread(fd, &get, 100, 256, 200000);
     fprintf(stderr,
             "unread replies: %" PRIu64 " Gets of 1 MiB sent before the "
             "node stopped reading\n",
@@ -1623,12 +1451,10 @@ static void test_unread_replies(void)
 
     /* the block the stuck replies pin can be deleted meanwhile */
     {
-        size_t  deleted = 0;
-        uint8_t buf[16];
+        size_t deleted = 0;
         ASSERT_OK(kvp_delete(f.good, GOOD_NS, &f.keys[0], 1, &deleted));
         ASSERT_EQ(deleted, 1);
-        ASSERT_STATUS(kvp_get(f.good, GOOD_NS, &f.keys[0], buf, sizeof(buf), NULL),
-                      KVP_ERR_NOT_FOUND);
+        fixture_expect_missing(&f, &f.keys[0]);
     }
 
     /* the reader goes away: its connection and its pins are released */
@@ -1641,7 +1467,6 @@ static void test_unread_replies(void)
         uint8_t  *big = make_block(ARENA, 77), *back = malloc(ARENA);
         kvp_key_t key = key_of("whole-arena");
         uint64_t  got = 0;
-        int       rc;
         ASSERT(back != NULL);
         ASSERT_OK(kvp_put(f.good, GOOD_NS, &key, big, ARENA));
         ASSERT_OK(kvp_get(f.good, GOOD_NS, &key, back, ARENA, &got));
@@ -1650,12 +1475,8 @@ static void test_unread_replies(void)
         free(big);
         free(back);
         kvp_client_disconnect(f.good);
-        rc = kv_test_node_stop(&f.node);
-        reap_del(f.node.pid);
-        ASSERT_EQ(rc, 0);
+        node_down(&f.node);
     }
-    free(frames);
-    free(msg);
 }
 
 /*
@@ -1672,7 +1493,7 @@ static void test_pinned_blocks_under_pressure(void)
     uint8_t           *blocks[PINNED], *replaced[REPLACED];
     Kvpool__GetRequest get;
     kvp_stats_t        st0, st;
-    int                fd, rc;
+    int                fd;
 
     fixture_up(&f);
     for (int i = 0; i < PINNED; i++) {
@@ -1710,14 +1531,9 @@ static void test_pinned_blocks_under_pressure(void)
         ASSERT_OK(kvp_stats(f.good, &st));
         ASSERT_EQ(st.evictions, 0);
         for (int i = 0; i < GOOD_BLOCKS; i++) {
-            uint8_t *buf  = malloc(MiB);
-            uint8_t *want = make_block(f.sizes[i], f.seeds[i]);
-            uint64_t got  = 0;
+            uint8_t *buf = malloc(MiB);
             ASSERT(buf != NULL);
-            ASSERT_OK(kvp_get(f.good, GOOD_NS, &f.keys[i], buf, MiB, &got));
-            ASSERT_EQ(got, f.sizes[i]);
-            ASSERT(memcmp(buf, want, got) == 0);
-            free(want);
+            fixture_expect_block(&f, f.good, i, buf, MiB);
             free(buf);
         }
     }
@@ -1800,9 +1616,7 @@ static void test_pinned_blocks_under_pressure(void)
         free(replaced[i]);
     }
     kvp_client_disconnect(f.good);
-    rc = kv_test_node_stop(&f.node);
-    reap_del(f.node.pid);
-    ASSERT_EQ(rc, 0);
+    node_down(&f.node);
 }
 
 /* A request that arrives after its own deadline is refused, not run. */
@@ -1815,7 +1629,6 @@ static void test_expired_deadline(void)
     uint8_t            hdr[KV_FRAME_HEADER_LEN];
     size_t             msg_len;
     uint64_t           id = next_id++;
-    reply_t            r;
     int                fd;
 
     fixture_up(&f);
@@ -1828,15 +1641,8 @@ static void test_expired_deadline(void)
     send_all(fd, msg, msg_len);
     sleep_ms(150); /* the rest of the frame comes late on purpose */
     send_all(fd, payload, 64 * KiB);
-    ASSERT_EQ(read_reply(fd, &r), 0);
-    ASSERT_EQ(r.hdr.id, id);
-    expect_error(&r, KVP_ERR_TIMED_OUT);
-    reply_free(&r);
-    {
-        uint8_t buf[16];
-        ASSERT_STATUS(kvp_get(f.good, GOOD_NS, &key, buf, sizeof(buf), NULL),
-                      KVP_ERR_NOT_FOUND);
-    }
+    expect_error_reply(fd, id, KVP_ERR_TIMED_OUT);
+    fixture_expect_missing(&f, &key);
     expect_stats_ok(fd, NULL);
     close(fd);
     free(msg);
@@ -1895,50 +1701,45 @@ static void send_arena_sized_put(int fd, uint64_t id, uint64_t checksum,
     free(msg);
 }
 
+/* After @p what (a refused Put, named for the log): no eviction, and all
+ * the good client's blocks are still there. */
+static void expect_nothing_evicted(fixture_t *f, const char *what)
+{
+    kvp_stats_t st;
+
+    ASSERT_OK(kvp_stats(f->good, &st));
+    fprintf(stderr, "after %s: %" PRIu64 " evictions, %" PRIu64 " of %d blocks left\n",
+            what, st.evictions, st.blocks, f->count);
+    ASSERT_EQ(st.evictions, 0);
+    ASSERT_EQ(st.blocks, f->count);
+}
+
 static void test_bad_checksum_put_evicts_nothing(void)
 {
-    fixture_t   f;
-    kvp_stats_t st;
-    reply_t     r;
-    uint64_t    id = next_id++;
-    int         fd;
+    fixture_t f;
+    uint64_t  id = next_id++;
+    int       fd;
 
     fixture_up(&f);
     fd = raw_authed(&f.node);
     send_arena_sized_put(fd, id, 0x5eed, ARENA); /* zeros: wrong checksum */
-    ASSERT_EQ(read_reply(fd, &r), 0);
-    ASSERT_EQ(r.hdr.id, id);
-    expect_error(&r, KVP_ERR_CHECKSUM);
-    reply_free(&r);
-    ASSERT_OK(kvp_stats(f.good, &st));
-    fprintf(stderr,
-            "after a refused arena-sized put: %" PRIu64 " evictions, %" PRIu64
-            " of %d blocks left\n",
-            st.evictions, st.blocks, f.count);
-    ASSERT_EQ(st.evictions, 0);
-    ASSERT_EQ(st.blocks, f.count);
+    expect_error_reply(fd, id, KVP_ERR_CHECKSUM);
+    expect_nothing_evicted(&f, "a refused arena-sized put");
     close(fd);
     fixture_down(&f);
 }
 
 static void test_cut_put_evicts_nothing(void)
 {
-    fixture_t   f;
-    kvp_stats_t st;
-    int         fd;
+    fixture_t f;
+    int       fd;
 
     fixture_up(&f);
     fd = raw_authed(&f.node);
     send_arena_sized_put(fd, next_id++, 0x5eed, MiB); /* 1 MiB of 32, then gone */
     close(fd);
     wait_connections(&f, 1);
-    ASSERT_OK(kvp_stats(f.good, &st));
-    fprintf(stderr,
-            "after an abandoned arena-sized put: %" PRIu64 " evictions, %" PRIu64
-            " of %d blocks left\n",
-            st.evictions, st.blocks, f.count);
-    ASSERT_EQ(st.evictions, 0);
-    ASSERT_EQ(st.blocks, f.count);
+    expect_nothing_evicted(&f, "an abandoned arena-sized put");
     fixture_down(&f);
 }
 
@@ -2031,42 +1832,14 @@ static void test_unread_error_replies_memory(void)
     fixture_t          f;
     Kvpool__GetRequest get;
     kvp_key_t          key = key_of("never-there");
-    uint8_t           *frames, *msg;
-    size_t             msg_len, frame_len, batch = 1024;
-    uint64_t           sent = 0, rss0, rss1;
-    int                fd, flags;
+    uint64_t           sent, rss0, rss1;
+    int                fd;
 
     fixture_up(&f);
     fd   = raw_authed(&f.node);
     rss0 = node_rss_kib(f.node.pid);
     get_request(&get, GOOD_NS, key.bytes, KVP_KEY_LEN, 16);
-    msg       = pack(&get.base, &msg_len);
-    frame_len = KV_FRAME_HEADER_LEN + msg_len;
-    frames    = malloc(frame_len * batch);
-    ASSERT(frames != NULL);
-    for (size_t i = 0; i < batch; i++) {
-        header(frames + i * frame_len, KV_FRAME_REQUEST, M_GET, 1 + i, (uint32_t)msg_len,
-               0);
-        memcpy(frames + i * frame_len + KV_FRAME_HEADER_LEN, msg, msg_len);
-    }
-    flags = fcntl(fd, F_GETFL);
-    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-    for (size_t off = 0; sent < 4000000;) {
-        ssize_t n = send(fd, frames + off, frame_len * batch - off, MSG_NOSIGNAL);
-        if (n > 0) {
-            off += (size_t)n;
-            if (off == frame_len * batch) {
-                sent += batch;
-                off = 0;
-            }
-            continue;
-        }
-        ASSERT(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR));
-        struct pollfd pfd = {fd, POLLOUT, 0};
-        if (poll(&pfd, 1, 300) == 0) {
-            break; /* the node no longer reads us */
-        }
-    }
+    sent = send_gets_unread(fd, &get, 1, 1024, 4000000);
     ASSERT(sent < 4000000); /* it did push back at some point */
 
     /* others are still served */
@@ -2083,8 +1856,6 @@ static void test_unread_error_replies_memory(void)
 
     close_rst(fd);
     wait_connections(&f, 1);
-    free(frames);
-    free(msg);
     fixture_down(&f);
 }
 

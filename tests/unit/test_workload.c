@@ -3,6 +3,7 @@
  * reader.
  */
 #include "test.h"
+#include "test_util.h"
 
 #include "workload.h"
 
@@ -54,11 +55,6 @@ static saved_req_t *generate(const kv_workload_params_t *params, size_t n)
     ASSERT_EQ(strcmp(kv_workload_error(wl), ""), 0);
     kv_workload_destroy(wl);
     return reqs;
-}
-
-static int key_eq(const kvp_key_t *a, const kvp_key_t *b)
-{
-    return memcmp(a->bytes, b->bytes, KVP_KEY_LEN) == 0;
 }
 
 /* Number of leading keys two requests share. */

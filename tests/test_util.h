@@ -1,0 +1,231 @@
+/**
+ * @file test_util.h
+ * @brief Helpers shared by the test files: time, a deterministic random
+ * generator and block contents, keys, socket reads, and starting and
+ * stopping nodes with an orphan reaper.  Include it after "test.h".
+ *
+ * Everything is static (inline), for test executables of one file each.
+ */
+#ifndef KV_TEST_UTIL_H
+#define KV_TEST_UTIL_H
+
+#include <kvpool/kvpool.h>
+#include <node_proc.h>
+#include <test.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#define KiB ((uint64_t)1 << 10)
+#define MiB ((uint64_t)1 << 20)
+
+/* ---------------------------------------------------------------------- */
+/* Time                                                                    */
+/* ---------------------------------------------------------------------- */
+
+/** Milliseconds on the monotonic clock. */
+static inline uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/** Sleep @p ms milliseconds, resuming after signals. */
+static inline void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Deterministic random numbers and block contents                         */
+/* ---------------------------------------------------------------------- */
+
+/** A xorshift64* generator: the same sequence everywhere for a seed. */
+typedef struct {
+    uint64_t s;
+} rng_t;
+
+/** Seed @p rng (any seed, 0 included, gives a usable state). */
+static inline void rng_seed(rng_t *rng, uint64_t seed)
+{
+    rng->s = seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull;
+    if (rng->s == 0) {
+        rng->s = 1;
+    }
+}
+
+/** The next 64 random bits. */
+static inline uint64_t rng_next(rng_t *rng)
+{
+    rng->s ^= rng->s >> 12;
+    rng->s ^= rng->s << 25;
+    rng->s ^= rng->s >> 27;
+    return rng->s * 0x2545f4914f6cdd1dull;
+}
+
+/** A random number in [@p lo, @p hi], both included. */
+static inline uint64_t rng_range(rng_t *rng, uint64_t lo, uint64_t hi)
+{
+    return lo + rng_next(rng) % (hi - lo + 1);
+}
+
+/** Fill @p buf with random bytes that are a function of (@p seed, @p size). */
+static inline void fill_random(void *buf, uint64_t size, uint64_t seed)
+{
+    uint8_t *p = buf;
+    uint64_t i = 0, v;
+    rng_t    rng;
+
+    rng_seed(&rng, seed ^ (size * 0xd1b54a32d192ed03ull));
+    for (; i + 8 <= size; i += 8) {
+        v = rng_next(&rng);
+        memcpy(p + i, &v, 8);
+    }
+    if (i < size) {
+        v = rng_next(&rng);
+        memcpy(p + i, &v, size - i);
+    }
+}
+
+/** A malloc'ed block of @p size bytes filled by fill_random(); free() it. */
+static inline uint8_t *make_block(uint64_t size, uint64_t seed)
+{
+    uint8_t *buf = malloc(size ? size : 1);
+
+    ASSERT(buf != NULL);
+    fill_random(buf, size, seed);
+    return buf;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Keys and sockets                                                        */
+/* ---------------------------------------------------------------------- */
+
+/** The key of a printf-formatted name (kvp_key_from_bytes of its bytes). */
+static inline kvp_key_t key_of(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static inline kvp_key_t key_of(const char *fmt, ...)
+{
+    char    name[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof(name), fmt, ap);
+    va_end(ap);
+    return kvp_key_from_bytes(name, strlen(name));
+}
+
+/** @return non-zero if two keys have the same bytes. */
+static inline int key_eq(const kvp_key_t *a, const kvp_key_t *b)
+{
+    return memcmp(a->bytes, b->bytes, KVP_KEY_LEN) == 0;
+}
+
+/** Receive exactly @p len bytes; @return 0, or -1 on close, reset or timeout. */
+static inline int recv_full(int fd, void *buf, size_t len)
+{
+    uint8_t *p = buf;
+
+    while (len > 0) {
+        ssize_t n = recv(fd, p, len, 0);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Orphan reaper: kill what a test started if the test dies                */
+/* ---------------------------------------------------------------------- */
+
+#define MAX_REAP 8
+static volatile pid_t reap_pids[MAX_REAP];
+
+/** Signal handler: SIGKILL every registered process, then die of @p sig. */
+static inline void reap_on_signal(int sig)
+{
+    for (int i = 0; i < MAX_REAP; i++) {
+        if (reap_pids[i] > 0) {
+            kill(reap_pids[i], SIGKILL);
+        }
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/** Register @p pid to be killed if this test dies of a signal. */
+static inline void reap_add(pid_t pid)
+{
+    static const int sigs[] = {SIGABRT, SIGALRM, SIGSEGV, SIGBUS, SIGFPE, SIGILL};
+
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        signal(sigs[i], reap_on_signal);
+    }
+    for (int i = 0; i < MAX_REAP; i++) {
+        if (reap_pids[i] == 0) {
+            reap_pids[i] = pid;
+            return;
+        }
+    }
+}
+
+/** Unregister @p pid (it has exited or been waited for). */
+static inline void reap_del(pid_t pid)
+{
+    for (int i = 0; i < MAX_REAP; i++) {
+        if (reap_pids[i] == pid) {
+            reap_pids[i] = 0;
+        }
+    }
+}
+
+/** In a forked worker: its failure must not kill the parent's processes. */
+static inline void reap_forget_all(void)
+{
+    for (int i = 0; i < MAX_REAP; i++) {
+        reap_pids[i] = 0;
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Nodes                                                                   */
+/* ---------------------------------------------------------------------- */
+
+/** Start a node (@p extra NULL: quiet logs; skip without $KVPOOL_NODE_BIN), reaped. */
+static inline void node_up(kv_test_node_t *node, const char *memory,
+                           const char *const *extra)
+{
+    static const char *const quiet[] = {"--log-level", "warn", NULL};
+    int                      rc;
+
+    if (getenv("KVPOOL_NODE_BIN") == NULL) {
+        KV_SKIP("KVPOOL_NODE_BIN is not set (run through ctest)");
+    }
+    rc = kv_test_node_start(node, memory, extra ? extra : quiet);
+    ASSERT_EQ(rc, 0);
+    reap_add(node->pid);
+}
+
+/** SIGTERM the node; it must exit cleanly with status 0. */
+static inline void node_down(kv_test_node_t *node)
+{
+    int rc = kv_test_node_stop(node);
+
+    reap_del(node->pid);
+    ASSERT_EQ(rc, 0);
+}
+
+#endif
