@@ -88,6 +88,7 @@ void kvp_client_disconnect(kvp_client_h client)
     if (client == NULL) {
         return;
     }
+    kvp__async_destroy(client);
     kv_rpc_client_destroy(client->rpc);
     kvp__shm_detach(client);
     kv_free(client);

@@ -23,8 +23,11 @@ enum {
     KVP__GET_END
 };
 
+typedef struct kvp__async kvp__async_t;
+
 struct kvp_client {
     kv_rpc_client_t *rpc;
+    kvp__async_t    *async;     /* workers of the async calls, or NULL */
     uint32_t         timeout_ms;
     uint8_t         *shm_base;  /* the node's arena, mapped; NULL: frames */
     uint64_t         shm_size;
@@ -53,5 +56,11 @@ kvp_status_t kvp__shm_put(kvp_client_h client, const char *ns, const kvp_key_t *
 kvp_status_t kvp__shm_get(kvp_client_h client, const char *ns, const kvp_key_t *keys,
                           void *const *bufs, const uint64_t *capacities,
                           size_t count, uint64_t *sizes, kvp_status_t *statuses);
+
+/**
+ * Stop the async workers after they finish what is queued.  Called by
+ * kvp_client_disconnect() before the connection closes.
+ */
+void kvp__async_destroy(kvp_client_h client);
 
 #endif

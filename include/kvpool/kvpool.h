@@ -205,6 +205,50 @@ KVP_EXPORT kvp_status_t kvp_get_batch(kvp_client_h client, const char *ns,
                                       const uint64_t *capacities, size_t count,
                                       uint64_t *sizes, kvp_status_t *statuses);
 
+/** Opaque handle of an asynchronous call. */
+typedef struct kvp_request *kvp_request_h;
+
+/**
+ * @brief kvp_put_batch() without waiting.  Every array (and @p ns) is
+ * borrowed until the request completes; @p statuses is filled by then.
+ * Requests run on a few library threads and share the connection, so
+ * several may be in flight at once.
+ *
+ * @param [out] req_p the request, set on KVP_OK: poll it with
+ *                    kvp_request_test(), or kvp_request_wait(), then
+ *                    kvp_request_free() it.
+ * @return KVP_OK (submitted); KVP_ERR_INVALID_PARAM; KVP_ERR_NO_MEMORY.
+ */
+KVP_EXPORT kvp_status_t kvp_put_batch_async(kvp_client_h client, const char *ns,
+                                            const kvp_key_t *keys,
+                                            const void *const *datas,
+                                            const uint64_t *sizes, size_t count,
+                                            kvp_status_t *statuses,
+                                            kvp_request_h *req_p);
+
+/** @brief kvp_get_batch() without waiting; as kvp_put_batch_async(). */
+KVP_EXPORT kvp_status_t kvp_get_batch_async(kvp_client_h client, const char *ns,
+                                            const kvp_key_t *keys, void *const *bufs,
+                                            const uint64_t *capacities, size_t count,
+                                            uint64_t *sizes, kvp_status_t *statuses,
+                                            kvp_request_h *req_p);
+
+/**
+ * @brief Poll a request.
+ * @return KVP_INPROGRESS, or what the blocking call would have returned.
+ */
+KVP_EXPORT kvp_status_t kvp_request_test(kvp_request_h req);
+
+/** @brief Wait for a request to complete; returns its final status. */
+KVP_EXPORT kvp_status_t kvp_request_wait(kvp_request_h req);
+
+/**
+ * @brief Free a request, waiting for it first if it is still running.
+ * Every request must be freed before kvp_client_disconnect().  NULL is
+ * accepted.
+ */
+KVP_EXPORT void kvp_request_free(kvp_request_h req);
+
 /**
  * @brief How many leading keys of a chain are stored.
  *
