@@ -70,7 +70,9 @@ static int receive_arena_fd(const char *name, const char *token, uint32_t timeou
     setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     hello[0] = (uint8_t)token_len;
-    memcpy(hello + 1, token, token_len);
+    if (token_len > 0) {
+        memcpy(hello + 1, token, token_len);
+    }
     if (connect(sock, (struct sockaddr *)&addr,
                 (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + name_len)) != 0 ||
         send(sock, hello, 1 + token_len, MSG_NOSIGNAL) != (ssize_t)(1 + token_len) ||

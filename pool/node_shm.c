@@ -66,6 +66,9 @@ static int peer_allowed(shm_peer_t *peer)
     struct ucred  cred;
     socklen_t     len = sizeof(cred);
 
+    if (peer->buf[0] > KVP_TOKEN_MAX) {
+        return 0;
+    }
     if (token[0] != '\0') {
         return peer->buf[0] == strlen(token) &&
                memcmp(peer->buf + 1, token, peer->buf[0]) == 0;
@@ -122,12 +125,9 @@ static void peer_event(int fd, uint32_t events, void *arg)
         return;
     }
     peer->got += (size_t)n;
-    if (peer->got >= 1 && peer->got >= 1u + peer->buf[0]) {
-        if (peer->buf[0] > KVP_TOKEN_MAX) {
-            kv_log_warn("shared memory: token of %u bytes refused", peer->buf[0]);
-        } else {
-            peer_answer(peer);
-        }
+    /* a token over the limit is refused as soon as its length is known */
+    if (peer->buf[0] > KVP_TOKEN_MAX || peer->got >= 1u + peer->buf[0]) {
+        peer_answer(peer);
         peer_close(shm, peer);
     }
 }

@@ -4,7 +4,7 @@
 # Sourced by scripts/demo and scripts/test.
 set -euo pipefail
 
-KVP_PACKAGES="cmake make gcc g++ pkg-config protobuf-c-compiler libprotobuf-c-dev libxxhash-dev libinih-dev libjansson-dev clang libclang-rt-14-dev"
+KVP_PACKAGES="cmake make gcc g++ pkg-config protobuf-c-compiler libprotobuf-c-dev libxxhash-dev libinih-dev libjansson-dev clang libclang-rt-14-dev iperf3 redis-server redis-tools jq iproute2"
 
 kvp_install_packages() {
     local missing=() pkg sudo=""
