@@ -94,78 +94,99 @@ void kvp_client_disconnect(kvp_client_h client)
     kv_free(client);
 }
 
-kvp_status_t kvp_put(kvp_client_h client, const char *ns, const kvp_key_t *key,
-                     const void *data, uint64_t size)
+/* A per-block status that means the whole call failed. */
+static int call_failed(kvp_status_t status)
 {
-    Kvpool__PutRequest req = KVPOOL__PUT_REQUEST__INIT;
-
-    if (client == NULL || !kvp__ns_valid(ns) || key == NULL || data == NULL || size == 0) {
-        return KVP_ERR_INVALID_PARAM;
-    }
-    if (size > KVP_BLOCK_MAX) {
-        return KVP_ERR_TOO_LARGE;
-    }
-    if (client->shm_base != NULL) {
-        kvp_status_t block_status;
-        kvp_status_t status = kvp__shm_put(client, ns, key, &data, &size, 1,
-                                           &block_status);
-        return status != KVP_OK ? status : block_status;
-    }
-    req.ns       = kvp__ns_bytes(ns);
-    req.key.data = (uint8_t *)key->bytes;
-    req.key.len  = KVP_KEY_LEN;
-    req.checksum = kv_checksum(data, size);
-    return kv_rpc_call(client->rpc, KVP__PUT, &req.base, data, size,
-                       client->timeout_ms, NULL, NULL);
+    return KVP_STATUS_IS_CONNECTION_ERROR(status) || status == KVP_ERR_TIMED_OUT ||
+           status <= KVP_ERR_FIRST_NODE;
 }
 
-kvp_status_t kvp_get(kvp_client_h client, const char *ns, const kvp_key_t *key,
-                     void *buf, uint64_t capacity, uint64_t *size_p)
+/* The call's status from its per-block ones: the first call-level failure. */
+static kvp_status_t call_status(const kvp_status_t *statuses, size_t count)
 {
-    Kvpool__GetRequest req   = KVPOOL__GET_REQUEST__INIT;
-    Kvpool__GetReply  *reply = NULL;
-    kv_rpc_recv_t      recv  = {buf, capacity, 0, 0};
-    kvp_status_t       status;
-
-    if (client == NULL || !kvp__ns_valid(ns) || key == NULL ||
-        (buf == NULL && capacity > 0)) {
-        return KVP_ERR_INVALID_PARAM;
-    }
-    if (client->shm_base != NULL) {
-        kvp_status_t block_status;
-        uint64_t     size = 0;
-        status = kvp__shm_get(client, ns, key, &buf, &capacity, 1, &size,
-                              &block_status);
-        status = status != KVP_OK ? status : block_status;
-        if ((status == KVP_OK || status == KVP_ERR_BUFFER_TOO_SMALL) && size_p) {
-            *size_p = size;
+    for (size_t i = 0; i < count; i++) {
+        if (call_failed(statuses[i])) {
+            return statuses[i];
         }
-        return status;
     }
-    req.ns       = kvp__ns_bytes(ns);
-    req.key.data = (uint8_t *)key->bytes;
-    req.key.len  = KVP_KEY_LEN;
-    req.max_size = capacity;
-    status = kv_rpc_call(client->rpc, KVP__GET, &req.base, NULL, 0,
-                         client->timeout_ms, (ProtobufCMessage **)&reply, &recv);
-    if (status == KVP_ERR_BUFFER_TOO_SMALL && size_p != NULL) {
-        *size_p = recv.error_size;
+    return KVP_OK;
+}
+
+/*
+ * Blocks in frames: every Put is sent before any reply is awaited, so a
+ * batch costs about one round trip plus the bytes, not one per block.
+ */
+static kvp_status_t frame_put(kvp_client_h client, const char *ns, const kvp_key_t *keys,
+                              const void *const *datas, const uint64_t *sizes,
+                              size_t count, kvp_status_t *statuses)
+{
+    kv_rpc_pending_t **pending = kv_calloc(count, sizeof(*pending), "pending puts");
+
+    for (size_t i = 0; i < count; i++) {
+        Kvpool__PutRequest req = KVPOOL__PUT_REQUEST__INIT;
+        req.ns       = kvp__ns_bytes(ns);
+        req.key.data = (uint8_t *)keys[i].bytes;
+        req.key.len  = KVP_KEY_LEN;
+        req.checksum = kv_checksum(datas[i], sizes[i]);
+        statuses[i]  = kv_rpc_call_start(client->rpc, KVP__PUT, &req.base, datas[i],
+                                         sizes[i], client->timeout_ms, NULL, &pending[i]);
     }
-    if (status != KVP_OK) {
-        return status;
+    for (size_t i = 0; i < count; i++) {
+        if (pending[i] != NULL) {
+            statuses[i] = kv_rpc_call_finish(client->rpc, pending[i], NULL);
+        }
     }
-    if (reply->size != recv.len) {
-        kv_log_warn("get: node announced %llu bytes, sent %llu",
-                    (unsigned long long)reply->size, (unsigned long long)recv.len);
-        status = KVP_ERR_PROTOCOL;
-    } else if (kv_checksum(buf, recv.len) != reply->checksum) {
-        kv_log_warn("get: block failed its checksum; treating it as a miss");
-        status = KVP_ERR_CHECKSUM;
-    } else if (size_p != NULL) {
-        *size_p = recv.len;
+    kv_free(pending);
+    return call_status(statuses, count);
+}
+
+static kvp_status_t frame_get(kvp_client_h client, const char *ns, const kvp_key_t *keys,
+                              void *const *bufs, const uint64_t *capacities,
+                              size_t count, uint64_t *sizes, kvp_status_t *statuses)
+{
+    kv_rpc_pending_t **pending = kv_calloc(count, sizeof(*pending), "pending gets");
+    kv_rpc_recv_t     *recv    = kv_calloc(count, sizeof(*recv), "get buffers");
+
+    for (size_t i = 0; i < count; i++) {
+        Kvpool__GetRequest req = KVPOOL__GET_REQUEST__INIT;
+        req.ns       = kvp__ns_bytes(ns);
+        req.key.data = (uint8_t *)keys[i].bytes;
+        req.key.len  = KVP_KEY_LEN;
+        req.max_size = capacities[i];
+        recv[i].buf      = bufs[i];
+        recv[i].capacity = capacities[i];
+        statuses[i] = kv_rpc_call_start(client->rpc, KVP__GET, &req.base, NULL, 0,
+                                        client->timeout_ms, &recv[i], &pending[i]);
     }
-    kvpool__get_reply__free_unpacked(reply, NULL);
-    return status;
+    for (size_t i = 0; i < count; i++) {
+        Kvpool__GetReply *reply = NULL;
+        if (pending[i] == NULL) {
+            continue;
+        }
+        statuses[i] = kv_rpc_call_finish(client->rpc, pending[i],
+                                         (ProtobufCMessage **)&reply);
+        if (statuses[i] == KVP_ERR_BUFFER_TOO_SMALL) {
+            sizes[i] = recv[i].error_size;
+        }
+        if (statuses[i] != KVP_OK) {
+            continue;
+        }
+        if (reply->size != recv[i].len) {
+            kv_log_warn("get: node announced %llu bytes, sent %llu",
+                        (unsigned long long)reply->size,
+                        (unsigned long long)recv[i].len);
+            statuses[i] = KVP_ERR_PROTOCOL;
+        } else if (kv_checksum(bufs[i], recv[i].len) != reply->checksum) {
+            kv_log_warn("get: block failed its checksum; treating it as a miss");
+            statuses[i] = KVP_ERR_CHECKSUM;
+        } else {
+            sizes[i] = recv[i].len;
+        }
+        kvpool__get_reply__free_unpacked(reply, NULL);
+    }
+    kv_free(pending);
+    kv_free(recv);
+    return call_status(statuses, count);
 }
 
 kvp_status_t kvp_put_batch(kvp_client_h client, const char *ns,
@@ -188,14 +209,7 @@ kvp_status_t kvp_put_batch(kvp_client_h client, const char *ns,
     if (client->shm_base != NULL) {
         return kvp__shm_put(client, ns, keys, datas, sizes, count, statuses);
     }
-    for (size_t i = 0; i < count; i++) {
-        statuses[i] = kvp_put(client, ns, &keys[i], datas[i], sizes[i]);
-        if (KVP_STATUS_IS_CONNECTION_ERROR(statuses[i]) ||
-            statuses[i] == KVP_ERR_TIMED_OUT) {
-            return statuses[i];
-        }
-    }
-    return KVP_OK;
+    return frame_put(client, ns, keys, datas, sizes, count, statuses);
 }
 
 kvp_status_t kvp_get_batch(kvp_client_h client, const char *ns,
@@ -208,20 +222,50 @@ kvp_status_t kvp_get_batch(kvp_client_h client, const char *ns,
         count > KVP_BATCH_MAX) {
         return KVP_ERR_INVALID_PARAM;
     }
+    for (size_t i = 0; i < count; i++) {
+        if (bufs[i] == NULL && capacities[i] > 0) {
+            return KVP_ERR_INVALID_PARAM;
+        }
+    }
     if (count == 0) {
         return KVP_OK;
     }
     if (client->shm_base != NULL) {
         return kvp__shm_get(client, ns, keys, bufs, capacities, count, sizes, statuses);
     }
-    for (size_t i = 0; i < count; i++) {
-        statuses[i] = kvp_get(client, ns, &keys[i], bufs[i], capacities[i], &sizes[i]);
-        if (KVP_STATUS_IS_CONNECTION_ERROR(statuses[i]) ||
-            statuses[i] == KVP_ERR_TIMED_OUT) {
-            return statuses[i];
-        }
+    return frame_get(client, ns, keys, bufs, capacities, count, sizes, statuses);
+}
+
+kvp_status_t kvp_put(kvp_client_h client, const char *ns, const kvp_key_t *key,
+                     const void *data, uint64_t size)
+{
+    kvp_status_t block_status, status;
+
+    if (key == NULL) {
+        return KVP_ERR_INVALID_PARAM;
     }
-    return KVP_OK;
+    if (size > KVP_BLOCK_MAX) {
+        return KVP_ERR_TOO_LARGE;
+    }
+    status = kvp_put_batch(client, ns, key, &data, &size, 1, &block_status);
+    return status != KVP_OK ? status : block_status;
+}
+
+kvp_status_t kvp_get(kvp_client_h client, const char *ns, const kvp_key_t *key,
+                     void *buf, uint64_t capacity, uint64_t *size_p)
+{
+    kvp_status_t block_status, status;
+    uint64_t     size = 0;
+
+    if (key == NULL) {
+        return KVP_ERR_INVALID_PARAM;
+    }
+    status = kvp_get_batch(client, ns, key, &buf, &capacity, 1, &size, &block_status);
+    status = status != KVP_OK ? status : block_status;
+    if ((status == KVP_OK || status == KVP_ERR_BUFFER_TOO_SMALL) && size_p != NULL) {
+        *size_p = size;
+    }
+    return status;
 }
 
 /* Build a KeysRequest that borrows the caller's keys. */
