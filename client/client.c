@@ -3,32 +3,24 @@
  * before anything goes on the wire, computes checksums on put and verifies
  * them on get (damaged bytes are reported as KVP_ERR_CHECKSUM: a miss).
  */
+#include "client_int.h"
+
 #include <kv/alloc.h>
 #include <kv/hash.h>
 #include <kv/log.h>
-#include <kvproto/rpc_client.h>
-#include <kvpool/kvpool.h>
 
-#include "kvpool.pb-c.h"
-
+#include <stdlib.h>
 #include <string.h>
 
 #define DEFAULT_TIMEOUT_MS 10000
 
-/* Method indices of the PoolNode service (its order in kvpool.proto). */
-enum { METHOD_PUT = 1, METHOD_GET, METHOD_EXISTS, METHOD_DELETE, METHOD_STATS };
-
-struct kvp_client {
-    kv_rpc_client_t *rpc;
-    uint32_t         timeout_ms;
-};
-
-static int ns_valid(const char *ns)
+int kvp__ns_valid(const char *ns)
 {
-    return ns != NULL && ns[0] != '\0' && strnlen(ns, KVP_NAMESPACE_MAX + 1) <= KVP_NAMESPACE_MAX;
+    return ns != NULL && ns[0] != '\0' &&
+           strnlen(ns, KVP_NAMESPACE_MAX + 1) <= KVP_NAMESPACE_MAX;
 }
 
-static ProtobufCBinaryData ns_bytes(const char *ns)
+ProtobufCBinaryData kvp__ns_bytes(const char *ns)
 {
     ProtobufCBinaryData bin = {strlen(ns), (uint8_t *)ns};
     return bin;
@@ -41,9 +33,19 @@ kvp_status_t kvp_client_connect(const char *address,
     kv_rpc_client_params_t rpc = {0};
     kvp_client_h           client;
     kvp_status_t           status;
-    uint64_t               mask = params ? params->field_mask : 0;
+    uint64_t               mask      = params ? params->field_mask : 0;
+    const char            *transport = getenv("KVPOOL_TRANSPORT");
 
     if (address == NULL || client_p == NULL) {
+        return KVP_ERR_INVALID_PARAM;
+    }
+    if ((mask & KVP_CLIENT_PARAM_TRANSPORT) && params->transport != NULL) {
+        transport = params->transport;
+    } else if (transport == NULL) {
+        transport = "auto";
+    }
+    if (strcmp(transport, "auto") != 0 && strcmp(transport, "shm") != 0 &&
+        strcmp(transport, "frame") != 0) {
         return KVP_ERR_INVALID_PARAM;
     }
     client             = kv_calloc(1, sizeof(*client), "client");
@@ -57,11 +59,28 @@ kvp_status_t kvp_client_connect(const char *address,
     status         = kv_rpc_client_create(&rpc, &client->rpc);
     if (status != KVP_OK) {
         kv_log_warn("connect to %s: %s", address, kvp_status_string(status));
-        kv_free(client);
-        return status;
+        goto err_free;
+    }
+    if (strcmp(transport, "frame") != 0) {
+        status = kvp__shm_attach(client, rpc.token);
+        if (status != KVP_OK && strcmp(transport, "shm") == 0) {
+            kv_log_warn("%s: no shared arena: %s", address, kvp_status_string(status));
+            goto err_rpc;
+        }
     }
     *client_p = client;
     return KVP_OK;
+
+err_rpc:
+    kv_rpc_client_destroy(client->rpc);
+err_free:
+    kv_free(client);
+    return status;
+}
+
+const char *kvp_client_transport(kvp_client_h client)
+{
+    return client->shm_base != NULL ? "shm" : "frame";
 }
 
 void kvp_client_disconnect(kvp_client_h client)
@@ -69,64 +88,183 @@ void kvp_client_disconnect(kvp_client_h client)
     if (client == NULL) {
         return;
     }
+    kvp__async_destroy(client);
     kv_rpc_client_destroy(client->rpc);
+    kvp__shm_detach(client);
     kv_free(client);
+}
+
+/* A per-block status that means the whole call failed. */
+static int call_failed(kvp_status_t status)
+{
+    return KVP_STATUS_IS_CONNECTION_ERROR(status) || status == KVP_ERR_TIMED_OUT ||
+           status <= KVP_ERR_FIRST_NODE;
+}
+
+/* The call's status from its per-block ones: the first call-level failure. */
+static kvp_status_t call_status(const kvp_status_t *statuses, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (call_failed(statuses[i])) {
+            return statuses[i];
+        }
+    }
+    return KVP_OK;
+}
+
+/*
+ * Blocks in frames: every Put is sent before any reply is awaited, so a
+ * batch costs about one round trip plus the bytes, not one per block.
+ */
+static kvp_status_t frame_put(kvp_client_h client, const char *ns, const kvp_key_t *keys,
+                              const void *const *datas, const uint64_t *sizes,
+                              size_t count, kvp_status_t *statuses)
+{
+    kv_rpc_pending_t **pending = kv_calloc(count, sizeof(*pending), "pending puts");
+
+    for (size_t i = 0; i < count; i++) {
+        Kvpool__PutRequest req = KVPOOL__PUT_REQUEST__INIT;
+        req.ns       = kvp__ns_bytes(ns);
+        req.key.data = (uint8_t *)keys[i].bytes;
+        req.key.len  = KVP_KEY_LEN;
+        req.checksum = kv_checksum(datas[i], sizes[i]);
+        statuses[i]  = kv_rpc_call_start(client->rpc, KVP__PUT, &req.base, datas[i],
+                                         sizes[i], client->timeout_ms, NULL, &pending[i]);
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (pending[i] != NULL) {
+            statuses[i] = kv_rpc_call_finish(client->rpc, pending[i], NULL);
+        }
+    }
+    kv_free(pending);
+    return call_status(statuses, count);
+}
+
+static kvp_status_t frame_get(kvp_client_h client, const char *ns, const kvp_key_t *keys,
+                              void *const *bufs, const uint64_t *capacities,
+                              size_t count, uint64_t *sizes, kvp_status_t *statuses)
+{
+    kv_rpc_pending_t **pending = kv_calloc(count, sizeof(*pending), "pending gets");
+    kv_rpc_recv_t     *recv    = kv_calloc(count, sizeof(*recv), "get buffers");
+
+    for (size_t i = 0; i < count; i++) {
+        Kvpool__GetRequest req = KVPOOL__GET_REQUEST__INIT;
+        req.ns       = kvp__ns_bytes(ns);
+        req.key.data = (uint8_t *)keys[i].bytes;
+        req.key.len  = KVP_KEY_LEN;
+        req.max_size = capacities[i];
+        recv[i].buf      = bufs[i];
+        recv[i].capacity = capacities[i];
+        statuses[i] = kv_rpc_call_start(client->rpc, KVP__GET, &req.base, NULL, 0,
+                                        client->timeout_ms, &recv[i], &pending[i]);
+    }
+    for (size_t i = 0; i < count; i++) {
+        Kvpool__GetReply *reply = NULL;
+        if (pending[i] == NULL) {
+            continue;
+        }
+        statuses[i] = kv_rpc_call_finish(client->rpc, pending[i],
+                                         (ProtobufCMessage **)&reply);
+        if (statuses[i] == KVP_ERR_BUFFER_TOO_SMALL) {
+            sizes[i] = recv[i].error_size;
+        }
+        if (statuses[i] != KVP_OK) {
+            continue;
+        }
+        if (reply->size != recv[i].len) {
+            kv_log_warn("get: node announced %llu bytes, sent %llu",
+                        (unsigned long long)reply->size,
+                        (unsigned long long)recv[i].len);
+            statuses[i] = KVP_ERR_PROTOCOL;
+        } else if (kv_checksum(bufs[i], recv[i].len) != reply->checksum) {
+            kv_log_warn("get: block failed its checksum; treating it as a miss");
+            statuses[i] = KVP_ERR_CHECKSUM;
+        } else {
+            sizes[i] = recv[i].len;
+        }
+        kvpool__get_reply__free_unpacked(reply, NULL);
+    }
+    kv_free(pending);
+    kv_free(recv);
+    return call_status(statuses, count);
+}
+
+kvp_status_t kvp_put_batch(kvp_client_h client, const char *ns,
+                           const kvp_key_t *keys, const void *const *datas,
+                           const uint64_t *sizes, size_t count,
+                           kvp_status_t *statuses)
+{
+    if (client == NULL || !kvp__ns_valid(ns) || keys == NULL || datas == NULL ||
+        sizes == NULL || statuses == NULL || count > KVP_BATCH_MAX) {
+        return KVP_ERR_INVALID_PARAM;
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (datas[i] == NULL || sizes[i] == 0) {
+            return KVP_ERR_INVALID_PARAM;
+        }
+    }
+    if (count == 0) {
+        return KVP_OK;
+    }
+    if (client->shm_base != NULL) {
+        return kvp__shm_put(client, ns, keys, datas, sizes, count, statuses);
+    }
+    return frame_put(client, ns, keys, datas, sizes, count, statuses);
+}
+
+kvp_status_t kvp_get_batch(kvp_client_h client, const char *ns,
+                           const kvp_key_t *keys, void *const *bufs,
+                           const uint64_t *capacities, size_t count,
+                           uint64_t *sizes, kvp_status_t *statuses)
+{
+    if (client == NULL || !kvp__ns_valid(ns) || keys == NULL || bufs == NULL ||
+        capacities == NULL || sizes == NULL || statuses == NULL ||
+        count > KVP_BATCH_MAX) {
+        return KVP_ERR_INVALID_PARAM;
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (bufs[i] == NULL && capacities[i] > 0) {
+            return KVP_ERR_INVALID_PARAM;
+        }
+    }
+    if (count == 0) {
+        return KVP_OK;
+    }
+    if (client->shm_base != NULL) {
+        return kvp__shm_get(client, ns, keys, bufs, capacities, count, sizes, statuses);
+    }
+    return frame_get(client, ns, keys, bufs, capacities, count, sizes, statuses);
 }
 
 kvp_status_t kvp_put(kvp_client_h client, const char *ns, const kvp_key_t *key,
                      const void *data, uint64_t size)
 {
-    Kvpool__PutRequest req = KVPOOL__PUT_REQUEST__INIT;
+    kvp_status_t block_status, status;
 
-    if (client == NULL || !ns_valid(ns) || key == NULL || data == NULL || size == 0) {
+    if (key == NULL) {
         return KVP_ERR_INVALID_PARAM;
     }
     if (size > KVP_BLOCK_MAX) {
         return KVP_ERR_TOO_LARGE;
     }
-    req.ns       = ns_bytes(ns);
-    req.key.data = (uint8_t *)key->bytes;
-    req.key.len  = KVP_KEY_LEN;
-    req.checksum = kv_checksum(data, size);
-    return kv_rpc_call(client->rpc, METHOD_PUT, &req.base, data, size,
-                       client->timeout_ms, NULL, NULL);
+    status = kvp_put_batch(client, ns, key, &data, &size, 1, &block_status);
+    return status != KVP_OK ? status : block_status;
 }
 
 kvp_status_t kvp_get(kvp_client_h client, const char *ns, const kvp_key_t *key,
                      void *buf, uint64_t capacity, uint64_t *size_p)
 {
-    Kvpool__GetRequest req   = KVPOOL__GET_REQUEST__INIT;
-    Kvpool__GetReply  *reply = NULL;
-    kv_rpc_recv_t      recv  = {buf, capacity, 0, 0};
-    kvp_status_t       status;
+    kvp_status_t block_status, status;
+    uint64_t     size = 0;
 
-    if (client == NULL || !ns_valid(ns) || key == NULL ||
-        (buf == NULL && capacity > 0)) {
+    if (key == NULL) {
         return KVP_ERR_INVALID_PARAM;
     }
-    req.ns       = ns_bytes(ns);
-    req.key.data = (uint8_t *)key->bytes;
-    req.key.len  = KVP_KEY_LEN;
-    req.max_size = capacity;
-    status = kv_rpc_call(client->rpc, METHOD_GET, &req.base, NULL, 0,
-                         client->timeout_ms, (ProtobufCMessage **)&reply, &recv);
-    if (status == KVP_ERR_BUFFER_TOO_SMALL && size_p != NULL) {
-        *size_p = recv.error_size;
+    status = kvp_get_batch(client, ns, key, &buf, &capacity, 1, &size, &block_status);
+    status = status != KVP_OK ? status : block_status;
+    if ((status == KVP_OK || status == KVP_ERR_BUFFER_TOO_SMALL) && size_p != NULL) {
+        *size_p = size;
     }
-    if (status != KVP_OK) {
-        return status;
-    }
-    if (reply->size != recv.len) {
-        kv_log_warn("get: node announced %llu bytes, sent %llu",
-                    (unsigned long long)reply->size, (unsigned long long)recv.len);
-        status = KVP_ERR_PROTOCOL;
-    } else if (kv_checksum(buf, recv.len) != reply->checksum) {
-        kv_log_warn("get: block failed its checksum; treating it as a miss");
-        status = KVP_ERR_CHECKSUM;
-    } else if (size_p != NULL) {
-        *size_p = recv.len;
-    }
-    kvpool__get_reply__free_unpacked(reply, NULL);
     return status;
 }
 
@@ -149,11 +287,11 @@ static kvp_status_t keys_call(kvp_client_h client, unsigned method,
     Kvpool__KeysRequest req = KVPOOL__KEYS_REQUEST__INIT;
     kvp_status_t        status;
 
-    if (client == NULL || !ns_valid(ns) || (keys == NULL && count > 0) ||
+    if (client == NULL || !kvp__ns_valid(ns) || (keys == NULL && count > 0) ||
         count > KVP_BATCH_MAX) {
         return KVP_ERR_INVALID_PARAM;
     }
-    req.ns     = ns_bytes(ns);
+    req.ns     = kvp__ns_bytes(ns);
     req.n_keys = count;
     req.keys   = keys_borrow(keys, count);
     status     = kv_rpc_call(client->rpc, method, &req.base, NULL, 0,
@@ -171,7 +309,7 @@ kvp_status_t kvp_exists(kvp_client_h client, const char *ns,
     if (present_p == NULL) {
         return KVP_ERR_INVALID_PARAM;
     }
-    status = keys_call(client, METHOD_EXISTS, ns, keys, count,
+    status = keys_call(client, KVP__EXISTS, ns, keys, count,
                        (ProtobufCMessage **)&reply);
     if (status != KVP_OK) {
         return status;
@@ -187,7 +325,7 @@ kvp_status_t kvp_delete(kvp_client_h client, const char *ns,
     Kvpool__DeleteReply *reply;
     kvp_status_t         status;
 
-    status = keys_call(client, METHOD_DELETE, ns, keys, count,
+    status = keys_call(client, KVP__DELETE, ns, keys, count,
                        (ProtobufCMessage **)&reply);
     if (status != KVP_OK) {
         return status;
@@ -208,7 +346,7 @@ kvp_status_t kvp_stats(kvp_client_h client, kvp_stats_t *stats_p)
     if (client == NULL || stats_p == NULL) {
         return KVP_ERR_INVALID_PARAM;
     }
-    status = kv_rpc_call(client->rpc, METHOD_STATS, &req.base, NULL, 0,
+    status = kv_rpc_call(client->rpc, KVP__STATS, &req.base, NULL, 0,
                          client->timeout_ms, (ProtobufCMessage **)&reply, NULL);
     if (status != KVP_OK) {
         return status;

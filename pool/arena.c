@@ -68,6 +68,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #define ARENA_PAGE_SHIFT 12
 #define ARENA_HUGE_SIZE  ((uint64_t)2 << 20)
@@ -83,7 +84,8 @@ struct kv_arena {
     uint8_t  *base;
     uint64_t  size;          /* bytes, a multiple of the page size */
     uint32_t  pages;         /* size in pages, < NIL */
-    int       hugetlb;       /* mapped with MAP_HUGETLB */
+    int       hugetlb;       /* backed by hugetlb pages */
+    int       fd;            /* the memfd behind the mapping */
     uint64_t  used_pages;    /* pages in allocated extents */
     uint64_t  free_extents;  /* extents on the free lists */
     uint32_t  fl_bitmap;
@@ -251,14 +253,39 @@ static uint32_t arena_alloc_page(const kv_arena_t *arena, uint64_t offset,
     return page;
 }
 
-static void *arena_map(uint64_t size, int *hugetlb_p)
+/*
+ * The arena is a memfd mapped shared, so the node can hand it to clients on
+ * the same host (node_shm.c) and they read and write blocks in place.
+ * Returns the mapping and *fd_p, or NULL (logged).
+ */
+static void *arena_map_fd(uint64_t size, unsigned flags, int *fd_p)
+{
+    void *base;
+    int   fd = memfd_create("kvpool-arena", MFD_CLOEXEC | flags);
+
+    if (fd < 0) {
+        return NULL;
+    }
+    if (ftruncate(fd, (off_t)size) != 0) {
+        close(fd);
+        return NULL;
+    }
+    base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        close(fd);
+        return NULL;
+    }
+    *fd_p = fd;
+    return base;
+}
+
+static void *arena_map(uint64_t size, int *hugetlb_p, int *fd_p)
 {
     void *base;
 
     if ((size % ARENA_HUGE_SIZE) == 0) {
-        base = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
-        if (base != MAP_FAILED) {
+        base = arena_map_fd(size, MFD_HUGETLB, fd_p);
+        if (base != NULL) {
             *hugetlb_p = 1;
             return base;
         }
@@ -266,9 +293,8 @@ static void *arena_map(uint64_t size, int *hugetlb_p)
                      " bytes (%m), using normal pages", size);
     }
 
-    base = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (base == MAP_FAILED) {
+    base = arena_map_fd(size, 0, fd_p);
+    if (base == NULL) {
         kv_log_error("arena: cannot map %" PRIu64 " bytes: %m", size);
         return NULL;
     }
@@ -276,9 +302,9 @@ static void *arena_map(uint64_t size, int *hugetlb_p)
         kv_log_debug("arena: madvise(MADV_HUGEPAGE) failed: %m");
     }
     /*
-     * Fault the whole arena in now, with huge pages where THP gives them:
-     * the node reserves its memory at start-up (as RDMA registration will
-     * pin it) instead of paying page faults on the put path.
+     * Fault the whole arena in now: the node reserves its memory at
+     * start-up (as RDMA registration will pin it) instead of paying page
+     * faults on the put path.
      */
     if (madvise(base, size, MADV_POPULATE_WRITE) != 0) {
         kv_log_debug("arena: MADV_POPULATE_WRITE failed (%m); touching pages");
@@ -294,7 +320,7 @@ kvp_status_t kv_arena_create(uint64_t size, kv_arena_t **arena_p)
 {
     kv_arena_t *arena;
     void       *base;
-    int         hugetlb;
+    int         hugetlb, fd;
     uint32_t    pages;
 
     size &= ~(KV_ARENA_PAGE_SIZE - 1);
@@ -305,7 +331,7 @@ kvp_status_t kv_arena_create(uint64_t size, kv_arena_t **arena_p)
         return KVP_ERR_TOO_LARGE;
     }
 
-    base = arena_map(size, &hugetlb);
+    base = arena_map(size, &hugetlb, &fd);
     if (base == NULL) {
         return KVP_ERR_NO_MEMORY;
     }
@@ -316,6 +342,7 @@ kvp_status_t kv_arena_create(uint64_t size, kv_arena_t **arena_p)
     arena->size       = size;
     arena->pages      = pages;
     arena->hugetlb    = hugetlb;
+    arena->fd         = fd;
     arena->tag        = kv_malloc((size_t)pages * sizeof(uint32_t), "arena tags");
     arena->next       = kv_malloc((size_t)pages * sizeof(uint32_t), "arena links");
     arena->prev       = kv_malloc((size_t)pages * sizeof(uint32_t), "arena links");
@@ -336,6 +363,11 @@ kvp_status_t kv_arena_create(uint64_t size, kv_arena_t **arena_p)
     return KVP_OK;
 }
 
+int kv_arena_fd(const kv_arena_t *arena)
+{
+    return arena->fd;
+}
+
 void kv_arena_destroy(kv_arena_t *arena)
 {
     if (arena == NULL) {
@@ -344,6 +376,7 @@ void kv_arena_destroy(kv_arena_t *arena)
     if (munmap(arena->base, arena->size) != 0) {
         kv_log_warn("arena: munmap failed: %m");
     }
+    close(arena->fd);
     kv_free(arena->tag);
     kv_free(arena->next);
     kv_free(arena->prev);

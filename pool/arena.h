@@ -50,6 +50,12 @@ typedef struct kv_arena kv_arena_t;
 kvp_status_t kv_arena_create(uint64_t size, kv_arena_t **arena_p);
 
 /**
+ * @brief The memfd behind the arena's shared mapping, for handing the arena
+ * to clients on the same host.  Owned by the arena (closed by destroy).
+ */
+int kv_arena_fd(const kv_arena_t *arena);
+
+/**
  * @brief Unmap the arena and free its tables.  Every offset handed out
  * becomes invalid, allocated or not.  NULL is accepted.
  */

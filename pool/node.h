@@ -25,6 +25,8 @@ typedef struct kv_node_config {
     char     token[KVP_TOKEN_MAX + 1];
     char     name[64];
     int      log_level;
+    int      shared_memory;   /* hand the arena to clients on this host */
+    uint32_t lease_ms;        /* GetStart leases and PutStart reservations */
 } kv_node_config_t;
 
 /** Fill @p config with defaults. */

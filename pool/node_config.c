@@ -15,7 +15,9 @@ void kv_node_config_defaults(kv_node_config_t *config)
     snprintf(config->name, sizeof(config->name), "kvpool-node");
     config->port      = KV_NODE_DEFAULT_PORT;
     config->memory    = KV_NODE_DEFAULT_MEMORY;
-    config->log_level = KVP_LOG_INFO;
+    config->log_level     = KVP_LOG_INFO;
+    config->shared_memory = 1;
+    config->lease_ms      = 10000;
 }
 
 static kvp_status_t copy_string(char *dst, size_t dst_len, const char *key,
@@ -72,6 +74,24 @@ kvp_status_t kv_node_config_set(kv_node_config_t *config, const char *key,
             return KVP_ERR_CONFIG;
         }
         config->log_level = level;
+        return KVP_OK;
+    }
+    if (strcmp(key, "shared_memory") == 0) {
+        if (strcmp(value, "on") != 0 && strcmp(value, "off") != 0) {
+            snprintf(err, err_len, "shared_memory must be on or off");
+            return KVP_ERR_CONFIG;
+        }
+        config->shared_memory = strcmp(value, "on") == 0;
+        return KVP_OK;
+    }
+    if (strcmp(key, "lease_ms") == 0) {
+        char         *end;
+        unsigned long ms = strtoul(value, &end, 10);
+        if (*value == '\0' || *end != '\0' || ms < 100 || ms > 600000) {
+            snprintf(err, err_len, "lease_ms must be 100..600000, not '%s'", value);
+            return KVP_ERR_CONFIG;
+        }
+        config->lease_ms = (uint32_t)ms;
         return KVP_OK;
     }
     snprintf(err, err_len, "unknown setting '%s'", key);

@@ -8,9 +8,7 @@
  * payload is sent from the arena without a copy), so eviction, Delete or a
  * replacing Put never frees bytes that are still being sent.
  */
-#include "node.h"
-
-#include "kvpool.pb-c.h"
+#include "node_int.h"
 
 #include <kv/alloc.h>
 #include <kv/hash.h>
@@ -20,35 +18,13 @@
 #include <stdio.h>
 #include <string.h>
 
-enum {
-    METHOD_HELLO,
-    METHOD_PUT,
-    METHOD_GET,
-    METHOD_EXISTS,
-    METHOD_DELETE,
-    METHOD_STATS,
-    METHOD_COUNT
-};
-
-struct kv_node {
-    kv_node_config_t  config;
-    kv_arena_t       *arena;
-    kv_block_table_t *table;
-    kv_rpc_server_t  *server;
-    uint64_t          puts, gets, hits, misses, bytes_in, bytes_out;
-};
-
 typedef struct {
     kv_node_t  *node;
     kv_block_t *block;
 } get_hold_t;
 
-/*
- * Checks of a namespace and a key from the wire: write why into @p err and
- * return 0 if bad.  A namespace is 1..KVP_NAMESPACE_MAX bytes with no NUL
- * (clients pass it as a C string).
- */
-static int ns_valid(const ProtobufCBinaryData *ns, char *err, size_t err_len)
+int kv_node_check_fields(const ProtobufCBinaryData *ns, const ProtobufCBinaryData *key,
+                         char *err, size_t err_len)
 {
     if (ns->len == 0 || ns->len > KVP_NAMESPACE_MAX ||
         memchr(ns->data, '\0', ns->len) != NULL) {
@@ -56,12 +32,7 @@ static int ns_valid(const ProtobufCBinaryData *ns, char *err, size_t err_len)
                  KVP_NAMESPACE_MAX, ns->len);
         return 0;
     }
-    return 1;
-}
-
-static int key_valid(const ProtobufCBinaryData *key, char *err, size_t err_len)
-{
-    if (key->len != KVP_KEY_LEN) {
+    if (key != NULL && key->len != KVP_KEY_LEN) {
         snprintf(err, err_len, "block key must be %d bytes, got %zu", KVP_KEY_LEN,
                  key->len);
         return 0;
@@ -69,21 +40,38 @@ static int key_valid(const ProtobufCBinaryData *key, char *err, size_t err_len)
     return 1;
 }
 
-/* The same checks for a handler: reply with the reason and return 0. */
-static int check_ns_key(kv_rpc_call_t *call, const ProtobufCBinaryData *ns,
-                        const ProtobufCBinaryData *key)
+int kv_node_check_call(kv_rpc_call_t *call, const ProtobufCBinaryData *ns,
+                       const ProtobufCBinaryData *key)
 {
     char err[128];
 
-    if (!ns_valid(ns, err, sizeof(err)) || (key && !key_valid(key, err, sizeof(err)))) {
+    if (!kv_node_check_fields(ns, key, err, sizeof(err))) {
         kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM, "%s", err);
         return 0;
     }
     return 1;
 }
 
-/* The namespace's id: 1 if known, 0 if the node has never seen it. */
-static int ns_lookup(kv_node_t *node, const ProtobufCBinaryData *ns, uint32_t *id_p)
+int kv_node_check_keys(kv_rpc_call_t *call, const ProtobufCBinaryData *ns,
+                       const ProtobufCBinaryData *keys, size_t n_keys)
+{
+    if (!kv_node_check_call(call, ns, NULL)) {
+        return 0;
+    }
+    if (n_keys > KVP_BATCH_MAX) {
+        kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM,
+                           "%zu keys in one call (limit %d)", n_keys, KVP_BATCH_MAX);
+        return 0;
+    }
+    for (size_t i = 0; i < n_keys; i++) {
+        if (!kv_node_check_call(call, ns, &keys[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int kv_node_ns_lookup(kv_node_t *node, const ProtobufCBinaryData *ns, uint32_t *id_p)
 {
     return kv_block_table_ns_id(node->table, (const char *)ns->data, ns->len, 0,
                                 id_p) == KVP_OK;
@@ -111,7 +99,7 @@ static kvp_status_t put_sink(const ProtobufCMessage *msg, uint64_t payload_len,
     uint32_t                  ns_id;
     kvp_status_t              status;
 
-    if (!ns_valid(&req->ns, err, err_len) || !key_valid(&req->key, err, err_len)) {
+    if (!kv_node_check_fields(&req->ns, &req->key, err, err_len)) {
         return KVP_ERR_INVALID_PARAM;
     }
     status = kv_block_table_ns_id(node->table, (const char *)req->ns.data,
@@ -213,11 +201,11 @@ static void handle_get(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     get_hold_t               *hold;
     uint32_t                  ns_id;
 
-    if (!check_ns_key(call, &req->ns, &req->key)) {
+    if (!kv_node_check_call(call, &req->ns, &req->key)) {
         return;
     }
     node->gets++;
-    if (ns_lookup(node, &req->ns, &ns_id)) {
+    if (kv_node_ns_lookup(node, &req->ns, &ns_id)) {
         block = kv_block_table_lookup(node->table, ns_id,
                                       (const kvp_key_t *)req->key.data);
     }
@@ -243,28 +231,15 @@ static void handle_get(kv_rpc_call_t *call, const ProtobufCMessage *msg,
                  block->size, get_release, hold);
 }
 
-/*
- * Shared checks of Exists and Delete.  Returns -1 after replying with an
- * error, 0 if the namespace holds nothing, 1 with *ns_id_p set.
- */
+/* Checks of Exists and Delete: -1 after an error reply, else whether the
+ * namespace is known (with *ns_id_p). */
 static int keys_request_ns(kv_node_t *node, kv_rpc_call_t *call,
                            const Kvpool__KeysRequest *req, uint32_t *ns_id_p)
 {
-    if (!check_ns_key(call, &req->ns, NULL)) {
+    if (!kv_node_check_keys(call, &req->ns, req->keys, req->n_keys)) {
         return -1;
     }
-    if (req->n_keys > KVP_BATCH_MAX) {
-        kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM,
-                           "%zu keys in one call (limit %d)", req->n_keys,
-                           KVP_BATCH_MAX);
-        return -1;
-    }
-    for (size_t i = 0; i < req->n_keys; i++) {
-        if (!check_ns_key(call, &req->ns, &req->keys[i])) {
-            return -1;
-        }
-    }
-    return ns_lookup(node, &req->ns, ns_id_p);
+    return kv_node_ns_lookup(node, &req->ns, ns_id_p);
 }
 
 static void handle_exists(kv_rpc_call_t *call, const ProtobufCMessage *msg,
@@ -331,32 +306,55 @@ static void handle_stats(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
 }
 
-static const kv_rpc_handler_func_t node_handlers[METHOD_COUNT] = {
-    [METHOD_PUT]    = handle_put,
-    [METHOD_GET]    = handle_get,
-    [METHOD_EXISTS] = handle_exists,
-    [METHOD_DELETE] = handle_delete,
-    [METHOD_STATS]  = handle_stats,
+static const kv_rpc_handler_func_t node_handlers[KV_NODE_METHOD_COUNT] = {
+    [KV_NODE_PUT]        = handle_put,
+    [KV_NODE_GET]        = handle_get,
+    [KV_NODE_EXISTS]     = handle_exists,
+    [KV_NODE_DELETE]     = handle_delete,
+    [KV_NODE_STATS]      = handle_stats,
+    [KV_NODE_PUT_START]  = kv_node_put_start,
+    [KV_NODE_PUT_COMMIT] = kv_node_put_commit,
+    [KV_NODE_GET_START]  = kv_node_get_start,
+    [KV_NODE_GET_END]    = kv_node_get_end,
 };
 
-static const kv_rpc_sink_func_t node_sinks[METHOD_COUNT] = {[METHOD_PUT] = put_sink};
+static const kv_rpc_sink_func_t node_sinks[KV_NODE_METHOD_COUNT] = {
+    [KV_NODE_PUT] = put_sink,
+};
+
+/* The boot id names this host; clients compare it with theirs. */
+static void read_host_id(char *out, size_t len)
+{
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+
+    out[0] = '\0';
+    if (f != NULL) {
+        if (fgets(out, (int)len, f) != NULL) {
+            out[strcspn(out, "\n")] = '\0';
+        }
+        fclose(f);
+    }
+}
 
 kvp_status_t kv_node_create(kv_evloop_t *loop, const kv_node_config_t *config,
                             kv_node_t **node_p)
 {
     kv_rpc_server_params_t params = {0};
+    Kvpool__HelloReply     hello  = KVPOOL__HELLO_REPLY__INIT;
     kv_node_t             *node;
     kvp_status_t           status;
 
-    _Static_assert(METHOD_COUNT == 6, "node_handlers must list every method");
-    if (kvpool__pool_node__descriptor.n_methods != METHOD_COUNT) {
+    _Static_assert(KV_NODE_METHOD_COUNT == 10, "node_handlers must list every method");
+    if (kvpool__pool_node__descriptor.n_methods != KV_NODE_METHOD_COUNT) {
         kv_log_error("the PoolNode service has %u methods, the node knows %d",
-                     kvpool__pool_node__descriptor.n_methods, METHOD_COUNT);
+                     kvpool__pool_node__descriptor.n_methods, KV_NODE_METHOD_COUNT);
         return KVP_ERR_INTERNAL;
     }
     node         = kv_calloc(1, sizeof(*node), "node");
     node->config = *config;
-    status       = kv_arena_create(config->memory, &node->arena);
+    node->loop   = loop;
+    read_host_id(node->host_id, sizeof(node->host_id));
+    status = kv_arena_create(config->memory, &node->arena);
     if (status != KVP_OK) {
         goto err_free;
     }
@@ -364,24 +362,37 @@ kvp_status_t kv_node_create(kv_evloop_t *loop, const kv_node_config_t *config,
     if (status != KVP_OK) {
         goto err_arena;
     }
-    params.listen        = config->listen;
-    params.port          = config->port;
-    params.token         = config->token;
-    params.name          = config->name;
-    params.max_payload   = KV_MIN(kv_arena_capacity(node->arena), KVP_BLOCK_MAX);
-    params.service       = &kvpool__pool_node__descriptor;
-    params.handlers      = node_handlers;
-    params.sinks         = node_sinks;
-    params.sink_cancel   = put_sink_cancel;
-    params.arg           = node;
+    if (config->shared_memory &&
+        kv_node_shm_create(node, node->shm_name, sizeof(node->shm_name)) != KVP_OK) {
+        kv_log_warn("sharing the arena with local clients is off");
+        node->shm_name[0] = '\0';
+    }
+    node->hello               = hello;
+    node->hello.host_id.data  = (uint8_t *)node->host_id;
+    node->hello.host_id.len   = strlen(node->host_id);
+    node->hello.shm_socket    = node->shm_name;
+    node->hello.arena_size    = kv_arena_capacity(node->arena);
+    params.listen         = config->listen;
+    params.port           = config->port;
+    params.token          = config->token;
+    params.name           = config->name;
+    params.max_payload    = KV_MIN(kv_arena_capacity(node->arena), KVP_BLOCK_MAX);
+    params.service        = &kvpool__pool_node__descriptor;
+    params.handlers       = node_handlers;
+    params.sinks          = node_sinks;
+    params.sink_cancel    = put_sink_cancel;
+    params.arg            = node;
+    params.hello          = &node->hello;
+    params.conn_closed    = kv_node_session_close;
     status = kv_rpc_server_create(loop, &params, &node->server);
     if (status != KVP_OK) {
-        goto err_table;
+        goto err_shm;
     }
     *node_p = node;
     return KVP_OK;
 
-err_table:
+err_shm:
+    kv_node_shm_destroy(node);
     kv_block_table_destroy(node->table);
 err_arena:
     kv_arena_destroy(node->arena);
@@ -395,8 +406,10 @@ void kv_node_destroy(kv_node_t *node)
     if (node == NULL) {
         return;
     }
-    /* closing connections runs the Get release callbacks: unpin first */
+    /* closing connections releases Get pins, leases and open puts first */
     kv_rpc_server_destroy(node->server);
+    kv_node_sessions_destroy(node);
+    kv_node_shm_destroy(node);
     kv_block_table_destroy(node->table);
     kv_arena_destroy(node->arena);
     kv_free(node);
@@ -410,4 +423,6 @@ uint16_t kv_node_port(const kv_node_t *node)
 void kv_node_tick(kv_node_t *node)
 {
     kv_rpc_server_expire(node->server);
+    kv_node_sessions_expire(node);
+    kv_node_shm_expire(node);
 }

@@ -33,9 +33,13 @@
 
 typedef enum { PENDING_WAITING, PENDING_RECEIVING, PENDING_DONE } pending_state_t;
 
-typedef struct pending {
-    struct pending  *next;
+typedef struct kv_rpc_pending {
+    struct kv_rpc_pending *next;
     uint64_t         id;
+    unsigned         method;
+    uint32_t         timeout_ms;
+    struct timespec  deadline;
+    kvp_status_t     send_status;
     pending_state_t  state;
     kvp_status_t     status;
     uint8_t         *msg;
@@ -54,6 +58,7 @@ struct kv_rpc_client {
     kvp_status_t     broken;
     uint64_t         max_payload;
     const ProtobufCServiceDescriptor *service;
+    Kvpool__HelloReply *hello;  /* the peer's answer to our Hello */
     int              callers;   /* calls inside kv_rpc_call() */
     pthread_cond_t   idle;      /* signalled when callers drops to 0 */
 };
@@ -282,98 +287,127 @@ static kvp_status_t finish_call(const ProtobufCMethodDescriptor *method,
     return KVP_OK;
 }
 
-kvp_status_t kv_rpc_call(kv_rpc_client_t *client, unsigned method_index,
-                         const ProtobufCMessage *request, const void *payload,
-                         uint64_t payload_len, uint32_t timeout_ms,
-                         ProtobufCMessage **reply_p, kv_rpc_recv_t *recv)
+kvp_status_t kv_rpc_call_start(kv_rpc_client_t *client, unsigned method_index,
+                               const ProtobufCMessage *request, const void *payload,
+                               uint64_t payload_len, uint32_t timeout_ms,
+                               kv_rpc_recv_t *recv, kv_rpc_pending_t **pending_p)
 {
-    const ProtobufCMethodDescriptor *method;
-    pthread_condattr_t               attr;
-    struct timespec                  deadline;
-    kv_frame_header_t                hdr = {0};
-    pending_t                        p   = {0};
-    uint8_t                         *head;
-    size_t                           msg_len;
-    kvp_status_t                     status;
+    pthread_condattr_t attr;
+    kv_frame_header_t  hdr = {0};
+    pending_t         *p;
+    uint8_t           *head;
+    size_t             msg_len;
+    kvp_status_t       status;
 
     if (method_index >= client->service->n_methods) {
         return KVP_ERR_INVALID_PARAM;
     }
-    method  = &client->service->methods[method_index];
     msg_len = protobuf_c_message_get_packed_size(request);
-    if (msg_len > KV_FRAME_MSG_MAX || payload_len > KV_FRAME_PAYLOAD_MAX) {
-        return KVP_ERR_TOO_LARGE;
-    }
-    if (payload_len > client->max_payload) {
+    if (msg_len > KV_FRAME_MSG_MAX || payload_len > KV_FRAME_PAYLOAD_MAX ||
+        payload_len > client->max_payload) {
         return KVP_ERR_TOO_LARGE;
     }
 
+    p = kv_calloc(1, sizeof(*p), "pending call");
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&p.cond, &attr);
+    pthread_cond_init(&p->cond, &attr);
     pthread_condattr_destroy(&attr);
-    p.recv  = recv;
-    p.state = PENDING_WAITING;
+    p->recv       = recv;
+    p->state      = PENDING_WAITING;
+    p->method     = method_index;
+    p->timeout_ms = timeout_ms;
 
     pthread_mutex_lock(&client->lock);
-    client->callers++;
     if (client->broken != KVP_OK) {
         status = client->broken;
-        goto out_unlock;
+        pthread_mutex_unlock(&client->lock);
+        pthread_cond_destroy(&p->cond);
+        kv_free(p);
+        return status;
     }
-    p.id         = ++client->next_id;
-    p.next       = client->pending;
-    client->pending = &p;
+    client->callers++;
+    p->id           = ++client->next_id;
+    p->next         = client->pending;
+    client->pending = p;
     pthread_mutex_unlock(&client->lock);
 
     hdr.kind        = KV_FRAME_REQUEST;
     hdr.method      = (uint16_t)method_index;
-    hdr.id          = p.id;
+    hdr.id          = p->id;
     hdr.timeout_ms  = timeout_ms;
     hdr.msg_len     = (uint32_t)msg_len;
     hdr.payload_len = payload ? payload_len : 0;
     head            = kv_malloc(KV_FRAME_HEADER_LEN + msg_len, "request frame");
     kv_frame_header_pack(&hdr, head);
     protobuf_c_message_pack(request, head + KV_FRAME_HEADER_LEN);
-    status = send_frame(client, head, KV_FRAME_HEADER_LEN + msg_len, payload,
-                        hdr.payload_len);
+    /* the deadline runs from the send, so calls started together share it */
+    deadline_after(&p->deadline, timeout_ms);
+    p->send_status = send_frame(client, head, KV_FRAME_HEADER_LEN + msg_len, payload,
+                                hdr.payload_len);
     kv_free(head);
+    *pending_p = p;
+    return KVP_OK;
+}
 
-    deadline_after(&deadline, timeout_ms);
+kvp_status_t kv_rpc_call_finish(kv_rpc_client_t *client, kv_rpc_pending_t *p,
+                                ProtobufCMessage **reply_p)
+{
+    kvp_status_t status = p->send_status;
+
     pthread_mutex_lock(&client->lock);
-    while (status == KVP_OK && p.state != PENDING_DONE) {
+    while (status == KVP_OK && p->state != PENDING_DONE) {
         /* while RECEIVING the receiver writes into our buffer: wait for it */
-        if (client->broken != KVP_OK && p.state == PENDING_WAITING) {
+        if (client->broken != KVP_OK && p->state == PENDING_WAITING) {
             status = client->broken; /* CONNECTION_LOST, PROTOCOL, AUTH... */
             break;
         }
-        if (timeout_ms == 0 || p.state == PENDING_RECEIVING) {
-            pthread_cond_wait(&p.cond, &client->lock);
-        } else if (pthread_cond_timedwait(&p.cond, &client->lock, &deadline) ==
+        if (p->timeout_ms == 0 || p->state == PENDING_RECEIVING) {
+            pthread_cond_wait(&p->cond, &client->lock);
+        } else if (pthread_cond_timedwait(&p->cond, &client->lock, &p->deadline) ==
                        ETIMEDOUT &&
-                   p.state == PENDING_WAITING) {
+                   p->state == PENDING_WAITING) {
             status = KVP_ERR_TIMED_OUT;
         }
     }
-    pending_unlink(client, &p);
+    pending_unlink(client, p);
     pthread_mutex_unlock(&client->lock);
     if (status == KVP_OK) {
-        status = finish_call(method, &p, reply_p);
+        status = finish_call(&client->service->methods[p->method], p, reply_p);
     }
-    kv_free(p.msg);
+    kv_free(p->msg);
+    pthread_cond_destroy(&p->cond);
+    kv_free(p);
     pthread_mutex_lock(&client->lock);
-out_unlock:
     /* the last call out lets kv_rpc_client_destroy() free the client */
     if (--client->callers == 0) {
         pthread_cond_broadcast(&client->idle);
     }
     pthread_mutex_unlock(&client->lock);
-    pthread_cond_destroy(&p.cond);
     return status;
+}
+
+kvp_status_t kv_rpc_call(kv_rpc_client_t *client, unsigned method_index,
+                         const ProtobufCMessage *request, const void *payload,
+                         uint64_t payload_len, uint32_t timeout_ms,
+                         ProtobufCMessage **reply_p, kv_rpc_recv_t *recv)
+{
+    kv_rpc_pending_t *pending;
+    kvp_status_t      status;
+
+    status = kv_rpc_call_start(client, method_index, request, payload, payload_len,
+                               timeout_ms, recv, &pending);
+    if (status != KVP_OK) {
+        return status;
+    }
+    return kv_rpc_call_finish(client, pending, reply_p);
 }
 
 static void client_free(kv_rpc_client_t *client)
 {
+    if (client->hello != NULL) {
+        kvpool__hello_reply__free_unpacked(client->hello, NULL);
+    }
     pthread_mutex_destroy(&client->lock);
     pthread_mutex_destroy(&client->send_lock);
     pthread_cond_destroy(&client->idle);
@@ -473,7 +507,7 @@ kvp_status_t kv_rpc_client_create(const kv_rpc_client_params_t *params,
         goto err_stop;
     }
     client->max_payload = KV_MIN(reply->max_payload, KV_FRAME_PAYLOAD_MAX);
-    kvpool__hello_reply__free_unpacked(reply, NULL);
+    client->hello       = reply;
     *client_p = client;
     return KVP_OK;
 
@@ -501,6 +535,11 @@ void kv_rpc_client_destroy(kv_rpc_client_t *client)
     pthread_mutex_unlock(&client->lock);
     close(client->fd);
     client_free(client);
+}
+
+const Kvpool__HelloReply *kv_rpc_client_hello(const kv_rpc_client_t *client)
+{
+    return client->hello;
 }
 
 uint64_t kv_rpc_client_max_payload(const kv_rpc_client_t *client)

@@ -86,6 +86,7 @@ typedef struct conn {
 
     out_frame_t       *out_head, *out_tail;
     uint64_t           out_bytes;
+    void              *data;          /* the handlers' per-connection state */
 } conn_t;
 
 struct kv_rpc_call {
@@ -281,6 +282,11 @@ void kv_rpc_reply_too_small(kv_rpc_call_t *call, uint64_t size)
                 "block larger than the caller's buffer");
 }
 
+void **kv_rpc_call_conn_data(kv_rpc_call_t *call)
+{
+    return &call->conn->data;
+}
+
 void *kv_rpc_call_payload_ctx(const kv_rpc_call_t *call)
 {
     return call->payload_ctx;
@@ -322,6 +328,9 @@ static void handle_hello(conn_t *conn, kv_rpc_call_t *call,
         return;
     }
     conn->authed      = 1;
+    if (server->params.hello != NULL) {
+        reply = *server->params.hello;
+    }
     reply.version     = KVP_PROTOCOL_VERSION;
     reply.node_name   = server->name;
     reply.max_payload = server->params.max_payload;
@@ -605,6 +614,9 @@ static void conn_close(conn_t *conn)
         frame_release(conn, frame);
     }
     conn_reset_frame(conn);
+    if (conn->data != NULL && server->params.conn_closed != NULL) {
+        server->params.conn_closed(conn->data, server->params.arg);
+    }
     if (conn->prev) {
         conn->prev->next = conn->next;
     } else {

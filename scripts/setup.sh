@@ -5,6 +5,8 @@
 set -euo pipefail
 
 KVP_PACKAGES="cmake make gcc g++ pkg-config protobuf-c-compiler libprotobuf-c-dev libxxhash-dev libinih-dev libjansson-dev libucx-dev libibverbs-dev librdmacm-dev clang libclang-rt-14-dev"
+# Extra packages a caller needs (bench/run.sh: iperf3, Redis...).
+KVP_PACKAGES="$KVP_PACKAGES ${KVP_EXTRA_PACKAGES:-}"
 
 kvp_install_packages() {
     local missing=() pkg sudo=""

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -54,6 +55,8 @@ static inline int kv_test_node_start(kv_test_node_t *node, const char *memory,
     }
     node->pid = fork();
     if (node->pid == 0) {
+        /* the node must not outlive a test that dies (sanitizer exits too) */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(pipefd[1], STDOUT_FILENO);
         close(pipefd[0]);
         close(pipefd[1]);

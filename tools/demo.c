@@ -88,53 +88,104 @@ static int next_request(demo_t *demo, kvp_key_t **keys_p, size_t *num_p,
     return ok;
 }
 
+/* Blocks per batched call: bounds the demo's buffers per thread. */
+#define DEMO_BATCH 32
+
+typedef struct {
+    uint8_t     *bufs[DEMO_BATCH];
+    uint64_t     caps[DEMO_BATCH], sizes[DEMO_BATCH];
+    kvp_status_t statuses[DEMO_BATCH];
+    uint8_t     *want;
+} demo_buffers_t;
+
+/* Get keys[0..present) in batches and check their bytes; returns how many
+ * leading blocks were really there (a block evicted since Exists, or
+ * damaged, ends the prefix: the engine recomputes from there). */
+static kvp_status_t demo_load(demo_t *demo, demo_buffers_t *b, const kvp_key_t *keys,
+                              size_t present, size_t *loaded_p, size_t *mismatches_p)
+{
+    for (size_t base = 0; base < present; base += DEMO_BATCH) {
+        size_t       n      = KV_MIN(present - base, DEMO_BATCH);
+        kvp_status_t status = kvp_get_batch(demo->client, demo->ns, keys + base,
+                                            (void *const *)b->bufs, b->caps, n,
+                                            b->sizes, b->statuses);
+        if (status != KVP_OK) {
+            return status;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (b->statuses[i] == KVP_ERR_NOT_FOUND || b->statuses[i] == KVP_ERR_CHECKSUM) {
+                *loaded_p = base + i;
+                return KVP_OK;
+            }
+            if (b->statuses[i] != KVP_OK) {
+                return b->statuses[i];
+            }
+            fill_block(&keys[base + i], b->want, demo->block_size);
+            if (b->sizes[i] != demo->block_size ||
+                memcmp(b->want, b->bufs[i], demo->block_size) != 0) {
+                (*mismatches_p)++;
+            }
+        }
+    }
+    *loaded_p = present;
+    return KVP_OK;
+}
+
+/* Put keys[0..count) in batches, with bytes derived from each key. */
+static kvp_status_t demo_save(demo_t *demo, demo_buffers_t *b, const kvp_key_t *keys,
+                              size_t count)
+{
+    for (size_t base = 0; base < count; base += DEMO_BATCH) {
+        size_t       n = KV_MIN(count - base, DEMO_BATCH);
+        kvp_status_t status;
+
+        for (size_t i = 0; i < n; i++) {
+            fill_block(&keys[base + i], b->bufs[i], demo->block_size);
+            b->sizes[i] = demo->block_size;
+        }
+        status = kvp_put_batch(demo->client, demo->ns, keys + base,
+                               (const void *const *)b->bufs, b->sizes, n, b->statuses);
+        for (size_t i = 0; status == KVP_OK && i < n; i++) {
+            status = b->statuses[i];
+        }
+        if (status != KVP_OK) {
+            return status;
+        }
+    }
+    return KVP_OK;
+}
+
 static void *worker_main(void *arg)
 {
-    demo_t      *demo  = arg;
-    uint8_t     *want  = kv_malloc(demo->block_size, "expected block");
-    uint8_t     *got   = kv_malloc(demo->block_size, "received block");
-    kvp_key_t   *keys  = NULL;
-    size_t       cap   = 0, num;
-    kvp_status_t status;
+    demo_t        *demo = arg;
+    demo_buffers_t b;
+    kvp_key_t     *keys = NULL;
+    size_t         cap  = 0, num;
+    kvp_status_t   status;
 
+    b.want = kv_malloc(demo->block_size, "expected block");
+    for (int i = 0; i < DEMO_BATCH; i++) {
+        b.bufs[i] = kv_malloc(demo->block_size, "block buffer");
+        b.caps[i] = demo->block_size;
+    }
     while (next_request(demo, &keys, &num, &cap)) {
-        size_t   present = 0, hits = 0, puts = 0, mismatches = 0, lost = 0;
-        uint64_t bytes = 0, size;
+        size_t present = 0, loaded = 0, mismatches = 0;
 
-        status = kvp_exists(demo->client, demo->ns, keys, KV_MIN(num, KVP_BATCH_MAX),
-                            &present);
-        for (size_t i = 0; status == KVP_OK && i < present; i++) {
-            status = kvp_get(demo->client, demo->ns, &keys[i], got, demo->block_size,
-                             &size);
-            if (status == KVP_ERR_NOT_FOUND || status == KVP_ERR_CHECKSUM) {
-                lost++; /* evicted since Exists, or damaged: recompute it */
-                present = i;
-                status  = KVP_OK;
-                break;
-            }
-            if (status != KVP_OK) {
-                break;
-            }
-            fill_block(&keys[i], want, demo->block_size);
-            if (size != demo->block_size || memcmp(want, got, size) != 0) {
-                mismatches++;
-            }
-            hits++;
-            bytes += size;
+        num    = KV_MIN(num, KVP_BATCH_MAX);
+        status = kvp_exists(demo->client, demo->ns, keys, num, &present);
+        if (status == KVP_OK) {
+            status = demo_load(demo, &b, keys, present, &loaded, &mismatches);
         }
-        for (size_t i = present; status == KVP_OK && i < num; i++) {
-            fill_block(&keys[i], want, demo->block_size);
-            status = kvp_put(demo->client, demo->ns, &keys[i], want, demo->block_size);
-            puts++;
-            bytes += demo->block_size;
+        if (status == KVP_OK) {
+            status = demo_save(demo, &b, keys + loaded, num - loaded);
         }
         pthread_mutex_lock(&demo->lock);
         demo->blocks += num;
-        demo->hit_blocks += hits;
-        demo->put_blocks += puts;
+        demo->hit_blocks += loaded;
+        demo->put_blocks += num - loaded;
         demo->mismatches += mismatches;
-        demo->lost += lost;
-        demo->bytes += bytes;
+        demo->lost += present - loaded;
+        demo->bytes += num * demo->block_size;
         if (status != KVP_OK && demo->error == KVP_OK) {
             fprintf(stderr, "kvpool demo: %s\n", kvp_status_string(status));
             demo->error = status;
@@ -146,74 +197,11 @@ static void *worker_main(void *arg)
     demo->end_ns = KV_MAX(demo->end_ns, kv_time_ns());
     pthread_mutex_unlock(&demo->lock);
     kv_free(keys);
-    kv_free(want);
-    kv_free(got);
+    kv_free(b.want);
+    for (int i = 0; i < DEMO_BATCH; i++) {
+        kv_free(b.bufs[i]);
+    }
     return NULL;
-}
-
-/* Path of kvpool-node: next to us (installed) or in the build tree. */
-static void node_binary(char *out, size_t len)
-{
-    char        self[PATH_MAX];
-    const char *env = getenv("KVPOOL_NODE_BIN");
-    ssize_t     n;
-
-    if (env != NULL) {
-        snprintf(out, len, "%s", env);
-        return;
-    }
-    n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n <= 0) {
-        snprintf(out, len, "kvpool-node");
-        return;
-    }
-    self[n] = '\0';
-    dirname(self);
-    snprintf(out, len, "%.*s/kvpool-node", (int)(len - 32), self);
-    if (access(out, X_OK) != 0) {
-        snprintf(out, len, "%.*s/../pool/kvpool-node", (int)(len - 32), self);
-    }
-}
-
-/* Start kvpool-node on a free loopback port; read its address back. */
-static pid_t spawn_node(const char *memory, char *address, size_t len)
-{
-    char  bin[PATH_MAX], line[256];
-    int   pipefd[2];
-    pid_t pid;
-    FILE *out;
-
-    node_binary(bin, sizeof(bin));
-    if (pipe(pipefd) != 0) {
-        return -1;
-    }
-    pid = fork();
-    if (pid == 0) {
-        dup2(pipefd[1], STDOUT_FILENO);
-        close(pipefd[0]);
-        close(pipefd[1]);
-        execl(bin, "kvpool-node", "--port", "0", "--memory", memory, "--log-level",
-              "warn", (char *)NULL);
-        fprintf(stderr, "kvpool demo: cannot run %s: %s\n", bin, strerror(errno));
-        _exit(127);
-    }
-    close(pipefd[1]);
-    out = fdopen(pipefd[0], "r");
-    if (pid < 0 || out == NULL || fgets(line, sizeof(line), out) == NULL ||
-        sscanf(line, "kvpool-node listening on %200s", address) != 1) {
-        fprintf(stderr, "kvpool demo: the node did not start\n");
-        if (out) {
-            fclose(out);
-        }
-        if (pid > 0) {
-            kill(pid, SIGTERM);
-            waitpid(pid, NULL, 0);
-        }
-        return -1;
-    }
-    fclose(out);
-    (void)len;
-    return pid;
 }
 
 static void print_progress(demo_t *demo, double seconds, FILE *out)
@@ -295,7 +283,7 @@ int kv_cli_demo(int argc, char **argv)
         return 1;
     }
     if (conn.node == NULL) {
-        node_pid = spawn_node(memory, address, sizeof(address));
+        node_pid = kv_cli_node_start(memory, address, sizeof(address));
         if (node_pid < 0) {
             goto out_workload;
         }
@@ -305,10 +293,11 @@ int kv_cli_demo(int argc, char **argv)
     if (kv_cli_connect(&conn, &demo.client) != KVP_OK) {
         goto out_node;
     }
-    printf("kvpool demo: node %s%s, workload %s, %d threads, %llu-byte blocks\n",
+    printf("kvpool demo: node %s%s, workload %s, %d threads, %llu-byte blocks, "
+           "transport %s\n",
            conn.node, node_pid ? " (started for the demo)" : "",
            trace ? trace : "built-in conversations", threads,
-           (unsigned long long)demo.block_size);
+           (unsigned long long)demo.block_size, kvp_client_transport(demo.client));
     fflush(stdout);
 
     pthread_mutex_init(&demo.lock, NULL);
@@ -359,10 +348,7 @@ int kv_cli_demo(int argc, char **argv)
     pthread_mutex_destroy(&demo.lock);
     kvp_client_disconnect(demo.client);
 out_node:
-    if (node_pid > 0) {
-        kill(node_pid, SIGTERM);
-        waitpid(node_pid, NULL, 0);
-    }
+    kv_cli_node_stop(node_pid);
 out_workload:
     kv_workload_destroy(demo.workload);
     return rc;

@@ -7,6 +7,7 @@
  *   kvpool delete --node HOST:PORT --key NAME [--key NAME...]
  *   kvpool stat   --node HOST:PORT
  *   kvpool demo   [--trace FILE] [--requests N] [--json] ...
+ *   kvpool bench  [--node HOST:PORT] --block-size SIZE --blocks N ...
  *
  * NAME is any string; its XXH3-128 is the block key.  Exit status 0 on
  * success, 1 with a one-line reason on stderr otherwise, 2 for bad usage.
@@ -43,6 +44,8 @@ static void usage(FILE *out)
             "       kvpool demo   [--trace FILE] [--requests N] [--json]\n"
             "                     [--block-size SIZE] [--memory SIZE] [--threads N]\n"
             "                     [--seed N] [--node HOST:PORT]\n"
+            "       kvpool bench  [--node HOST:PORT] [--block-size SIZE] [--blocks N]\n"
+            "                     [--batch B] [--op put|get] [--transport T] [--json]\n"
             "common options: --ns NAMESPACE (default \"default\"), --token TOKEN\n"
             "(or $KVPOOL_TOKEN)\n");
 }
@@ -213,6 +216,9 @@ int main(int argc, char **argv)
     cmd = argv[1];
     if (strcmp(cmd, "demo") == 0) {
         return kv_cli_demo(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "bench") == 0) {
+        return kv_cli_bench(argc - 1, argv + 1);
     }
     want_file = strcmp(cmd, "put") == 0 || strcmp(cmd, "get") == 0;
     want_keys = want_file || strcmp(cmd, "exists") == 0 || strcmp(cmd, "delete") == 0;

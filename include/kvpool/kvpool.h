@@ -62,7 +62,8 @@ typedef struct kvp_client *kvp_client_h;
 enum {
     KVP_CLIENT_PARAM_TOKEN      = 1u << 0,
     KVP_CLIENT_PARAM_TIMEOUT_MS = 1u << 1,
-    KVP_CLIENT_PARAM_NAME       = 1u << 2
+    KVP_CLIENT_PARAM_NAME       = 1u << 2,
+    KVP_CLIENT_PARAM_TRANSPORT  = 1u << 3
 };
 
 /**
@@ -74,6 +75,16 @@ typedef struct kvp_client_params {
     const char *token;      /**< shared secret; default none */
     uint32_t    timeout_ms; /**< deadline of each call; default 10000 */
     const char *name;       /**< shown in the node's log; default "libkvpool" */
+    /**
+     * How block bytes travel:
+     *  - "auto" (default): through the node's arena mapped into this
+     *    process when the node runs on this host and shares it, else in
+     *    RPC frames;
+     *  - "shm": the shared arena, or kvp_client_connect() fails;
+     *  - "frame": always in RPC frames.
+     * When not set, $KVPOOL_TRANSPORT, else "auto".
+     */
+    const char *transport;
 } kvp_client_params_t;
 
 /** Node counters returned by kvp_stats(). */
@@ -107,6 +118,12 @@ typedef struct kvp_stats {
 KVP_EXPORT kvp_status_t kvp_client_connect(const char *address,
                                            const kvp_client_params_t *params,
                                            kvp_client_h *client_p);
+
+/**
+ * @brief The transport this connection moves block bytes with: "shm" (the
+ * node's arena, mapped) or "frame" (inside RPC frames).  A static string.
+ */
+KVP_EXPORT const char *kvp_client_transport(kvp_client_h client);
 
 /**
  * @brief Close the connection and free the handle.  Calls still in flight
@@ -149,6 +166,88 @@ KVP_EXPORT kvp_status_t kvp_put(kvp_client_h client, const char *ns,
 KVP_EXPORT kvp_status_t kvp_get(kvp_client_h client, const char *ns,
                                 const kvp_key_t *key, void *buf,
                                 uint64_t capacity, uint64_t *size_p);
+
+/**
+ * @brief Store many blocks in one go.  Through the shared arena this is two
+ * round trips whatever @p count is (reserve, copy, commit); in frames it is
+ * one put per block.
+ *
+ * @param [in]  keys      @p count keys (0..KVP_BATCH_MAX).
+ * @param [in]  datas     @p count pointers to block bytes (copied before
+ *                        the call returns).
+ * @param [in]  sizes     @p count sizes, each > 0.
+ * @param [out] statuses  @p count per-block results, as kvp_put() returns
+ *                        them; set when the call returns KVP_OK.
+ * @return KVP_OK (see @p statuses); KVP_ERR_INVALID_PARAM; a connection
+ *         error or KVP_ERR_TIMED_OUT (then @p statuses is undefined).
+ */
+KVP_EXPORT kvp_status_t kvp_put_batch(kvp_client_h client, const char *ns,
+                                      const kvp_key_t *keys,
+                                      const void *const *datas,
+                                      const uint64_t *sizes, size_t count,
+                                      kvp_status_t *statuses);
+
+/**
+ * @brief Load many blocks in one go into caller buffers.  Through the
+ * shared arena the blocks are pinned under one lease, copied and verified.
+ *
+ * @param [out] bufs       @p count buffers.
+ * @param [in]  capacities their lengths.
+ * @param [out] sizes      each block's size (on KVP_OK and
+ *                         KVP_ERR_BUFFER_TOO_SMALL).
+ * @param [out] statuses   per-block results, as kvp_get() returns them:
+ *                         KVP_ERR_NOT_FOUND and KVP_ERR_CHECKSUM are misses.
+ * @return KVP_OK (see @p statuses); KVP_ERR_INVALID_PARAM; a connection
+ *         error or KVP_ERR_TIMED_OUT.
+ */
+KVP_EXPORT kvp_status_t kvp_get_batch(kvp_client_h client, const char *ns,
+                                      const kvp_key_t *keys, void *const *bufs,
+                                      const uint64_t *capacities, size_t count,
+                                      uint64_t *sizes, kvp_status_t *statuses);
+
+/** Opaque handle of an asynchronous call. */
+typedef struct kvp_request *kvp_request_h;
+
+/**
+ * @brief kvp_put_batch() without waiting.  Every array (and @p ns) is
+ * borrowed until the request completes; @p statuses is filled by then.
+ * Requests run on a few library threads and share the connection, so
+ * several may be in flight at once.
+ *
+ * @param [out] req_p the request, set on KVP_OK: poll it with
+ *                    kvp_request_test(), or kvp_request_wait(), then
+ *                    kvp_request_free() it.
+ * @return KVP_OK (submitted); KVP_ERR_INVALID_PARAM; KVP_ERR_NO_MEMORY.
+ */
+KVP_EXPORT kvp_status_t kvp_put_batch_async(kvp_client_h client, const char *ns,
+                                            const kvp_key_t *keys,
+                                            const void *const *datas,
+                                            const uint64_t *sizes, size_t count,
+                                            kvp_status_t *statuses,
+                                            kvp_request_h *req_p);
+
+/** @brief kvp_get_batch() without waiting; as kvp_put_batch_async(). */
+KVP_EXPORT kvp_status_t kvp_get_batch_async(kvp_client_h client, const char *ns,
+                                            const kvp_key_t *keys, void *const *bufs,
+                                            const uint64_t *capacities, size_t count,
+                                            uint64_t *sizes, kvp_status_t *statuses,
+                                            kvp_request_h *req_p);
+
+/**
+ * @brief Poll a request.
+ * @return KVP_INPROGRESS, or what the blocking call would have returned.
+ */
+KVP_EXPORT kvp_status_t kvp_request_test(kvp_request_h req);
+
+/** @brief Wait for a request to complete; returns its final status. */
+KVP_EXPORT kvp_status_t kvp_request_wait(kvp_request_h req);
+
+/**
+ * @brief Free a request, waiting for it first if it is still running.
+ * Every request must be freed before kvp_client_disconnect().  NULL is
+ * accepted.
+ */
+KVP_EXPORT void kvp_request_free(kvp_request_h req);
 
 /**
  * @brief How many leading keys of a chain are stored.

@@ -37,7 +37,19 @@
 #define GOOD_NS "good"
 #define RECV_TIMEOUT_S 20
 
-enum { M_HELLO, M_PUT, M_GET, M_EXISTS, M_DELETE, M_STATS, M_COUNT };
+enum {
+    M_HELLO,
+    M_PUT,
+    M_GET,
+    M_EXISTS,
+    M_DELETE,
+    M_STATS,
+    M_PUT_START,
+    M_PUT_COMMIT,
+    M_GET_START,
+    M_GET_END,
+    M_COUNT
+};
 
 /* ---------------------------------------------------------------------- */
 /* The fixture: a node and a well-behaved client with stored blocks        */

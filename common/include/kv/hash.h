@@ -13,6 +13,14 @@
 /** XXH3-64 of @p len bytes: the checksum stored with every block. */
 uint64_t kv_checksum(const void *data, size_t len);
 
+/**
+ * Copy @p len bytes from @p src to @p dst and return the XXH3-64 of them,
+ * a cache-sized piece at a time: each piece is hashed while it is still in
+ * cache from the copy, so the bytes cross memory once instead of twice.
+ * The buffers must not overlap.
+ */
+uint64_t kv_copy_checksum(void *dst, const void *src, size_t len);
+
 /** XXH3-128 of @p len bytes, as a key (big-endian byte order). */
 kvp_key_t kv_key_hash(const void *data, size_t len);
 

@@ -40,6 +40,11 @@ void kv_rpc_client_destroy(kv_rpc_client_t *client);
 /** The largest payload the peer accepts (from its HelloReply). */
 uint64_t kv_rpc_client_max_payload(const kv_rpc_client_t *client);
 
+struct Kvpool__HelloReply;
+
+/** The peer's HelloReply (owned by the client, valid until destroy). */
+const struct Kvpool__HelloReply *kv_rpc_client_hello(const kv_rpc_client_t *client);
+
 /** Where a call's reply payload goes. */
 typedef struct kv_rpc_recv {
     void    *buf;        /**< caller memory, or NULL if no payload expected */
@@ -66,5 +71,30 @@ kvp_status_t kv_rpc_call(kv_rpc_client_t *client, unsigned method,
                          const ProtobufCMessage *request, const void *payload,
                          uint64_t payload_len, uint32_t timeout_ms,
                          ProtobufCMessage **reply_p, kv_rpc_recv_t *recv);
+
+/** A call started with kv_rpc_call_start(), not yet finished. */
+typedef struct kv_rpc_pending kv_rpc_pending_t;
+
+/**
+ * The first half of kv_rpc_call(): send the request and return at once, so
+ * one thread can have many calls in flight (a batch in frames).  @p recv
+ * must stay valid until the call is finished.
+ * @param [out] pending_p set on KVP_OK; pass it to kv_rpc_call_finish()
+ *                        exactly once.
+ * @return KVP_OK (sent, or failed to send: the finish reports it);
+ *         KVP_ERR_INVALID_PARAM; KVP_ERR_TOO_LARGE; the connection's error
+ *         if it is already broken.
+ */
+kvp_status_t kv_rpc_call_start(kv_rpc_client_t *client, unsigned method,
+                               const ProtobufCMessage *request, const void *payload,
+                               uint64_t payload_len, uint32_t timeout_ms,
+                               kv_rpc_recv_t *recv, kv_rpc_pending_t **pending_p);
+
+/**
+ * The second half: wait for the reply (the deadline counts from the send)
+ * and free @p pending.  Returns and sets @p reply_p as kv_rpc_call() does.
+ */
+kvp_status_t kv_rpc_call_finish(kv_rpc_client_t *client, kv_rpc_pending_t *pending,
+                                ProtobufCMessage **reply_p);
 
 #endif

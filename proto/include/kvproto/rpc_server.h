@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct Kvpool__HelloReply;
+
 typedef struct kv_rpc_server kv_rpc_server_t;
 typedef struct kv_rpc_call   kv_rpc_call_t;
 
@@ -70,6 +72,10 @@ typedef struct kv_rpc_server_params {
     const kv_rpc_sink_func_t         *sinks;    /**< per method; NULL: no payload */
     kv_rpc_sink_cancel_func_t         sink_cancel;
     void                             *arg;      /**< passed to handlers */
+    /** Fields of every HelloReply beyond version and max_payload (may be NULL). */
+    const struct Kvpool__HelloReply  *hello;
+    /** Called when a connection whose data slot is set closes (may be NULL). */
+    void (*conn_closed)(void *conn_data, void *arg);
 } kv_rpc_server_params_t;
 
 /** Counters of the RPC layer. */
@@ -126,6 +132,12 @@ void kv_rpc_server_expire(kv_rpc_server_t *server);
 
 /** The context the method's sink returned for this call's payload. */
 void *kv_rpc_call_payload_ctx(const kv_rpc_call_t *call);
+
+/**
+ * The call's connection's data slot: NULL until a handler stores something
+ * there; conn_closed(slot, arg) runs when the connection ends.
+ */
+void **kv_rpc_call_conn_data(kv_rpc_call_t *call);
 
 /** A name for the call's peer ("127.0.0.1:5000"), for log lines. */
 const char *kv_rpc_call_peer(const kv_rpc_call_t *call);

@@ -1,0 +1,66 @@
+/**
+ * @file client_int.h
+ * @brief What the files of libkvpool share.  Private to client/.
+ */
+#ifndef KV_CLIENT_INT_H
+#define KV_CLIENT_INT_H
+
+#include <kvproto/rpc_client.h>
+#include <kvpool/kvpool.h>
+
+#include "kvpool.pb-c.h"
+
+/* Method ids: the order of the PoolNode service in kvpool.proto. */
+enum {
+    KVP__PUT = 1,
+    KVP__GET,
+    KVP__EXISTS,
+    KVP__DELETE,
+    KVP__STATS,
+    KVP__PUT_START,
+    KVP__PUT_COMMIT,
+    KVP__GET_START,
+    KVP__GET_END
+};
+
+typedef struct kvp__async kvp__async_t;
+
+struct kvp_client {
+    kv_rpc_client_t *rpc;
+    kvp__async_t    *async;     /* workers of the async calls, or NULL */
+    uint32_t         timeout_ms;
+    uint8_t         *shm_base;  /* the node's arena, mapped; NULL: frames */
+    uint64_t         shm_size;
+};
+
+/** A namespace as the wire carries it. */
+ProtobufCBinaryData kvp__ns_bytes(const char *ns);
+
+/** @return non-zero if @p ns is 1..KVP_NAMESPACE_MAX bytes. */
+int kvp__ns_valid(const char *ns);
+
+/**
+ * Map the node's arena if the node is on this host and shares it.
+ * @return KVP_OK (mapped); KVP_ERR_UNSUPPORTED (another host, or the node
+ *         does not share); KVP_ERR_AUTH / KVP_ERR_IO (refused or failed).
+ */
+kvp_status_t kvp__shm_attach(kvp_client_h client, const char *token);
+
+/** Unmap the arena (if mapped). */
+void kvp__shm_detach(kvp_client_h client);
+
+/** Batched put/get through the shared arena (client->shm_base != NULL). */
+kvp_status_t kvp__shm_put(kvp_client_h client, const char *ns, const kvp_key_t *keys,
+                          const void *const *datas, const uint64_t *sizes,
+                          size_t count, kvp_status_t *statuses);
+kvp_status_t kvp__shm_get(kvp_client_h client, const char *ns, const kvp_key_t *keys,
+                          void *const *bufs, const uint64_t *capacities,
+                          size_t count, uint64_t *sizes, kvp_status_t *statuses);
+
+/**
+ * Stop the async workers after they finish what is queued.  Called by
+ * kvp_client_disconnect() before the connection closes.
+ */
+void kvp__async_destroy(kvp_client_h client);
+
+#endif

@@ -1,0 +1,95 @@
+/**
+ * @file node_int.h
+ * @brief What the files of the node share: its state, its method ids, and
+ * the checks of wire fields.  Private to pool/.
+ */
+#ifndef KV_POOL_NODE_INT_H
+#define KV_POOL_NODE_INT_H
+
+#include "node.h"
+
+#include "kvpool.pb-c.h"
+
+/* Method ids: the order of the PoolNode service in kvpool.proto. */
+enum {
+    KV_NODE_HELLO,
+    KV_NODE_PUT,
+    KV_NODE_GET,
+    KV_NODE_EXISTS,
+    KV_NODE_DELETE,
+    KV_NODE_STATS,
+    KV_NODE_PUT_START,
+    KV_NODE_PUT_COMMIT,
+    KV_NODE_GET_START,
+    KV_NODE_GET_END,
+    KV_NODE_METHOD_COUNT
+};
+
+typedef struct kv_node_session kv_node_session_t;
+typedef struct kv_node_shm     kv_node_shm_t;
+
+struct kv_node {
+    kv_node_config_t   config;
+    kv_evloop_t       *loop;
+    kv_arena_t        *arena;
+    kv_block_table_t  *table;
+    kv_rpc_server_t   *server;
+    kv_node_shm_t     *shm;
+    kv_node_session_t *sessions;   /* connections with leases or puts open */
+    char               host_id[64];
+    char               shm_name[64];  /* abstract socket sharing the arena */
+    Kvpool__HelloReply hello;         /* what every HelloReply adds */
+    uint64_t           next_op_id;
+    uint64_t           puts, gets, hits, misses, bytes_in, bytes_out;
+    uint64_t           lease_expiries;
+};
+
+/**
+ * Check a namespace (1..KVP_NAMESPACE_MAX bytes, no NUL) and, if @p key is
+ * not NULL, a key (KVP_KEY_LEN bytes).  On failure write why into @p err.
+ * @return 1 if both are good, else 0.
+ */
+int kv_node_check_fields(const ProtobufCBinaryData *ns, const ProtobufCBinaryData *key,
+                         char *err, size_t err_len);
+
+/** The same check for a handler: replies KVP_ERR_INVALID_PARAM if bad. */
+int kv_node_check_call(kv_rpc_call_t *call, const ProtobufCBinaryData *ns,
+                       const ProtobufCBinaryData *key);
+
+/** Check a list of keys (count and lengths); replies and returns 0 if bad. */
+int kv_node_check_keys(kv_rpc_call_t *call, const ProtobufCBinaryData *ns,
+                       const ProtobufCBinaryData *keys, size_t n_keys);
+
+/** The namespace's id: 1 if known, 0 if the node has never seen it. */
+int kv_node_ns_lookup(kv_node_t *node, const ProtobufCBinaryData *ns, uint32_t *id_p);
+
+/* Two-phase put and leased get (node_twophase.c). */
+void kv_node_put_start(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                       const void *payload, uint64_t payload_len, void *arg);
+void kv_node_put_commit(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                        const void *payload, uint64_t payload_len, void *arg);
+void kv_node_get_start(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                       const void *payload, uint64_t payload_len, void *arg);
+void kv_node_get_end(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                     const void *payload, uint64_t payload_len, void *arg);
+/** A connection ended: release its leases and reclaim its open puts. */
+void kv_node_session_close(void *session, void *arg);
+/** Release leases and puts older than their timeouts. */
+void kv_node_sessions_expire(kv_node_t *node);
+/** Release every session (node shutdown). */
+void kv_node_sessions_destroy(kv_node_t *node);
+
+/* Sharing the arena with clients on the same host (node_shm.c). */
+/**
+ * Listen on an abstract Unix socket; a client that connects and presents
+ * the node's token (or, with no token, runs as the node's user) receives
+ * the arena's memfd.  Writes the socket's name (without the leading NUL)
+ * into @p name.
+ */
+kvp_status_t kv_node_shm_create(kv_node_t *node, char *name, size_t name_len);
+/** Drop local clients that did not finish their handshake in 5 s. */
+void kv_node_shm_expire(kv_node_t *node);
+/** Stop sharing (mappings clients already have stay valid).  Accepts none. */
+void kv_node_shm_destroy(kv_node_t *node);
+
+#endif
