@@ -74,6 +74,7 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Queue @p req (freed here if it cannot be). */
 static kvp_status_t async_submit(kvp_client_h client, kvp_request_h req,
                                  kvp_request_h *req_p)
 {
@@ -93,6 +94,7 @@ static kvp_status_t async_submit(kvp_client_h client, kvp_request_h req,
     }
     async = client->async;
     if (async->num_workers == 0) {
+        kv_free(req);
         return KVP_ERR_NO_MEMORY;
     }
     req->client = client;
@@ -117,7 +119,6 @@ kvp_status_t kvp_put_batch_async(kvp_client_h client, const char *ns,
                                  kvp_status_t *statuses, kvp_request_h *req_p)
 {
     kvp_request_h req;
-    kvp_status_t  status;
 
     if (client == NULL || req_p == NULL) {
         return KVP_ERR_INVALID_PARAM;
@@ -130,11 +131,7 @@ kvp_status_t kvp_put_batch_async(kvp_client_h client, const char *ns,
     req->in_sizes = sizes;
     req->count    = count;
     req->statuses = statuses;
-    status        = async_submit(client, req, req_p);
-    if (status != KVP_OK) {
-        kv_free(req);
-    }
-    return status;
+    return async_submit(client, req, req_p);
 }
 
 kvp_status_t kvp_get_batch_async(kvp_client_h client, const char *ns,
@@ -144,7 +141,6 @@ kvp_status_t kvp_get_batch_async(kvp_client_h client, const char *ns,
                                  kvp_request_h *req_p)
 {
     kvp_request_h req;
-    kvp_status_t  status;
 
     if (client == NULL || req_p == NULL) {
         return KVP_ERR_INVALID_PARAM;
@@ -157,11 +153,7 @@ kvp_status_t kvp_get_batch_async(kvp_client_h client, const char *ns,
     req->out_sizes = sizes;
     req->count     = count;
     req->statuses  = statuses;
-    status         = async_submit(client, req, req_p);
-    if (status != KVP_OK) {
-        kv_free(req);
-    }
-    return status;
+    return async_submit(client, req, req_p);
 }
 
 kvp_status_t kvp_request_test(kvp_request_h req)
