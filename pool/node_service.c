@@ -64,7 +64,10 @@ int kv_node_check_keys(kv_rpc_call_t *call, const ProtobufCBinaryData *ns,
         return 0;
     }
     for (size_t i = 0; i < n_keys; i++) {
-        if (!kv_node_check_call(call, ns, &keys[i])) {
+        if (keys[i].len != KVP_KEY_LEN) {
+            kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM,
+                               "block key %zu must be %d bytes, got %zu", i, KVP_KEY_LEN,
+                               keys[i].len);
             return 0;
         }
     }
