@@ -79,6 +79,13 @@ kvp_status_t kvp__ucx_attach(kvp_client_h client)
                     kvp_status_string(status));
         goto err_ctx;
     }
+    {
+        char info[512];
+        if (kvt_ucx_ep_info(ucx->ep, info, sizeof(info)) == KVP_OK) {
+            info[strcspn(info, "\n")] = '\0';
+            kv_log_info("ucx: connected to %s (%s)", hello->ucx_address, info);
+        }
+    }
     pthread_mutex_init(&ucx->lock, NULL);
     ucx->rkey = kv_malloc(hello->ucx_rkey.len, "ucx rkey");
     memcpy(ucx->rkey, hello->ucx_rkey.data, hello->ucx_rkey.len);
