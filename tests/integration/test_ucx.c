@@ -375,6 +375,87 @@ static void ucx_node_killed_during_gets(void)
 }
 
 /* ---------------------------------------------------------------------- */
+/* A stalled node: the ucx deadline fails the call, later calls use frames */
+/* ---------------------------------------------------------------------- */
+
+static void ucx_stalled_node_falls_back_to_frames(void)
+{
+    kv_test_node_t      node;
+    kvp_client_h        c = NULL;
+    kvp_client_params_t params = {0};
+    loader_t           *ld     = calloc(1, sizeof(*ld));
+    uint8_t            *block  = malloc(KILL_SIZE);
+    pthread_t           t;
+    uint64_t            t0, t_stop;
+    kvp_status_t        s;
+
+    ASSERT(ld != NULL && block != NULL);
+    node_up(&node, "96MiB", quiet);
+    params.field_mask = KVP_CLIENT_PARAM_TRANSPORT | KVP_CLIENT_PARAM_TIMEOUT_MS;
+    params.transport  = "ucx";
+    params.timeout_ms = 1500;
+    ASSERT_OK(kvp_client_connect(node.address, &params, &c));
+    ASSERT(strcmp(kvp_client_transport(c), "ucx") == 0);
+    for (int i = 0; i < KILL_BLOCKS; i++) {
+        ld->keys[i] = key_of("kill-%d", i);
+        ld->bufs[i] = malloc(KILL_SIZE);
+        ASSERT(ld->bufs[i] != NULL);
+        memset(block, i, KILL_SIZE);
+        ASSERT_OK(kvp_put(c, "kill", &ld->keys[i], block, KILL_SIZE));
+    }
+    ld->client = c;
+    ASSERT_EQ(pthread_create(&t, NULL, loader_main, ld), 0);
+    t0 = now_ms();
+    while (atomic_load(&ld->ok_calls) < 3) {
+        ASSERT_LE(now_ms() - t0, 20000);
+        sleep_ms(2);
+    }
+    while (!atomic_load(&ld->in_call)) {
+        ASSERT_LE(now_ms() - t0, 20000);
+    }
+    sleep_ms(3); /* most of a 64 MiB batch is the transfer, not its RPCs */
+    t_stop = now_ms();
+    ASSERT_EQ(kill(node.pid, SIGSTOP), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(kill(node.pid, SIGCONT), 0);
+    fprintf(stderr, "node stopped: the batch of gets failed %" PRIu64 " ms later with %s;"
+                    " transport now %s\n",
+            ld->fail_end - t_stop, kvp_status_string(ld->fail_status),
+            kvp_client_transport(c));
+    /* the RPC deadline and the transfer's, one after the other at most */
+    ASSERT_LE(ld->fail_end - t_stop, 2 * 1500 + 1000);
+    ASSERT(KVP_STATUS_IS_CONNECTION_ERROR(ld->fail_status) ||
+           ld->fail_status == KVP_ERR_TIMED_OUT);
+    ASSERT_EQ(ld->bad_bytes, 0);
+    /* the node runs again: the client works (over frames if ucx failed) or
+     * fails cleanly if its RPC connection went down too; never wrong bytes */
+    s = kvp_get(c, "kill", &ld->keys[5], ld->bufs[5], KILL_SIZE, NULL);
+    if (s == KVP_OK) {
+        ASSERT(ld->bufs[5][0] == 5 && ld->bufs[5][KILL_SIZE - 1] == 5);
+        memset(block, 0x3c, KILL_SIZE);
+        ASSERT_OK(kvp_put(c, "kill", &ld->keys[6], block, KILL_SIZE));
+        ASSERT_OK(kvp_get(c, "kill", &ld->keys[6], ld->bufs[6], KILL_SIZE, NULL));
+        ASSERT(memcmp(ld->bufs[6], block, KILL_SIZE) == 0);
+    } else {
+        ASSERT(KVP_STATUS_IS_CONNECTION_ERROR(s) || s == KVP_ERR_TIMED_OUT);
+    }
+    fprintf(stderr, "after SIGCONT: %s over %s\n", kvp_status_string(s),
+            kvp_client_transport(c));
+    kvp_client_disconnect(c);
+    /* a new client gets ucx again */
+    c = connect_ucx(&node);
+    ASSERT_OK(kvp_get(c, "kill", &ld->keys[7], ld->bufs[7], KILL_SIZE, NULL));
+    ASSERT(ld->bufs[7][0] == 7);
+    kvp_client_disconnect(c);
+    for (int i = 0; i < KILL_BLOCKS; i++) {
+        free(ld->bufs[i]);
+    }
+    free(ld);
+    free(block);
+    node_down(&node);
+}
+
+/* ---------------------------------------------------------------------- */
 /* --data-plane off, and what "auto" picks                                 */
 /* ---------------------------------------------------------------------- */
 
@@ -427,4 +508,6 @@ static void ucx_data_plane_off_and_auto(void)
 }
 
 KV_TEST_MAIN(KV_TEST(ucx_round_trip_batched), KV_TEST(ucx_corrupted_block_is_a_miss),
-             KV_TEST(ucx_node_killed_during_gets), KV_TEST(ucx_data_plane_off_and_auto))
+             KV_TEST(ucx_node_killed_during_gets),
+             KV_TEST(ucx_stalled_node_falls_back_to_frames),
+             KV_TEST(ucx_data_plane_off_and_auto))
