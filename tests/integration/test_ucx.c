@@ -456,6 +456,72 @@ static void ucx_stalled_node_falls_back_to_frames(void)
 }
 
 /* ---------------------------------------------------------------------- */
+/* A client killed with ucx puts and gets in flight does not hurt the node */
+/* ---------------------------------------------------------------------- */
+
+static void ucx_client_killed_mid_transfer(void)
+{
+    kv_test_node_t node;
+    kvp_client_h   c;
+    pid_t          child;
+    int            fds[2], wstatus = 0;
+    char           ready;
+
+    node_up(&node, "96MiB", quiet);
+    ASSERT_EQ(pipe(fds), 0);
+    child = fork();
+    ASSERT(child >= 0);
+    if (child == 0) {
+        /* put and get 16 x 2 MiB batches until killed */
+        kvp_client_h cc;
+        kvp_key_t    keys[16];
+        uint8_t     *bufs[16];
+        uint64_t     sizes[16], got[16];
+        kvp_status_t st[16];
+
+        reap_forget_all();
+        close(fds[0]);
+        cc = connect_ucx(&node);
+        for (int i = 0; i < 16; i++) {
+            keys[i]  = key_of("victim-%d", i);
+            bufs[i]  = make_block(2 * MiB, (uint64_t)i);
+            sizes[i] = 2 * MiB;
+        }
+        for (int round = 0;; round++) {
+            kvp_put_batch(cc, "victim", keys, (const void *const *)bufs, sizes, 16, st);
+            kvp_get_batch(cc, "victim", keys, (void *const *)bufs, sizes, 16, got, st);
+            if (round == 2) {
+                ASSERT_EQ(write(fds[1], "r", 1), 1);
+            }
+        }
+    }
+    close(fds[1]);
+    ASSERT_EQ(read(fds[0], &ready, 1), 1);
+    close(fds[0]);
+    for (int i = 0; i < 5; i++) {
+        sleep_ms(7);
+        if (i == 4) {
+            ASSERT_EQ(kill(child, SIGKILL), 0);
+        }
+    }
+    ASSERT_EQ(waitpid(child, &wstatus, 0), child);
+    ASSERT(WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL);
+    /* the node still serves, over ucx too, and stops cleanly (node_down) */
+    sleep_ms(50);
+    ASSERT(kv_test_node_alive(&node));
+    c = connect_ucx(&node);
+    {
+        kvp_key_t key = key_of("survivor");
+        uint8_t  *d   = make_block(2 * MiB + 1, 3);
+        ASSERT_OK(kvp_put(c, "live", &key, d, 2 * MiB + 1));
+        expect_block(c, "live", &key, 2 * MiB + 1, 3);
+        free(d);
+    }
+    kvp_client_disconnect(c);
+    node_down(&node);
+}
+
+/* ---------------------------------------------------------------------- */
 /* --data-plane off, and what "auto" picks                                 */
 /* ---------------------------------------------------------------------- */
 
@@ -510,4 +576,5 @@ static void ucx_data_plane_off_and_auto(void)
 KV_TEST_MAIN(KV_TEST(ucx_round_trip_batched), KV_TEST(ucx_corrupted_block_is_a_miss),
              KV_TEST(ucx_node_killed_during_gets),
              KV_TEST(ucx_stalled_node_falls_back_to_frames),
+             KV_TEST(ucx_client_killed_mid_transfer),
              KV_TEST(ucx_data_plane_off_and_auto))
