@@ -70,7 +70,7 @@ kvp_status_t kvp_client_connect(const char *address,
     }
     if ((strcmp(transport, "auto") == 0 && client->shm_base == NULL) ||
         strcmp(transport, "ucx") == 0) {
-        status = kvp__ucx_attach(client);
+        status = kvp__ucx_attach(client, address);
         if (status != KVP_OK && strcmp(transport, "ucx") == 0) {
             kv_log_warn("%s: no ucx data path: %s", address, kvp_status_string(status));
             goto err_rpc;

@@ -61,10 +61,12 @@ kvp_status_t kvp__shm_get(kvp_client_h client, const char *ns, const kvp_key_t *
 
 /**
  * Connect the network data path (kvt "ucx") to the node's arena if the node
- * announced one.  @return KVP_OK (client->ucx set); KVP_ERR_UNSUPPORTED
- * (not announced, or no UCX here); a connect error.
+ * announced one (a wildcard listener address is reached at the host of
+ * @p rpc_address, the "HOST:PORT" of the node's RPCs).
+ * @return KVP_OK (client->ucx set); KVP_ERR_UNSUPPORTED (not announced, or
+ * no UCX here); a connect error.
  */
-kvp_status_t kvp__ucx_attach(kvp_client_h client);
+kvp_status_t kvp__ucx_attach(kvp_client_h client, const char *rpc_address);
 /** Close the network data path (if any). */
 void kvp__ucx_detach(kvp_client_h client);
 /** @return non-zero while the network data path is up (not failed). */

@@ -39,6 +39,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 struct kvp__ucx {
@@ -52,8 +53,36 @@ struct kvp__ucx {
     uint64_t        arena_size;
 };
 
-kvp_status_t kvp__ucx_attach(kvp_client_h client)
+/*
+ * The address to connect to: the node's announced listener, except that a
+ * node listening on every interface announces "0.0.0.0:P" / "[::]:P"; then
+ * the host this client reached the node's RPCs at, with port P.
+ */
+static int ucx_target(const char *announced, const char *rpc_address, char *out,
+                      size_t len)
 {
+    const char *port = strrchr(announced, ':');
+    const char *host_end;
+
+    if (port == NULL) {
+        return -1;
+    }
+    if (strncmp(announced, "0.0.0.0:", 8) != 0 && strncmp(announced, "[::]:", 5) != 0) {
+        return snprintf(out, len, "%s", announced) < (int)len ? 0 : -1;
+    }
+    host_end = strrchr(rpc_address, ':');
+    if (host_end == NULL) {
+        return -1;
+    }
+    return snprintf(out, len, "%.*s%s", (int)(host_end - rpc_address), rpc_address, port) <
+                   (int)len
+               ? 0
+               : -1;
+}
+
+kvp_status_t kvp__ucx_attach(kvp_client_h client, const char *rpc_address)
+{
+    char target[300];
     const Kvpool__HelloReply *hello  = kv_rpc_client_hello(client->rpc);
     kvt_params_t              params = {
                      .field_mask = KVT_PARAM_FIELD_BACKEND | KVT_PARAM_FIELD_TIMEOUT_MS,
@@ -67,15 +96,18 @@ kvp_status_t kvp__ucx_attach(kvp_client_h client)
         hello->arena_size == 0) {
         return KVP_ERR_UNSUPPORTED;
     }
+    if (ucx_target(hello->ucx_address, rpc_address, target, sizeof(target)) != 0) {
+        return KVP_ERR_PROTOCOL;
+    }
     ucx = kv_calloc(1, sizeof(*ucx), "ucx path");
     status = kvt_context_create(&params, &ucx->ctx);
     if (status != KVP_OK) {
         kv_log_info("ucx: no context: %s", kvp_status_string(status));
         goto err_free;
     }
-    status = kvt_ep_connect(ucx->ctx, hello->ucx_address, &ucx->ep);
+    status = kvt_ep_connect(ucx->ctx, target, &ucx->ep);
     if (status != KVP_OK) {
-        kv_log_info("ucx: cannot connect to %s: %s", hello->ucx_address,
+        kv_log_info("ucx: cannot connect to %s: %s", target,
                     kvp_status_string(status));
         goto err_ctx;
     }
@@ -83,7 +115,7 @@ kvp_status_t kvp__ucx_attach(kvp_client_h client)
         char info[512];
         if (kvt_ucx_ep_info(ucx->ep, info, sizeof(info)) == KVP_OK) {
             info[strcspn(info, "\n")] = '\0';
-            kv_log_info("ucx: connected to %s (%s)", hello->ucx_address, info);
+            kv_log_info("ucx: connected to %s (%s)", target, info);
         }
     }
     pthread_mutex_init(&ucx->lock, NULL);

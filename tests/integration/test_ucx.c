@@ -560,6 +560,26 @@ static void ucx_data_plane_off_and_auto(void)
     kvp_client_disconnect(c);
     node_down(&node);
 
+    /* a node on every interface announces 0.0.0.0:P: the client reaches it
+     * at the host it used for the RPCs */
+    {
+        static const char *const any[] = {"--log-level", "warn", "--listen", "0.0.0.0",
+                                          "--token",     "sesame", "--shared-memory",
+                                          "off",         NULL};
+        kv_test_node_t anynode;
+        node_up(&anynode, "32MiB", any);
+        params.field_mask = KVP_CLIENT_PARAM_TRANSPORT | KVP_CLIENT_PARAM_TOKEN;
+        params.transport  = "ucx";
+        params.token      = "sesame";
+        c                 = NULL;
+        ASSERT_OK(kvp_client_connect(anynode.address, &params, &c));
+        ASSERT(strcmp(kvp_client_transport(c), "ucx") == 0);
+        ASSERT_OK(kvp_put(c, "auto", &key, d, 1 * MiB + 1));
+        expect_block(c, "auto", &key, 1 * MiB + 1, 5);
+        kvp_client_disconnect(c);
+        node_down(&anynode);
+    }
+
     /* a node with the data plane off but sharing: shm still works */
     {
         static const char *const off[] = {"--log-level", "warn", "--data-plane", "off",
