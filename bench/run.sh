@@ -147,7 +147,8 @@ start_node() {
 # Results, keyed PATH/OP/SIZE/BATCH ("-" where one does not apply): GB/s,
 # p50 and p99 in us, how it was measured, a remark.  ROWS: table order.
 # PATH is memcpy, lo (iperf3 on loopback), veth (iperf3 on the veth pair),
-# redis, shm, frame or vethkv (kvpool frame on the veth pair).
+# redis, shm, frame, ucx (kvt UCX one-sided, TCP loopback) or vethkv
+# (kvpool frame on the veth pair).
 declare -A GBPS P50 P99 HOW NOTE
 ROWS=()
 FAILED=0
@@ -364,6 +365,7 @@ iperf_loopback
 bench_redis
 kvbench shm - 127.0.0.1 shm -
 kvbench frame - 127.0.0.1 frame -
+UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo} kvbench ucx - 127.0.0.1 ucx -
 VETH_SKIP="" VETH_MTU="?"
 if setup_netns; then
     iperf_veth
@@ -380,8 +382,9 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 declare -A PATH_NAME=([memcpy]="memcpy (ceiling of shm)" [lo]="TCP loopback (ceiling)"
     [veth]="veth, 2 netns (ceiling)" [redis]="Redis, TCP loopback"
     [shm]="kvpool shm, same host" [frame]="kvpool frame, TCP loopback"
+    [ucx]="kvpool ucx, TCP loopback"
     [vethkv]="kvpool frame, veth")
-declare -A CEILING=([redis]=lo [shm]=memcpy [frame]=lo [vethkv]=veth)
+declare -A CEILING=([redis]=lo [shm]=memcpy [frame]=lo [ucx]=lo [vethkv]=veth)
 
 row() {
     local key=$1 path op size batch ceil ck rk vs_ceil=- vs_redis=- block how label

@@ -45,7 +45,7 @@ kvp_status_t kvp_client_connect(const char *address,
         transport = "auto";
     }
     if (strcmp(transport, "auto") != 0 && strcmp(transport, "shm") != 0 &&
-        strcmp(transport, "frame") != 0) {
+        strcmp(transport, "frame") != 0 && strcmp(transport, "ucx") != 0) {
         return KVP_ERR_INVALID_PARAM;
     }
     client             = kv_calloc(1, sizeof(*client), "client");
@@ -61,10 +61,18 @@ kvp_status_t kvp_client_connect(const char *address,
         kv_log_warn("connect to %s: %s", address, kvp_status_string(status));
         goto err_free;
     }
-    if (strcmp(transport, "frame") != 0) {
+    if (strcmp(transport, "auto") == 0 || strcmp(transport, "shm") == 0) {
         status = kvp__shm_attach(client, rpc.token);
         if (status != KVP_OK && strcmp(transport, "shm") == 0) {
             kv_log_warn("%s: no shared arena: %s", address, kvp_status_string(status));
+            goto err_rpc;
+        }
+    }
+    if ((strcmp(transport, "auto") == 0 && client->shm_base == NULL) ||
+        strcmp(transport, "ucx") == 0) {
+        status = kvp__ucx_attach(client, address);
+        if (status != KVP_OK && strcmp(transport, "ucx") == 0) {
+            kv_log_warn("%s: no ucx data path: %s", address, kvp_status_string(status));
             goto err_rpc;
         }
     }
@@ -80,7 +88,10 @@ err_free:
 
 const char *kvp_client_transport(kvp_client_h client)
 {
-    return client->shm_base != NULL ? "shm" : "frame";
+    if (client->shm_base != NULL) {
+        return "shm";
+    }
+    return kvp__ucx_usable(client) ? "ucx" : "frame";
 }
 
 void kvp_client_disconnect(kvp_client_h client)
@@ -91,6 +102,7 @@ void kvp_client_disconnect(kvp_client_h client)
     kvp__async_destroy(client);
     kv_rpc_client_destroy(client->rpc);
     kvp__shm_detach(client);
+    kvp__ucx_detach(client);
     kv_free(client);
 }
 
@@ -209,6 +221,9 @@ kvp_status_t kvp_put_batch(kvp_client_h client, const char *ns,
     if (client->shm_base != NULL) {
         return kvp__shm_put(client, ns, keys, datas, sizes, count, statuses);
     }
+    if (kvp__ucx_usable(client)) {
+        return kvp__ucx_put(client, ns, keys, datas, sizes, count, statuses);
+    }
     return frame_put(client, ns, keys, datas, sizes, count, statuses);
 }
 
@@ -232,6 +247,9 @@ kvp_status_t kvp_get_batch(kvp_client_h client, const char *ns,
     }
     if (client->shm_base != NULL) {
         return kvp__shm_get(client, ns, keys, bufs, capacities, count, sizes, statuses);
+    }
+    if (kvp__ucx_usable(client)) {
+        return kvp__ucx_get(client, ns, keys, bufs, capacities, count, sizes, statuses);
     }
     return frame_get(client, ns, keys, bufs, capacities, count, sizes, statuses);
 }

@@ -24,6 +24,7 @@ enum {
 };
 
 typedef struct kvp__async kvp__async_t;
+typedef struct kvp__ucx   kvp__ucx_t;
 
 struct kvp_client {
     kv_rpc_client_t *rpc;
@@ -31,6 +32,7 @@ struct kvp_client {
     uint32_t         timeout_ms;
     uint8_t         *shm_base;  /* the node's arena, mapped; NULL: frames */
     uint64_t         shm_size;
+    kvp__ucx_t      *ucx;       /* the network data path, or NULL */
 };
 
 /** A namespace as the wire carries it. */
@@ -54,6 +56,26 @@ kvp_status_t kvp__shm_put(kvp_client_h client, const char *ns, const kvp_key_t *
                           const void *const *datas, const uint64_t *sizes,
                           size_t count, kvp_status_t *statuses);
 kvp_status_t kvp__shm_get(kvp_client_h client, const char *ns, const kvp_key_t *keys,
+                          void *const *bufs, const uint64_t *capacities,
+                          size_t count, uint64_t *sizes, kvp_status_t *statuses);
+
+/**
+ * Connect the network data path (kvt "ucx") to the node's arena if the node
+ * announced one (a wildcard listener address is reached at the host of
+ * @p rpc_address, the "HOST:PORT" of the node's RPCs).
+ * @return KVP_OK (client->ucx set); KVP_ERR_UNSUPPORTED (not announced, or
+ * no UCX here); a connect error.
+ */
+kvp_status_t kvp__ucx_attach(kvp_client_h client, const char *rpc_address);
+/** Close the network data path (if any). */
+void kvp__ucx_detach(kvp_client_h client);
+/** @return non-zero while the network data path is up (not failed). */
+int kvp__ucx_usable(kvp_client_h client);
+/** Batched put/get over the network data path (kvp__ucx_usable()). */
+kvp_status_t kvp__ucx_put(kvp_client_h client, const char *ns, const kvp_key_t *keys,
+                          const void *const *datas, const uint64_t *sizes,
+                          size_t count, kvp_status_t *statuses);
+kvp_status_t kvp__ucx_get(kvp_client_h client, const char *ns, const kvp_key_t *keys,
                           void *const *bufs, const uint64_t *capacities,
                           size_t count, uint64_t *sizes, kvp_status_t *statuses);
 

@@ -27,6 +27,7 @@ typedef struct kv_node_config {
     int      log_level;
     int      shared_memory;   /* hand the arena to clients on this host */
     uint32_t lease_ms;        /* GetStart leases and PutStart reservations */
+    int      data_plane_ucx;  /* serve one-sided puts/gets of the arena over kvt "ucx" */
 } kv_node_config_t;
 
 /** Fill @p config with defaults. */

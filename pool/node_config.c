@@ -18,6 +18,7 @@ void kv_node_config_defaults(kv_node_config_t *config)
     config->log_level     = KVP_LOG_INFO;
     config->shared_memory = 1;
     config->lease_ms      = 10000;
+    config->data_plane_ucx = 1;
 }
 
 static kvp_status_t copy_string(char *dst, size_t dst_len, const char *key,
@@ -82,6 +83,14 @@ kvp_status_t kv_node_config_set(kv_node_config_t *config, const char *key,
             return KVP_ERR_CONFIG;
         }
         config->shared_memory = strcmp(value, "on") == 0;
+        return KVP_OK;
+    }
+    if (strcmp(key, "data_plane") == 0) {
+        if (strcmp(value, "ucx") != 0 && strcmp(value, "off") != 0) {
+            snprintf(err, err_len, "data_plane must be ucx or off");
+            return KVP_ERR_CONFIG;
+        }
+        config->data_plane_ucx = strcmp(value, "ucx") == 0;
         return KVP_OK;
     }
     if (strcmp(key, "lease_ms") == 0) {

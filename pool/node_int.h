@@ -10,6 +10,8 @@
 
 #include "kvpool.pb-c.h"
 
+#include <kvt/transport.h>
+
 /* Method ids: the order of the PoolNode service in kvpool.proto. */
 enum {
     KV_NODE_HELLO,
@@ -38,6 +40,13 @@ struct kv_node {
     kv_node_session_t *sessions;   /* connections with leases or puts open */
     char               host_id[64];
     char               shm_name[64];  /* abstract socket sharing the arena */
+    kvt_context_h      kvt;           /* the network data plane, or NULL */
+    kvt_mem_h          kvt_mem;       /* the whole arena */
+    kvt_listener_h     kvt_listener;
+    void              *kvt_rkey;      /* packed rkey of kvt_mem */
+    size_t             kvt_rkey_len;
+    int                kvt_fd;        /* kvt's event fd in the loop, or -1 */
+    char               ucx_address[KVT_ADDR_STRLEN]; /* "" if no data plane */
     Kvpool__HelloReply hello;         /* what every HelloReply adds */
     uint64_t           next_op_id;
     uint64_t           puts, gets, hits, misses, bytes_in, bytes_out;
@@ -91,5 +100,17 @@ kvp_status_t kv_node_shm_create(kv_node_t *node, char *name, size_t name_len);
 void kv_node_shm_expire(kv_node_t *node);
 /** Stop sharing (mappings clients already have stay valid).  Accepts none. */
 void kv_node_shm_destroy(kv_node_t *node);
+
+/* The network data plane (node_ucx.c). */
+/**
+ * Create a kvt "ucx" context, register the arena, pack its rkey, listen on
+ * the node's address (any port) and progress from the node's loop.  On
+ * failure everything is released, node->ucx_address stays "".
+ */
+kvp_status_t kv_node_ucx_create(kv_node_t *node);
+/** Progress the data plane (from the tick: a safety net for missed wakeups). */
+void kv_node_ucx_progress(kv_node_t *node);
+/** Stop the data plane (its connections close).  Accepts none. */
+void kv_node_ucx_destroy(kv_node_t *node);
 
 #endif

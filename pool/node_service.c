@@ -370,11 +370,21 @@ kvp_status_t kv_node_create(kv_evloop_t *loop, const kv_node_config_t *config,
         kv_log_warn("sharing the arena with local clients is off");
         node->shm_name[0] = '\0';
     }
+    node->kvt_fd = -1;
+    if (config->data_plane_ucx && kv_node_ucx_create(node) != KVP_OK) {
+        kv_log_warn("the network data plane is off: clients elsewhere use frames");
+    }
     node->hello               = hello;
     node->hello.host_id.data  = (uint8_t *)node->host_id;
     node->hello.host_id.len   = strlen(node->host_id);
     node->hello.shm_socket    = node->shm_name;
     node->hello.arena_size    = kv_arena_capacity(node->arena);
+    node->hello.ucx_address   = node->ucx_address;
+    if (node->kvt != NULL) {
+        node->hello.ucx_rkey.data = node->kvt_rkey;
+        node->hello.ucx_rkey.len  = node->kvt_rkey_len;
+        node->hello.arena_base    = (uint64_t)(uintptr_t)kv_arena_base(node->arena);
+    }
     params.listen         = config->listen;
     params.port           = config->port;
     params.token          = config->token;
@@ -395,6 +405,7 @@ kvp_status_t kv_node_create(kv_evloop_t *loop, const kv_node_config_t *config,
     return KVP_OK;
 
 err_shm:
+    kv_node_ucx_destroy(node);
     kv_node_shm_destroy(node);
     kv_block_table_destroy(node->table);
 err_arena:
@@ -412,6 +423,8 @@ void kv_node_destroy(kv_node_t *node)
     /* closing connections releases Get pins, leases and open puts first */
     kv_rpc_server_destroy(node->server);
     kv_node_sessions_destroy(node);
+    /* the data plane goes before the arena it registered */
+    kv_node_ucx_destroy(node);
     kv_node_shm_destroy(node);
     kv_block_table_destroy(node->table);
     kv_arena_destroy(node->arena);
@@ -428,4 +441,5 @@ void kv_node_tick(kv_node_t *node)
     kv_rpc_server_expire(node->server);
     kv_node_sessions_expire(node);
     kv_node_shm_expire(node);
+    kv_node_ucx_progress(node);
 }

@@ -4,7 +4,7 @@
  * client picks (or --transport).
  *
  *   kvpool bench [--node HOST:PORT] --block-size SIZE --blocks N
- *                [--batch B] [--op put|get] [--transport auto|shm|frame]
+ *                [--batch B] [--op put|get] [--transport auto|shm|ucx|frame]
  *                [--json]
  *
  * Without --node it starts a node big enough for the blocks.  Without --op

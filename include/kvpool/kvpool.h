@@ -78,9 +78,13 @@ typedef struct kvp_client_params {
     /**
      * How block bytes travel:
      *  - "auto" (default): through the node's arena mapped into this
-     *    process when the node runs on this host and shares it, else in
-     *    RPC frames;
+     *    process when the node runs on this host and shares it, else
+     *    one-sided over UCX when the node announces its data plane and the
+     *    connection comes up, else in RPC frames;
      *  - "shm": the shared arena, or kvp_client_connect() fails;
+     *  - "ucx": one-sided puts and gets into the node's registered arena
+     *    (kvtransport's UCX backend), or kvp_client_connect() fails; after
+     *    a transport failure later calls move blocks in RPC frames;
      *  - "frame": always in RPC frames.
      * When not set, $KVPOOL_TRANSPORT, else "auto".
      */
@@ -121,7 +125,9 @@ KVP_EXPORT kvp_status_t kvp_client_connect(const char *address,
 
 /**
  * @brief The transport this connection moves block bytes with: "shm" (the
- * node's arena, mapped) or "frame" (inside RPC frames).  A static string.
+ * node's arena, mapped), "ucx" (one-sided over UCX; becomes "frame" once
+ * the UCX connection has failed) or "frame" (inside RPC frames).  A static
+ * string.
  */
 KVP_EXPORT const char *kvp_client_transport(kvp_client_h client);
 

@@ -33,8 +33,14 @@ static kvp_client_h connect_ok(const kv_test_node_t *node)
 {
     kvp_client_h client = NULL;
 
+    const char  *want   = getenv("KVPOOL_TRANSPORT");
+
     ASSERT_OK(kvp_client_connect(node->address, NULL, &client));
     ASSERT(client != NULL);
+    /* ctest runs this file once per transport: make sure it got that one */
+    if (want != NULL && strcmp(want, "auto") != 0) {
+        ASSERT(strcmp(kvp_client_transport(client), want) == 0);
+    }
     return client;
 }
 

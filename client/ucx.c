@@ -1,0 +1,402 @@
+/*
+ * The network data path: block bytes move one-sided through the transport
+ * layer (kvt, backend "ucx") between the caller's buffers and the node's
+ * arena, which the node registered whole and announced in its HelloReply
+ * (ucx_address, ucx_rkey, arena_base; see pool/node_ucx.c).  The RPCs are
+ * the same-host path's two-phase ones (client/shm.c):
+ *   put: PutStart -> kvt_ep_put(caller's data -> arena_base + span.offset)
+ *        -> wait -> kvt_ep_flush (remote completion) -> PutCommit with the
+ *        checksums of the caller's data (the node checks the arena's bytes);
+ *   get: GetStart -> kvt_ep_get(arena -> caller's buffers) -> wait ->
+ *        verify each block's checksum (a mismatch is KVP_ERR_CHECKSUM, a
+ *        miss) -> GetEnd.
+ *
+ * Local memory: each caller buffer is registered for the call
+ * (kvt_mem_reg / kvt_mem_dereg).  Simple and always correct; the cost is
+ * one registration per block per call (cheap over TCP, a page pinning on
+ * RDMA NICs: a registration cache would be the next step there).
+ *
+ * Threads: a kvt context is single-threaded, so every kvt_* call of a
+ * client holds ucx->lock (several application threads and the async
+ * workers share a client).  The RPCs themselves run outside the lock.
+ *
+ * Failures: every wait is bounded by the context's deadline (the client's
+ * timeout).  A transport failure (the endpoint failed, or a deadline
+ * passed) fails the call that saw it with a connection error: the puts of
+ * that call that the node did not verify, and every get of it, report the
+ * error (a get never returns bytes that did not pass their checksum).  The
+ * endpoint is then dropped, and later calls of the client move their bytes
+ * in frames over the RPC connection (kvp_client_transport() then says
+ * "frame"); if the node itself is gone, those fail as frame calls do.
+ */
+#include "client_int.h"
+
+#include <kv/alloc.h>
+#include <kv/hash.h>
+#include <kv/log.h>
+
+#include <kvt/transport.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+struct kvp__ucx {
+    pthread_mutex_t lock;      /* every kvt_* call holds it */
+    kvt_context_h   ctx;
+    kvt_ep_h        ep;        /* NULL once failed */
+    atomic_int      failed;    /* the endpoint failed: use frames */
+    uint8_t        *rkey;
+    size_t          rkey_len;
+    uint64_t        arena_base;
+    uint64_t        arena_size;
+};
+
+/*
+ * The address to connect to: the node's announced listener, except that a
+ * node listening on every interface announces "0.0.0.0:P" / "[::]:P"; then
+ * the host this client reached the node's RPCs at, with port P.
+ */
+static int ucx_target(const char *announced, const char *rpc_address, char *out,
+                      size_t len)
+{
+    const char *port = strrchr(announced, ':');
+    const char *host_end;
+
+    if (port == NULL) {
+        return -1;
+    }
+    if (strncmp(announced, "0.0.0.0:", 8) != 0 && strncmp(announced, "[::]:", 5) != 0) {
+        return snprintf(out, len, "%s", announced) < (int)len ? 0 : -1;
+    }
+    host_end = strrchr(rpc_address, ':');
+    if (host_end == NULL) {
+        return -1;
+    }
+    return snprintf(out, len, "%.*s%s", (int)(host_end - rpc_address), rpc_address, port) <
+                   (int)len
+               ? 0
+               : -1;
+}
+
+kvp_status_t kvp__ucx_attach(kvp_client_h client, const char *rpc_address)
+{
+    char target[300];
+    const Kvpool__HelloReply *hello  = kv_rpc_client_hello(client->rpc);
+    kvt_params_t              params = {
+                     .field_mask = KVT_PARAM_FIELD_BACKEND | KVT_PARAM_FIELD_TIMEOUT_MS,
+                     .backend    = "ucx",
+                     .timeout_ms = client->timeout_ms > 0 ? client->timeout_ms : 1};
+    kvp__ucx_t  *ucx;
+    kvp_status_t status;
+
+    if (hello->ucx_address == NULL || hello->ucx_address[0] == '\0' ||
+        hello->ucx_rkey.len == 0 || hello->ucx_rkey.len > KVT_RKEY_MAX ||
+        hello->arena_size == 0) {
+        return KVP_ERR_UNSUPPORTED;
+    }
+    if (ucx_target(hello->ucx_address, rpc_address, target, sizeof(target)) != 0) {
+        return KVP_ERR_PROTOCOL;
+    }
+    ucx = kv_calloc(1, sizeof(*ucx), "ucx path");
+    status = kvt_context_create(&params, &ucx->ctx);
+    if (status != KVP_OK) {
+        kv_log_info("ucx: no context: %s", kvp_status_string(status));
+        goto err_free;
+    }
+    status = kvt_ep_connect(ucx->ctx, target, &ucx->ep);
+    if (status != KVP_OK) {
+        kv_log_info("ucx: cannot connect to %s: %s", target,
+                    kvp_status_string(status));
+        goto err_ctx;
+    }
+    {
+        char info[512];
+        if (kvt_ucx_ep_info(ucx->ep, info, sizeof(info)) == KVP_OK) {
+            info[strcspn(info, "\n")] = '\0';
+            kv_log_info("ucx: connected to %s (%s)", target, info);
+        }
+    }
+    pthread_mutex_init(&ucx->lock, NULL);
+    ucx->rkey = kv_malloc(hello->ucx_rkey.len, "ucx rkey");
+    memcpy(ucx->rkey, hello->ucx_rkey.data, hello->ucx_rkey.len);
+    ucx->rkey_len   = hello->ucx_rkey.len;
+    ucx->arena_base = hello->arena_base;
+    ucx->arena_size = hello->arena_size;
+    client->ucx     = ucx;
+    return KVP_OK;
+
+err_ctx:
+    kvt_context_destroy(ucx->ctx);
+err_free:
+    kv_free(ucx);
+    return status;
+}
+
+void kvp__ucx_detach(kvp_client_h client)
+{
+    kvp__ucx_t *ucx = client->ucx;
+
+    if (ucx == NULL) {
+        return;
+    }
+    kvt_ep_destroy(ucx->ep);
+    kvt_context_destroy(ucx->ctx);
+    pthread_mutex_destroy(&ucx->lock);
+    kv_free(ucx->rkey);
+    kv_free(ucx);
+    client->ucx = NULL;
+}
+
+int kvp__ucx_usable(kvp_client_h client)
+{
+    return client->ucx != NULL && !atomic_load(&client->ucx->failed);
+}
+
+/* Record an endpoint failure (lock held): later calls use frames. */
+static void ep_failed(kvp__ucx_t *ucx, kvp_status_t status)
+{
+    if (!atomic_exchange(&ucx->failed, 1)) {
+        kv_log_warn("ucx: data path failed (%s); moving blocks in frames from now on",
+                    kvp_status_string(status));
+    }
+    kvt_ep_destroy(ucx->ep);
+    ucx->ep = NULL;
+}
+
+/* Map any transport failure onto a connection error for the caller. */
+static kvp_status_t as_connection_error(kvp_status_t status)
+{
+    return status == KVP_ERR_TIMED_OUT || KVP_STATUS_IS_CONNECTION_ERROR(status)
+               ? status
+               : KVP_ERR_CONNECTION_LOST;
+}
+
+/*
+ * Move @p n pieces (put: local -> remote; get: remote -> local), every
+ * local buffer registered for the call.  @return KVP_OK or the failure (the
+ * endpoint is then dropped).
+ */
+static kvp_status_t transfer(kvp__ucx_t *ucx, int is_put, kvt_iov_t *iov, size_t n)
+{
+    kvt_mem_h    *mems = kv_calloc(n + 1, sizeof(*mems), "ucx registrations");
+    kvt_request_h req  = NULL;
+    kvp_status_t  status = KVP_OK;
+    size_t        reg    = 0;
+
+    pthread_mutex_lock(&ucx->lock);
+    if (ucx->ep == NULL) {
+        status = KVP_ERR_CONNECTION_LOST;
+        goto out;
+    }
+    for (; reg < n; reg++) {
+        status = kvt_mem_reg(ucx->ctx, iov[reg].local, iov[reg].len, &mems[reg]);
+        if (status != KVP_OK) {
+            kv_log_warn("ucx: cannot register %zu bytes: %s", iov[reg].len,
+                        kvp_status_string(status));
+            goto out;
+        }
+        iov[reg].local_mem = mems[reg];
+    }
+    status = is_put ? kvt_ep_put(ucx->ep, iov, n, &req) : kvt_ep_get(ucx->ep, iov, n, &req);
+    if (status == KVP_INPROGRESS) {
+        status = kvt_request_wait(req);
+        kvt_request_free(req);
+    }
+    if (status == KVP_OK && is_put) {
+        status = kvt_ep_flush(ucx->ep);
+    }
+    if (status != KVP_OK && kvt_ep_status(ucx->ep) != KVP_OK) {
+        ep_failed(ucx, kvt_ep_status(ucx->ep));
+    } else if (status != KVP_OK) {
+        /* a local refusal (registration, range): no data moved; the
+         * endpoint is healthy but this call cannot trust it */
+        ep_failed(ucx, status);
+    }
+out:
+    /* after a failure the layer has torn the connection down: no bytes
+     * land in (or leave) these buffers any more */
+    for (size_t i = 0; i < reg; i++) {
+        kvt_mem_dereg(mems[i]);
+    }
+    pthread_mutex_unlock(&ucx->lock);
+    kv_free(mems);
+    return status == KVP_OK ? KVP_OK : as_connection_error(status);
+}
+
+static ProtobufCBinaryData *keys_borrow(const kvp_key_t *keys, size_t count)
+{
+    ProtobufCBinaryData *bin = kv_malloc(count * sizeof(*bin) + 1, "key list");
+
+    for (size_t i = 0; i < count; i++) {
+        bin[i].data = (uint8_t *)keys[i].bytes;
+        bin[i].len  = KVP_KEY_LEN;
+    }
+    return bin;
+}
+
+static int span_valid(const kvp__ucx_t *ucx, const Kvpool__BlockSpan *span)
+{
+    return span->offset <= ucx->arena_size && span->size <= ucx->arena_size - span->offset;
+}
+
+static kvt_iov_t iov_of(const kvp__ucx_t *ucx, void *local, uint64_t offset, uint64_t size)
+{
+    kvt_iov_t iov = {.local    = local,
+                     .remote   = ucx->arena_base + offset,
+                     .rkey     = ucx->rkey,
+                     .rkey_len = ucx->rkey_len,
+                     .len      = size};
+    return iov;
+}
+
+kvp_status_t kvp__ucx_put(kvp_client_h client, const char *ns, const kvp_key_t *keys,
+                          const void *const *datas, const uint64_t *sizes,
+                          size_t count, kvp_status_t *statuses)
+{
+    kvp__ucx_t              *ucx     = client->ucx;
+    Kvpool__PutStartRequest  start   = KVPOOL__PUT_START_REQUEST__INIT;
+    Kvpool__PutCommitRequest commit  = KVPOOL__PUT_COMMIT_REQUEST__INIT;
+    Kvpool__PutStartReply   *started = NULL;
+    Kvpool__PutCommitReply  *done    = NULL;
+    uint64_t                *checksums;
+    kvt_iov_t               *iov;
+    size_t                   n = 0;
+    kvp_status_t             status, moved;
+
+    start.ns      = kvp__ns_bytes(ns);
+    start.n_keys  = count;
+    start.keys    = keys_borrow(keys, count);
+    start.n_sizes = count;
+    start.sizes   = (uint64_t *)sizes;
+    status = kv_rpc_call(client->rpc, KVP__PUT_START, &start.base, NULL, 0,
+                         client->timeout_ms, (ProtobufCMessage **)&started, NULL);
+    kv_free(start.keys);
+    if (status != KVP_OK) {
+        return status;
+    }
+    if (started->n_blocks != count) {
+        status = KVP_ERR_PROTOCOL;
+        goto out_started;
+    }
+    checksums = kv_calloc(count, sizeof(*checksums), "checksums");
+    iov       = kv_calloc(count + 1, sizeof(*iov), "ucx pieces");
+    for (size_t i = 0; i < count; i++) {
+        const Kvpool__BlockSpan *span = started->blocks[i];
+        if (span->status != KVP_OK) {
+            continue;
+        }
+        if (!span_valid(ucx, span) || span->size != sizes[i]) {
+            status = KVP_ERR_PROTOCOL;
+            break;
+        }
+        checksums[i] = kv_checksum(datas[i], sizes[i]);
+        iov[n++]     = iov_of(ucx, (void *)datas[i], span->offset, sizes[i]);
+    }
+    moved = status == KVP_OK && n > 0 ? transfer(ucx, 1, iov, n) : KVP_OK;
+    kv_free(iov);
+    /* commit even after a transport failure: it releases the reservations
+     * now, and the node makes visible only blocks whose bytes match */
+    if (status == KVP_OK) {
+        commit.put_id      = started->put_id;
+        commit.n_checksums = count;
+        commit.checksums   = checksums;
+        status = kv_rpc_call(client->rpc, KVP__PUT_COMMIT, &commit.base, NULL, 0,
+                             client->timeout_ms, (ProtobufCMessage **)&done, NULL);
+    }
+    if (status == KVP_OK && done->n_statuses != count) {
+        status = KVP_ERR_PROTOCOL;
+    }
+    for (size_t i = 0; status == KVP_OK && i < count; i++) {
+        statuses[i] = started->blocks[i]->status != KVP_OK
+                          ? (kvp_status_t)started->blocks[i]->status
+                          : (kvp_status_t)done->statuses[i];
+        if (moved != KVP_OK && started->blocks[i]->status == KVP_OK &&
+            statuses[i] != KVP_OK) {
+            statuses[i] = moved;
+        }
+    }
+    if (status == KVP_OK && moved != KVP_OK) {
+        status = moved;
+    }
+    if (done != NULL) {
+        kvpool__put_commit_reply__free_unpacked(done, NULL);
+    }
+    kv_free(checksums);
+out_started:
+    kvpool__put_start_reply__free_unpacked(started, NULL);
+    return status;
+}
+
+kvp_status_t kvp__ucx_get(kvp_client_h client, const char *ns, const kvp_key_t *keys,
+                          void *const *bufs, const uint64_t *capacities,
+                          size_t count, uint64_t *sizes, kvp_status_t *statuses)
+{
+    kvp__ucx_t             *ucx     = client->ucx;
+    Kvpool__GetStartRequest start   = KVPOOL__GET_START_REQUEST__INIT;
+    Kvpool__GetEndRequest   end     = KVPOOL__GET_END_REQUEST__INIT;
+    Kvpool__GetStartReply  *started = NULL;
+    kvt_iov_t              *iov;
+    size_t                  n = 0;
+    kvp_status_t            status, moved = KVP_OK;
+
+    start.ns     = kvp__ns_bytes(ns);
+    start.n_keys = count;
+    start.keys   = keys_borrow(keys, count);
+    status = kv_rpc_call(client->rpc, KVP__GET_START, &start.base, NULL, 0,
+                         client->timeout_ms, (ProtobufCMessage **)&started, NULL);
+    kv_free(start.keys);
+    if (status != KVP_OK) {
+        return status;
+    }
+    if (started->n_blocks != count) {
+        status = KVP_ERR_PROTOCOL;
+    }
+    iov = kv_calloc(count + 1, sizeof(*iov), "ucx pieces");
+    for (size_t i = 0; status == KVP_OK && i < count; i++) {
+        const Kvpool__BlockSpan *span = started->blocks[i];
+        statuses[i] = (kvp_status_t)span->status;
+        if (span->status != KVP_OK) {
+            continue;
+        }
+        if (!span_valid(ucx, span) || span->size == 0) {
+            status = KVP_ERR_PROTOCOL;
+            break;
+        }
+        sizes[i] = span->size;
+        if (span->size > capacities[i]) {
+            statuses[i] = KVP_ERR_BUFFER_TOO_SMALL;
+            continue;
+        }
+        iov[n++] = iov_of(ucx, bufs[i], span->offset, span->size);
+    }
+    if (status == KVP_OK && n > 0) {
+        moved = transfer(ucx, 0, iov, n);
+    }
+    for (size_t i = 0; status == KVP_OK && i < count; i++) {
+        const Kvpool__BlockSpan *span = started->blocks[i];
+        if (statuses[i] != KVP_OK) {
+            continue;
+        }
+        if (moved != KVP_OK) {
+            statuses[i] = moved; /* the buffer's bytes are not the block's */
+        } else if (kv_checksum(bufs[i], span->size) != span->checksum) {
+            kv_log_warn("get: block failed its checksum; treating it as a miss");
+            statuses[i] = KVP_ERR_CHECKSUM;
+        }
+    }
+    kv_free(iov);
+    /* end the lease even if the node gave nonsense: it pins blocks */
+    end.lease_id = started->lease_id;
+    kvp_status_t end_status = kv_rpc_call(client->rpc, KVP__GET_END, &end.base, NULL,
+                                          0, client->timeout_ms, NULL, NULL);
+    if (status == KVP_OK && moved != KVP_OK) {
+        status = moved;
+    }
+    if (status == KVP_OK && end_status != KVP_OK && end_status != KVP_ERR_NOT_FOUND) {
+        status = end_status;
+    }
+    kvpool__get_start_reply__free_unpacked(started, NULL);
+    return status;
+}
