@@ -51,6 +51,16 @@ struct kvp__ucx {
     size_t          rkey_len;
     uint64_t        arena_base;
     uint64_t        arena_size;
+    struct kvp_mem *mems;      /* the caller's registrations (kvp_mem_reg) */
+};
+
+/* A registration of caller memory (kvp_mem_reg). */
+struct kvp_mem {
+    struct kvp_mem *next;
+    kvp_client_h    client;
+    void           *addr;
+    size_t          len;
+    kvt_mem_h       mem;       /* NULL without the network data path */
 };
 
 /*
@@ -141,6 +151,12 @@ void kvp__ucx_detach(kvp_client_h client)
     if (ucx == NULL) {
         return;
     }
+    while (ucx->mems != NULL) { /* left registered by the caller */
+        struct kvp_mem *m = ucx->mems;
+        ucx->mems         = m->next;
+        kvt_mem_dereg(m->mem);
+        kv_free(m);
+    }
     kvt_ep_destroy(ucx->ep);
     kvt_context_destroy(ucx->ctx);
     pthread_mutex_destroy(&ucx->lock);
@@ -173,9 +189,75 @@ static kvp_status_t as_connection_error(kvp_status_t status)
                : KVP_ERR_CONNECTION_LOST;
 }
 
+/* The caller's registration covering [addr, addr + len), or NULL.  Under lock. */
+static kvt_mem_h registered(const kvp__ucx_t *ucx, const void *addr, size_t len)
+{
+    for (const struct kvp_mem *m = ucx->mems; m != NULL; m = m->next) {
+        if ((const uint8_t *)addr >= (const uint8_t *)m->addr &&
+            len <= m->len - (size_t)((const uint8_t *)addr - (const uint8_t *)m->addr)) {
+            return m->mem;
+        }
+    }
+    return NULL;
+}
+
+kvp_status_t kvp_mem_reg(kvp_client_h client, void *addr, size_t len, kvp_mem_h *mem_p)
+{
+    kvp__ucx_t     *ucx = client != NULL ? client->ucx : NULL;
+    struct kvp_mem *m;
+    kvp_status_t    status = KVP_OK;
+
+    if (client == NULL || addr == NULL || len == 0 || mem_p == NULL) {
+        return KVP_ERR_INVALID_PARAM;
+    }
+    m         = kv_calloc(1, sizeof(*m), "registration");
+    m->client = client;
+    m->addr   = addr;
+    m->len    = len;
+    if (ucx == NULL) {
+        *mem_p = m; /* nothing to register with: shared arena or frames */
+        return KVP_OK;
+    }
+    pthread_mutex_lock(&ucx->lock);
+    status = kvt_mem_reg(ucx->ctx, addr, len, &m->mem);
+    if (status == KVP_OK) {
+        m->next   = ucx->mems;
+        ucx->mems = m;
+    }
+    pthread_mutex_unlock(&ucx->lock);
+    if (status != KVP_OK) {
+        kv_free(m);
+        return status;
+    }
+    *mem_p = m;
+    return KVP_OK;
+}
+
+void kvp_mem_dereg(kvp_mem_h m)
+{
+    kvp__ucx_t *ucx;
+
+    if (m == NULL) {
+        return;
+    }
+    ucx = m->client->ucx;
+    if (m->mem != NULL && ucx != NULL) {
+        pthread_mutex_lock(&ucx->lock);
+        for (struct kvp_mem **pp = &ucx->mems; *pp != NULL; pp = &(*pp)->next) {
+            if (*pp == m) {
+                *pp = m->next;
+                break;
+            }
+        }
+        kvt_mem_dereg(m->mem);
+        pthread_mutex_unlock(&ucx->lock);
+    }
+    kv_free(m);
+}
+
 /*
  * Move @p n pieces (put: local -> remote; get: remote -> local), every
- * local buffer registered for the call.  @return KVP_OK or the failure (the
+ * local buffer registered, by the caller (kvp_mem_reg) or for the call.  @return KVP_OK or the failure (the
  * endpoint is then dropped).
  */
 static kvp_status_t transfer(kvp__ucx_t *ucx, int is_put, kvt_iov_t *iov, size_t n)
@@ -191,6 +273,10 @@ static kvp_status_t transfer(kvp__ucx_t *ucx, int is_put, kvt_iov_t *iov, size_t
         goto out;
     }
     for (; reg < n; reg++) {
+        iov[reg].local_mem = registered(ucx, iov[reg].local, iov[reg].len);
+        if (iov[reg].local_mem != NULL) {
+            continue; /* the caller registered it once (kvp_mem_reg) */
+        }
         status = kvt_mem_reg(ucx->ctx, iov[reg].local, iov[reg].len, &mems[reg]);
         if (status != KVP_OK) {
             kv_log_warn("ucx: cannot register %zu bytes: %s", iov[reg].len,
@@ -218,7 +304,9 @@ out:
     /* after a failure the layer has torn the connection down: no bytes
      * land in (or leave) these buffers any more */
     for (size_t i = 0; i < reg; i++) {
-        kvt_mem_dereg(mems[i]);
+        if (mems[i] != NULL) {
+            kvt_mem_dereg(mems[i]);
+        }
     }
     pthread_mutex_unlock(&ucx->lock);
     kv_free(mems);

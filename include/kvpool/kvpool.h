@@ -211,6 +211,31 @@ KVP_EXPORT kvp_status_t kvp_get_batch(kvp_client_h client, const char *ns,
                                       const uint64_t *capacities, size_t count,
                                       uint64_t *sizes, kvp_status_t *statuses);
 
+/** Opaque handle of a registered memory region. */
+typedef struct kvp_mem *kvp_mem_h;
+
+/**
+ * @brief Register memory the engine will put from and get into (its KV
+ * cache buffers, pinned), once, instead of on every call.  With the
+ * network data path ("ucx") the region is registered with the transport,
+ * as RDMA needs, and calls whose buffers lie inside it skip the per-call
+ * registration; with "shm" and "frame" it only records the region.  Any
+ * buffer works with every call, registered or not.
+ *
+ * @param [in]  addr,len the region; it must stay valid until deregistered.
+ * @param [out] mem_p    set on success.
+ * @return KVP_OK; KVP_ERR_INVALID_PARAM; a transport error.
+ */
+KVP_EXPORT kvp_status_t kvp_mem_reg(kvp_client_h client, void *addr, size_t len,
+                                    kvp_mem_h *mem_p);
+
+/**
+ * @brief Release a registration.  No call using the region may be in
+ * flight.  Every registration must be released before
+ * kvp_client_disconnect().  NULL is accepted.
+ */
+KVP_EXPORT void kvp_mem_dereg(kvp_mem_h mem);
+
 /** Opaque handle of an asynchronous call. */
 typedef struct kvp_request *kvp_request_h;
 
