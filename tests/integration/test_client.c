@@ -1177,6 +1177,44 @@ static void test_cli_round_trip(void)
     node_down(&node);
 }
 
+/* kvpool bench --json: the last line is the get's figures, bytes checked. */
+static void test_cli_bench_json(void)
+{
+    kv_test_node_t node;
+    cli_files_t    f;
+    uint8_t       *out;
+    uint64_t       out_size;
+    char          *last;
+
+    if (getenv("KVPOOL_CLI_BIN") == NULL) {
+        KV_SKIP("KVPOOL_CLI_BIN is not set");
+    }
+    cli_files_make(&f);
+    node_up(&node, "64MiB", NULL);
+    {
+        const char *bench[] = {"bench",   "--node",  node.address, "--block-size", "64KiB",
+                               "--blocks", "40",     "--batch",    "8",            "--json",
+                               NULL};
+        ASSERT_EQ(run_cli(bench, f.so, f.se), 0);
+    }
+    out = read_file(f.so, &out_size);
+    ASSERT(out_size > 1 && out[out_size - 1] == '\n');
+    out[out_size - 1] = '\0';
+    last = strrchr((char *)out, '\n');
+    last = last ? last + 1 : (char *)out;
+    fprintf(stderr, "kvpool bench said: %s\n", last);
+    ASSERT(last[0] == '{' && last[strlen(last) - 1] == '}');
+    ASSERT(strstr(last, "\"op\":\"get\"") != NULL);
+    ASSERT(strstr(last, "\"block_size\":65536") != NULL);
+    ASSERT(strstr(last, "\"blocks\":40") != NULL);
+    ASSERT(strstr(last, "\"mismatches\":0") != NULL);
+    ASSERT(strstr(last, "\"gbps\":") != NULL && strstr(last, "\"p99_us\":") != NULL);
+    ASSERT(strstr(last, "\"transport\":\"") != NULL);
+    free(out);
+    node_down(&node);
+    cli_files_remove(&f);
+}
+
 static void test_cli_get_missing(void)
 {
     kv_test_node_t node;
@@ -1930,7 +1968,7 @@ KV_TEST_MAIN(KV_TEST(test_put_get_random_sizes), KV_TEST(test_get_buffer_too_sma
              KV_TEST(test_eviction_under_pressure), KV_TEST(test_lru_touch_protects),
              KV_TEST(test_put_larger_than_arena), KV_TEST(test_concurrent_clients),
              KV_TEST(test_chain_keys), KV_TEST(test_key_from_bytes),
-             KV_TEST(test_cli_round_trip), KV_TEST(test_cli_get_missing),
+             KV_TEST(test_cli_round_trip), KV_TEST(test_cli_get_missing), KV_TEST(test_cli_bench_json),
              KV_TEST(test_token_auth), KV_TEST(test_sigterm_while_connected),
              KV_TEST(test_connect_deadline_silent_peer),
              KV_TEST(test_call_deadline_stopped_node), KV_TEST(test_connection_refused),
