@@ -219,10 +219,12 @@ kvp_status_t kvp_put_batch(kvp_client_h client, const char *ns,
         return KVP_OK;
     }
     if (client->shm_base != NULL) {
-        return kvp__shm_put(client, ns, keys, datas, sizes, count, statuses);
+        return kvp__twophase_put(client, kvp__shm_move, client->shm_size, ns, keys,
+                                 datas, sizes, count, statuses);
     }
     if (kvp__ucx_usable(client)) {
-        return kvp__ucx_put(client, ns, keys, datas, sizes, count, statuses);
+        return kvp__twophase_put(client, kvp__ucx_move, kvp__ucx_arena_size(client), ns,
+                                 keys, datas, sizes, count, statuses);
     }
     return frame_put(client, ns, keys, datas, sizes, count, statuses);
 }
@@ -246,10 +248,12 @@ kvp_status_t kvp_get_batch(kvp_client_h client, const char *ns,
         return KVP_OK;
     }
     if (client->shm_base != NULL) {
-        return kvp__shm_get(client, ns, keys, bufs, capacities, count, sizes, statuses);
+        return kvp__twophase_get(client, kvp__shm_move, client->shm_size, ns, keys,
+                                 bufs, capacities, count, sizes, statuses);
     }
     if (kvp__ucx_usable(client)) {
-        return kvp__ucx_get(client, ns, keys, bufs, capacities, count, sizes, statuses);
+        return kvp__twophase_get(client, kvp__ucx_move, kvp__ucx_arena_size(client), ns,
+                                 keys, bufs, capacities, count, sizes, statuses);
     }
     return frame_get(client, ns, keys, bufs, capacities, count, sizes, statuses);
 }

@@ -51,13 +51,6 @@ kvp_status_t kvp__shm_attach(kvp_client_h client, const char *token);
 /** Unmap the arena (if mapped). */
 void kvp__shm_detach(kvp_client_h client);
 
-/** Batched put/get through the shared arena (client->shm_base != NULL). */
-kvp_status_t kvp__shm_put(kvp_client_h client, const char *ns, const kvp_key_t *keys,
-                          const void *const *datas, const uint64_t *sizes,
-                          size_t count, kvp_status_t *statuses);
-kvp_status_t kvp__shm_get(kvp_client_h client, const char *ns, const kvp_key_t *keys,
-                          void *const *bufs, const uint64_t *capacities,
-                          size_t count, uint64_t *sizes, kvp_status_t *statuses);
 
 /**
  * Connect the network data path (kvt "ucx") to the node's arena if the node
@@ -71,18 +64,48 @@ kvp_status_t kvp__ucx_attach(kvp_client_h client, const char *rpc_address);
 void kvp__ucx_detach(kvp_client_h client);
 /** @return non-zero while the network data path is up (not failed). */
 int kvp__ucx_usable(kvp_client_h client);
-/** Batched put/get over the network data path (kvp__ucx_usable()). */
-kvp_status_t kvp__ucx_put(kvp_client_h client, const char *ns, const kvp_key_t *keys,
-                          const void *const *datas, const uint64_t *sizes,
-                          size_t count, kvp_status_t *statuses);
-kvp_status_t kvp__ucx_get(kvp_client_h client, const char *ns, const kvp_key_t *keys,
-                          void *const *bufs, const uint64_t *capacities,
-                          size_t count, uint64_t *sizes, kvp_status_t *statuses);
 
 /**
  * Stop the async workers after they finish what is queued.  Called by
  * kvp_client_disconnect() before the connection closes.
  */
 void kvp__async_destroy(kvp_client_h client);
+
+/**
+ * A data path of the two-phase calls: move @p n blocks between the
+ * caller's memory (@p locals) and the node's arena (@p offsets), @p lens
+ * bytes each (put: to the arena), and set @p sums to the XXH3-64 of each
+ * block's bytes (put: of the caller's; get: of what arrived).
+ * @return KVP_OK, or a connection error (then no moved byte is trusted).
+ */
+typedef kvp_status_t (*kvp__move_func_t)(kvp_client_h client, int is_put,
+                                         void *const *locals, const uint64_t *offsets,
+                                         const uint64_t *lens, size_t n, uint64_t *sums);
+
+/** Movers: memcpy through the mapped arena; one-sided transfers over kvt. */
+kvp_status_t kvp__shm_move(kvp_client_h client, int is_put, void *const *locals,
+                           const uint64_t *offsets, const uint64_t *lens, size_t n,
+                           uint64_t *sums);
+kvp_status_t kvp__ucx_move(kvp_client_h client, int is_put, void *const *locals,
+                           const uint64_t *offsets, const uint64_t *lens, size_t n,
+                           uint64_t *sums);
+/** The size of the arena the ucx path reaches. */
+uint64_t kvp__ucx_arena_size(kvp_client_h client);
+
+/**
+ * Batched put/get under the two-phase RPCs (twophase.c), with @p move
+ * moving the bytes into or out of an arena of @p arena_size bytes.
+ * Arguments and results as kvp_put_batch() / kvp_get_batch().
+ */
+kvp_status_t kvp__twophase_put(kvp_client_h client, kvp__move_func_t move,
+                               uint64_t arena_size, const char *ns,
+                               const kvp_key_t *keys, const void *const *datas,
+                               const uint64_t *sizes, size_t count,
+                               kvp_status_t *statuses);
+kvp_status_t kvp__twophase_get(kvp_client_h client, kvp__move_func_t move,
+                               uint64_t arena_size, const char *ns,
+                               const kvp_key_t *keys, void *const *bufs,
+                               const uint64_t *capacities, size_t count,
+                               uint64_t *sizes, kvp_status_t *statuses);
 
 #endif

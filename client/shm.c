@@ -2,8 +2,7 @@
  * The same-host path: when the node runs on this host, the client maps the
  * node's arena (a memfd handed over an abstract Unix socket, see
  * pool/node_shm.c) and moves block bytes with memcpy, under the two-phase
- * RPCs: PutStart -> copy in -> PutCommit (the node checks the checksums),
- * GetStart -> copy out -> verify checksums -> GetEnd.  The RPC connection
+ * RPCs of twophase.c; each copy computes its checksum as it goes.  The RPC connection
  * stays the liveness signal: a dead node fails the RPCs, and copying from
  * the mapping never blocks.  A block whose bytes do not match its checksum
  * (torn by an expired lease, or damaged) is a miss, never data.
@@ -137,136 +136,14 @@ void kvp__shm_detach(kvp_client_h client)
     }
 }
 
-/* A span from the node must lie inside the mapping before we touch it. */
-static int span_valid(kvp_client_h client, const Kvpool__BlockSpan *span)
+kvp_status_t kvp__shm_move(kvp_client_h client, int is_put, void *const *locals,
+                           const uint64_t *offsets, const uint64_t *lens, size_t n,
+                           uint64_t *sums)
 {
-    return span->offset <= client->shm_size &&
-           span->size <= client->shm_size - span->offset;
-}
-
-static ProtobufCBinaryData *keys_borrow(const kvp_key_t *keys, size_t count)
-{
-    ProtobufCBinaryData *bin = kv_malloc(count * sizeof(*bin) + 1, "key list");
-
-    for (size_t i = 0; i < count; i++) {
-        bin[i].data = (uint8_t *)keys[i].bytes;
-        bin[i].len  = KVP_KEY_LEN;
+    for (size_t j = 0; j < n; j++) {
+        uint8_t *arena = client->shm_base + offsets[j];
+        sums[j] = is_put ? kv_copy_checksum(arena, locals[j], lens[j])
+                         : kv_copy_checksum(locals[j], arena, lens[j]);
     }
-    return bin;
-}
-
-kvp_status_t kvp__shm_put(kvp_client_h client, const char *ns, const kvp_key_t *keys,
-                          const void *const *datas, const uint64_t *sizes,
-                          size_t count, kvp_status_t *statuses)
-{
-    Kvpool__PutStartRequest  start    = KVPOOL__PUT_START_REQUEST__INIT;
-    Kvpool__PutCommitRequest commit   = KVPOOL__PUT_COMMIT_REQUEST__INIT;
-    Kvpool__PutStartReply   *started  = NULL;
-    Kvpool__PutCommitReply  *done     = NULL;
-    uint64_t                *checksums;
-    kvp_status_t             status;
-
-    start.ns      = kvp__ns_bytes(ns);
-    start.n_keys  = count;
-    start.keys    = keys_borrow(keys, count);
-    start.n_sizes = count;
-    start.sizes   = (uint64_t *)sizes;
-    status = kv_rpc_call(client->rpc, KVP__PUT_START, &start.base, NULL, 0,
-                         client->timeout_ms, (ProtobufCMessage **)&started, NULL);
-    kv_free(start.keys);
-    if (status != KVP_OK) {
-        return status;
-    }
-    if (started->n_blocks != count) {
-        status = KVP_ERR_PROTOCOL;
-        goto out_started;
-    }
-    checksums = kv_calloc(count, sizeof(*checksums), "checksums");
-    for (size_t i = 0; i < count; i++) {
-        const Kvpool__BlockSpan *span = started->blocks[i];
-        if (span->status != KVP_OK) {
-            continue;
-        }
-        if (!span_valid(client, span) || span->size != sizes[i]) {
-            status = KVP_ERR_PROTOCOL;
-            break;
-        }
-        checksums[i] = kv_copy_checksum(client->shm_base + span->offset, datas[i],
-                                        sizes[i]);
-    }
-    if (status == KVP_OK) {
-        commit.put_id      = started->put_id;
-        commit.n_checksums = count;
-        commit.checksums   = checksums;
-        status = kv_rpc_call(client->rpc, KVP__PUT_COMMIT, &commit.base, NULL, 0,
-                             client->timeout_ms, (ProtobufCMessage **)&done, NULL);
-    }
-    if (status == KVP_OK && done->n_statuses != count) {
-        status = KVP_ERR_PROTOCOL;
-    }
-    for (size_t i = 0; status == KVP_OK && i < count; i++) {
-        statuses[i] = started->blocks[i]->status != KVP_OK
-                          ? (kvp_status_t)started->blocks[i]->status
-                          : (kvp_status_t)done->statuses[i];
-    }
-    if (done != NULL) {
-        kvpool__put_commit_reply__free_unpacked(done, NULL);
-    }
-    kv_free(checksums);
-out_started:
-    kvpool__put_start_reply__free_unpacked(started, NULL);
-    return status;
-}
-
-kvp_status_t kvp__shm_get(kvp_client_h client, const char *ns, const kvp_key_t *keys,
-                          void *const *bufs, const uint64_t *capacities,
-                          size_t count, uint64_t *sizes, kvp_status_t *statuses)
-{
-    Kvpool__GetStartRequest start   = KVPOOL__GET_START_REQUEST__INIT;
-    Kvpool__GetEndRequest   end     = KVPOOL__GET_END_REQUEST__INIT;
-    Kvpool__GetStartReply  *started = NULL;
-    kvp_status_t            status;
-
-    start.ns     = kvp__ns_bytes(ns);
-    start.n_keys = count;
-    start.keys   = keys_borrow(keys, count);
-    status = kv_rpc_call(client->rpc, KVP__GET_START, &start.base, NULL, 0,
-                         client->timeout_ms, (ProtobufCMessage **)&started, NULL);
-    kv_free(start.keys);
-    if (status != KVP_OK) {
-        return status;
-    }
-    if (started->n_blocks != count) {
-        status = KVP_ERR_PROTOCOL;
-    }
-    for (size_t i = 0; status == KVP_OK && i < count; i++) {
-        const Kvpool__BlockSpan *span = started->blocks[i];
-        statuses[i] = (kvp_status_t)span->status;
-        if (span->status != KVP_OK) {
-            continue;
-        }
-        if (!span_valid(client, span)) {
-            status = KVP_ERR_PROTOCOL;
-            break;
-        }
-        sizes[i] = span->size;
-        if (span->size > capacities[i]) {
-            statuses[i] = KVP_ERR_BUFFER_TOO_SMALL;
-            continue;
-        }
-        if (kv_copy_checksum(bufs[i], client->shm_base + span->offset, span->size) !=
-            span->checksum) {
-            kv_log_warn("get: block failed its checksum; treating it as a miss");
-            statuses[i] = KVP_ERR_CHECKSUM;
-        }
-    }
-    /* end the lease even if the node gave nonsense: it pins blocks */
-    end.lease_id = started->lease_id;
-    kvp_status_t end_status = kv_rpc_call(client->rpc, KVP__GET_END, &end.base, NULL,
-                                          0, client->timeout_ms, NULL, NULL);
-    if (status == KVP_OK && end_status != KVP_OK && end_status != KVP_ERR_NOT_FOUND) {
-        status = end_status;
-    }
-    kvpool__get_start_reply__free_unpacked(started, NULL);
-    return status;
+    return KVP_OK;
 }

@@ -313,178 +313,33 @@ out:
     return status == KVP_OK ? KVP_OK : as_connection_error(status);
 }
 
-static ProtobufCBinaryData *keys_borrow(const kvp_key_t *keys, size_t count)
+uint64_t kvp__ucx_arena_size(kvp_client_h client)
 {
-    ProtobufCBinaryData *bin = kv_malloc(count * sizeof(*bin) + 1, "key list");
-
-    for (size_t i = 0; i < count; i++) {
-        bin[i].data = (uint8_t *)keys[i].bytes;
-        bin[i].len  = KVP_KEY_LEN;
-    }
-    return bin;
+    return client->ucx->arena_size;
 }
 
-static int span_valid(const kvp__ucx_t *ucx, const Kvpool__BlockSpan *span)
+kvp_status_t kvp__ucx_move(kvp_client_h client, int is_put, void *const *locals,
+                           const uint64_t *offsets, const uint64_t *lens, size_t n,
+                           uint64_t *sums)
 {
-    return span->offset <= ucx->arena_size && span->size <= ucx->arena_size - span->offset;
-}
+    kvp__ucx_t  *ucx = client->ucx;
+    kvt_iov_t   *iov = kv_calloc(n + 1, sizeof(*iov), "ucx pieces");
+    kvp_status_t status;
 
-static kvt_iov_t iov_of(const kvp__ucx_t *ucx, void *local, uint64_t offset, uint64_t size)
-{
-    kvt_iov_t iov = {.local    = local,
-                     .remote   = ucx->arena_base + offset,
-                     .rkey     = ucx->rkey,
-                     .rkey_len = ucx->rkey_len,
-                     .len      = size};
-    return iov;
-}
-
-kvp_status_t kvp__ucx_put(kvp_client_h client, const char *ns, const kvp_key_t *keys,
-                          const void *const *datas, const uint64_t *sizes,
-                          size_t count, kvp_status_t *statuses)
-{
-    kvp__ucx_t              *ucx     = client->ucx;
-    Kvpool__PutStartRequest  start   = KVPOOL__PUT_START_REQUEST__INIT;
-    Kvpool__PutCommitRequest commit  = KVPOOL__PUT_COMMIT_REQUEST__INIT;
-    Kvpool__PutStartReply   *started = NULL;
-    Kvpool__PutCommitReply  *done    = NULL;
-    uint64_t                *checksums;
-    kvt_iov_t               *iov;
-    size_t                   n = 0;
-    kvp_status_t             status, moved;
-
-    start.ns      = kvp__ns_bytes(ns);
-    start.n_keys  = count;
-    start.keys    = keys_borrow(keys, count);
-    start.n_sizes = count;
-    start.sizes   = (uint64_t *)sizes;
-    status = kv_rpc_call(client->rpc, KVP__PUT_START, &start.base, NULL, 0,
-                         client->timeout_ms, (ProtobufCMessage **)&started, NULL);
-    kv_free(start.keys);
-    if (status != KVP_OK) {
-        return status;
-    }
-    if (started->n_blocks != count) {
-        status = KVP_ERR_PROTOCOL;
-        goto out_started;
-    }
-    checksums = kv_calloc(count, sizeof(*checksums), "checksums");
-    iov       = kv_calloc(count + 1, sizeof(*iov), "ucx pieces");
-    for (size_t i = 0; i < count; i++) {
-        const Kvpool__BlockSpan *span = started->blocks[i];
-        if (span->status != KVP_OK) {
-            continue;
-        }
-        if (!span_valid(ucx, span) || span->size != sizes[i]) {
-            status = KVP_ERR_PROTOCOL;
-            break;
-        }
-        checksums[i] = kv_checksum(datas[i], sizes[i]);
-        iov[n++]     = iov_of(ucx, (void *)datas[i], span->offset, sizes[i]);
-    }
-    moved = status == KVP_OK && n > 0 ? transfer(ucx, 1, iov, n) : KVP_OK;
-    kv_free(iov);
-    /* commit even after a transport failure: it releases the reservations
-     * now, and the node makes visible only blocks whose bytes match */
-    if (status == KVP_OK) {
-        commit.put_id      = started->put_id;
-        commit.n_checksums = count;
-        commit.checksums   = checksums;
-        status = kv_rpc_call(client->rpc, KVP__PUT_COMMIT, &commit.base, NULL, 0,
-                             client->timeout_ms, (ProtobufCMessage **)&done, NULL);
-    }
-    if (status == KVP_OK && done->n_statuses != count) {
-        status = KVP_ERR_PROTOCOL;
-    }
-    for (size_t i = 0; status == KVP_OK && i < count; i++) {
-        statuses[i] = started->blocks[i]->status != KVP_OK
-                          ? (kvp_status_t)started->blocks[i]->status
-                          : (kvp_status_t)done->statuses[i];
-        if (moved != KVP_OK && started->blocks[i]->status == KVP_OK &&
-            statuses[i] != KVP_OK) {
-            statuses[i] = moved;
+    for (size_t j = 0; j < n; j++) {
+        iov[j].local    = locals[j];
+        iov[j].remote   = ucx->arena_base + offsets[j];
+        iov[j].rkey     = ucx->rkey;
+        iov[j].rkey_len = ucx->rkey_len;
+        iov[j].len      = lens[j];
+        if (is_put) {
+            sums[j] = kv_checksum(locals[j], lens[j]);
         }
     }
-    if (status == KVP_OK && moved != KVP_OK) {
-        status = moved;
-    }
-    if (done != NULL) {
-        kvpool__put_commit_reply__free_unpacked(done, NULL);
-    }
-    kv_free(checksums);
-out_started:
-    kvpool__put_start_reply__free_unpacked(started, NULL);
-    return status;
-}
-
-kvp_status_t kvp__ucx_get(kvp_client_h client, const char *ns, const kvp_key_t *keys,
-                          void *const *bufs, const uint64_t *capacities,
-                          size_t count, uint64_t *sizes, kvp_status_t *statuses)
-{
-    kvp__ucx_t             *ucx     = client->ucx;
-    Kvpool__GetStartRequest start   = KVPOOL__GET_START_REQUEST__INIT;
-    Kvpool__GetEndRequest   end     = KVPOOL__GET_END_REQUEST__INIT;
-    Kvpool__GetStartReply  *started = NULL;
-    kvt_iov_t              *iov;
-    size_t                  n = 0;
-    kvp_status_t            status, moved = KVP_OK;
-
-    start.ns     = kvp__ns_bytes(ns);
-    start.n_keys = count;
-    start.keys   = keys_borrow(keys, count);
-    status = kv_rpc_call(client->rpc, KVP__GET_START, &start.base, NULL, 0,
-                         client->timeout_ms, (ProtobufCMessage **)&started, NULL);
-    kv_free(start.keys);
-    if (status != KVP_OK) {
-        return status;
-    }
-    if (started->n_blocks != count) {
-        status = KVP_ERR_PROTOCOL;
-    }
-    iov = kv_calloc(count + 1, sizeof(*iov), "ucx pieces");
-    for (size_t i = 0; status == KVP_OK && i < count; i++) {
-        const Kvpool__BlockSpan *span = started->blocks[i];
-        statuses[i] = (kvp_status_t)span->status;
-        if (span->status != KVP_OK) {
-            continue;
-        }
-        if (!span_valid(ucx, span) || span->size == 0) {
-            status = KVP_ERR_PROTOCOL;
-            break;
-        }
-        sizes[i] = span->size;
-        if (span->size > capacities[i]) {
-            statuses[i] = KVP_ERR_BUFFER_TOO_SMALL;
-            continue;
-        }
-        iov[n++] = iov_of(ucx, bufs[i], span->offset, span->size);
-    }
-    if (status == KVP_OK && n > 0) {
-        moved = transfer(ucx, 0, iov, n);
-    }
-    for (size_t i = 0; status == KVP_OK && i < count; i++) {
-        const Kvpool__BlockSpan *span = started->blocks[i];
-        if (statuses[i] != KVP_OK) {
-            continue;
-        }
-        if (moved != KVP_OK) {
-            statuses[i] = moved; /* the buffer's bytes are not the block's */
-        } else if (kv_checksum(bufs[i], span->size) != span->checksum) {
-            kv_log_warn("get: block failed its checksum; treating it as a miss");
-            statuses[i] = KVP_ERR_CHECKSUM;
-        }
+    status = transfer(ucx, is_put, iov, n);
+    for (size_t j = 0; status == KVP_OK && !is_put && j < n; j++) {
+        sums[j] = kv_checksum(locals[j], lens[j]);
     }
     kv_free(iov);
-    /* end the lease even if the node gave nonsense: it pins blocks */
-    end.lease_id = started->lease_id;
-    kvp_status_t end_status = kv_rpc_call(client->rpc, KVP__GET_END, &end.base, NULL,
-                                          0, client->timeout_ms, NULL, NULL);
-    if (status == KVP_OK && moved != KVP_OK) {
-        status = moved;
-    }
-    if (status == KVP_OK && end_status != KVP_OK && end_status != KVP_ERR_NOT_FOUND) {
-        status = end_status;
-    }
-    kvpool__get_start_reply__free_unpacked(started, NULL);
     return status;
 }
