@@ -133,15 +133,28 @@ static Kvpool__BlockSpan **spans_alloc(size_t n)
     return ptrs;
 }
 
-static int session_has_room(kv_rpc_call_t *call, kv_node_session_t *session)
+/*
+ * The checks every PutStart and GetStart makes: its keys, and room for one
+ * more open operation.  Returns the connection's session, or NULL after an
+ * error reply.
+ */
+static kv_node_session_t *op_begin(kv_rpc_call_t *call, kv_node_t *node,
+                                   const ProtobufCBinaryData *ns,
+                                   const ProtobufCBinaryData *keys, size_t n_keys)
 {
+    kv_node_session_t *session;
+
+    if (!kv_node_check_keys(call, ns, keys, n_keys)) {
+        return NULL;
+    }
+    session = session_get(node, call);
     if (session->num_ops >= SESSION_OPS_MAX) {
         kv_rpc_reply_error(call, KVP_ERR_NO_SPACE,
                            "%d operations already open on this connection",
                            SESSION_OPS_MAX);
-        return 0;
+        return NULL;
     }
-    return 1;
+    return session;
 }
 
 void kv_node_put_start(kv_rpc_call_t *call, const ProtobufCMessage *msg,
@@ -156,16 +169,13 @@ void kv_node_put_start(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     kvp_status_t                   status;
     op_t                          *op;
 
-    if (!kv_node_check_keys(call, &req->ns, req->keys, req->n_keys)) {
-        return;
-    }
     if (req->n_sizes != req->n_keys || req->n_keys == 0) {
         kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM,
                            "%zu keys but %zu sizes", req->n_keys, req->n_sizes);
         return;
     }
-    session = session_get(node, call);
-    if (!session_has_room(call, session)) {
+    session = op_begin(call, node, &req->ns, req->keys, req->n_keys);
+    if (session == NULL) {
         return;
     }
     status = kv_block_table_ns_id(node->table, (const char *)req->ns.data, req->ns.len,
@@ -251,11 +261,8 @@ void kv_node_get_start(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     int                            known;
     op_t                          *op;
 
-    if (!kv_node_check_keys(call, &req->ns, req->keys, req->n_keys)) {
-        return;
-    }
-    session = session_get(node, call);
-    if (!session_has_room(call, session)) {
+    session = op_begin(call, node, &req->ns, req->keys, req->n_keys);
+    if (session == NULL) {
         return;
     }
     known          = kv_node_ns_lookup(node, &req->ns, &ns_id);
