@@ -1785,6 +1785,10 @@ static void test_no_write_after_return(void)
     char              address[64];
     int               lfd = silent_listener(address), fd, returned_early;
 
+#if defined(__SANITIZE_THREAD__)
+    /* watching the receiver fill A's buffer is the point of the test */
+    KV_SKIP("it polls a buffer the library's receiver writes (a race by design)");
+#endif
     ASSERT(part != NULL);
     fd = fake_connect(lfd, address, 500, &client);
 
