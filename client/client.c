@@ -140,7 +140,7 @@ static kvp_status_t frame_put(kvp_client_h client, const char *ns, const kvp_key
         req.key.data = (uint8_t *)keys[i].bytes;
         req.key.len  = KVP_KEY_LEN;
         req.checksum = kv_checksum(datas[i], sizes[i]);
-        statuses[i]  = kv_rpc_call_start(client->rpc, KVP__PUT, &req.base, datas[i],
+        statuses[i]  = kv_rpc_call_start(client->rpc, KV_POOL_PUT, &req.base, datas[i],
                                          sizes[i], client->timeout_ms, NULL, &pending[i]);
     }
     for (size_t i = 0; i < count; i++) {
@@ -167,7 +167,7 @@ static kvp_status_t frame_get(kvp_client_h client, const char *ns, const kvp_key
         req.max_size = capacities[i];
         recv[i].buf      = bufs[i];
         recv[i].capacity = capacities[i];
-        statuses[i] = kv_rpc_call_start(client->rpc, KVP__GET, &req.base, NULL, 0,
+        statuses[i] = kv_rpc_call_start(client->rpc, KV_POOL_GET, &req.base, NULL, 0,
                                         client->timeout_ms, &recv[i], &pending[i]);
     }
     for (size_t i = 0; i < count; i++) {
@@ -331,7 +331,7 @@ kvp_status_t kvp_exists(kvp_client_h client, const char *ns,
     if (present_p == NULL) {
         return KVP_ERR_INVALID_PARAM;
     }
-    status = keys_call(client, KVP__EXISTS, ns, keys, count,
+    status = keys_call(client, KV_POOL_EXISTS, ns, keys, count,
                        (ProtobufCMessage **)&reply);
     if (status != KVP_OK) {
         return status;
@@ -347,7 +347,7 @@ kvp_status_t kvp_delete(kvp_client_h client, const char *ns,
     Kvpool__DeleteReply *reply;
     kvp_status_t         status;
 
-    status = keys_call(client, KVP__DELETE, ns, keys, count,
+    status = keys_call(client, KV_POOL_DELETE, ns, keys, count,
                        (ProtobufCMessage **)&reply);
     if (status != KVP_OK) {
         return status;
@@ -368,7 +368,7 @@ kvp_status_t kvp_stats(kvp_client_h client, kvp_stats_t *stats_p)
     if (client == NULL || stats_p == NULL) {
         return KVP_ERR_INVALID_PARAM;
     }
-    status = kv_rpc_call(client->rpc, KVP__STATS, &req.base, NULL, 0,
+    status = kv_rpc_call(client->rpc, KV_POOL_STATS, &req.base, NULL, 0,
                          client->timeout_ms, (ProtobufCMessage **)&reply, NULL);
     if (status != KVP_OK) {
         return status;

@@ -5,23 +5,11 @@
 #ifndef KV_CLIENT_INT_H
 #define KV_CLIENT_INT_H
 
+#include <kvproto/pool_service.h>
 #include <kvproto/rpc_client.h>
 #include <kvpool/kvpool.h>
 
 #include "kvpool.pb-c.h"
-
-/* Method ids: the order of the PoolNode service in kvpool.proto. */
-enum {
-    KVP__PUT = 1,
-    KVP__GET,
-    KVP__EXISTS,
-    KVP__DELETE,
-    KVP__STATS,
-    KVP__PUT_START,
-    KVP__PUT_COMMIT,
-    KVP__GET_START,
-    KVP__GET_END
-};
 
 typedef struct kvp__async kvp__async_t;
 typedef struct kvp__ucx   kvp__ucx_t;

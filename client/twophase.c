@@ -94,7 +94,7 @@ kvp_status_t kvp__twophase_put(kvp_client_h client, kvp__move_func_t move,
     start.keys    = keys_borrow(keys, count);
     start.n_sizes = count;
     start.sizes   = (uint64_t *)sizes;
-    status = kv_rpc_call(client->rpc, KVP__PUT_START, &start.base, NULL, 0,
+    status = kv_rpc_call(client->rpc, KV_POOL_PUT_START, &start.base, NULL, 0,
                          client->timeout_ms, (ProtobufCMessage **)&started, NULL);
     kv_free(start.keys);
     if (status != KVP_OK) {
@@ -126,7 +126,7 @@ kvp_status_t kvp__twophase_put(kvp_client_h client, kvp__move_func_t move,
         for (size_t j = 0; j < m.n; j++) {
             commit.checksums[m.index[j]] = m.sums[j];
         }
-        status = kv_rpc_call(client->rpc, KVP__PUT_COMMIT, &commit.base, NULL, 0,
+        status = kv_rpc_call(client->rpc, KV_POOL_PUT_COMMIT, &commit.base, NULL, 0,
                              client->timeout_ms, (ProtobufCMessage **)&done, NULL);
         kv_free(commit.checksums);
     }
@@ -168,7 +168,7 @@ kvp_status_t kvp__twophase_get(kvp_client_h client, kvp__move_func_t move,
     start.ns     = kvp__ns_bytes(ns);
     start.n_keys = count;
     start.keys   = keys_borrow(keys, count);
-    status = kv_rpc_call(client->rpc, KVP__GET_START, &start.base, NULL, 0,
+    status = kv_rpc_call(client->rpc, KV_POOL_GET_START, &start.base, NULL, 0,
                          client->timeout_ms, (ProtobufCMessage **)&started, NULL);
     kv_free(start.keys);
     if (status != KVP_OK) {
@@ -210,7 +210,7 @@ kvp_status_t kvp__twophase_get(kvp_client_h client, kvp__move_func_t move,
     moves_cleanup(&m);
     /* end the lease even if the node gave nonsense: it pins blocks */
     end.lease_id = started->lease_id;
-    end_status   = kv_rpc_call(client->rpc, KVP__GET_END, &end.base, NULL, 0,
+    end_status   = kv_rpc_call(client->rpc, KV_POOL_GET_END, &end.base, NULL, 0,
                                client->timeout_ms, NULL, NULL);
     if (status == KVP_OK) {
         status = moved;

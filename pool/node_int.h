@@ -10,22 +10,9 @@
 
 #include "kvpool.pb-c.h"
 
-#include <kvt/transport.h>
+#include <kvproto/pool_service.h>
 
-/* Method ids: the order of the PoolNode service in kvpool.proto. */
-enum {
-    KV_NODE_HELLO,
-    KV_NODE_PUT,
-    KV_NODE_GET,
-    KV_NODE_EXISTS,
-    KV_NODE_DELETE,
-    KV_NODE_STATS,
-    KV_NODE_PUT_START,
-    KV_NODE_PUT_COMMIT,
-    KV_NODE_GET_START,
-    KV_NODE_GET_END,
-    KV_NODE_METHOD_COUNT
-};
+#include <kvt/transport.h>
 
 typedef struct kv_node_session kv_node_session_t;
 typedef struct kv_node_shm     kv_node_shm_t;

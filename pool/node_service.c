@@ -309,20 +309,20 @@ static void handle_stats(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
 }
 
-static const kv_rpc_handler_func_t node_handlers[KV_NODE_METHOD_COUNT] = {
-    [KV_NODE_PUT]        = handle_put,
-    [KV_NODE_GET]        = handle_get,
-    [KV_NODE_EXISTS]     = handle_exists,
-    [KV_NODE_DELETE]     = handle_delete,
-    [KV_NODE_STATS]      = handle_stats,
-    [KV_NODE_PUT_START]  = kv_node_put_start,
-    [KV_NODE_PUT_COMMIT] = kv_node_put_commit,
-    [KV_NODE_GET_START]  = kv_node_get_start,
-    [KV_NODE_GET_END]    = kv_node_get_end,
+static const kv_rpc_handler_func_t node_handlers[KV_POOL_METHOD_COUNT] = {
+    [KV_POOL_PUT]        = handle_put,
+    [KV_POOL_GET]        = handle_get,
+    [KV_POOL_EXISTS]     = handle_exists,
+    [KV_POOL_DELETE]     = handle_delete,
+    [KV_POOL_STATS]      = handle_stats,
+    [KV_POOL_PUT_START]  = kv_node_put_start,
+    [KV_POOL_PUT_COMMIT] = kv_node_put_commit,
+    [KV_POOL_GET_START]  = kv_node_get_start,
+    [KV_POOL_GET_END]    = kv_node_get_end,
 };
 
-static const kv_rpc_sink_func_t node_sinks[KV_NODE_METHOD_COUNT] = {
-    [KV_NODE_PUT] = put_sink,
+static const kv_rpc_sink_func_t node_sinks[KV_POOL_METHOD_COUNT] = {
+    [KV_POOL_PUT] = put_sink,
 };
 
 /* The boot id names this host; clients compare it with theirs. */
@@ -347,10 +347,10 @@ kvp_status_t kv_node_create(kv_evloop_t *loop, const kv_node_config_t *config,
     kv_node_t             *node;
     kvp_status_t           status;
 
-    _Static_assert(KV_NODE_METHOD_COUNT == 10, "node_handlers must list every method");
-    if (kvpool__pool_node__descriptor.n_methods != KV_NODE_METHOD_COUNT) {
+    _Static_assert(KV_POOL_METHOD_COUNT == 10, "node_handlers must list every method");
+    if (kvpool__pool_node__descriptor.n_methods != KV_POOL_METHOD_COUNT) {
         kv_log_error("the PoolNode service has %u methods, the node knows %d",
-                     kvpool__pool_node__descriptor.n_methods, KV_NODE_METHOD_COUNT);
+                     kvpool__pool_node__descriptor.n_methods, KV_POOL_METHOD_COUNT);
         return KVP_ERR_INTERNAL;
     }
     node         = kv_calloc(1, sizeof(*node), "node");

@@ -17,6 +17,7 @@
 #include <kv/hash.h>
 #include <kvpool/kvpool.h>
 #include <kvproto/frame.h>
+#include <kvproto/pool_service.h>
 
 #include "kvpool.pb-c.h"
 
@@ -37,19 +38,6 @@
 #define GOOD_NS "good"
 #define RECV_TIMEOUT_S 20
 
-enum {
-    M_HELLO,
-    M_PUT,
-    M_GET,
-    M_EXISTS,
-    M_DELETE,
-    M_STATS,
-    M_PUT_START,
-    M_PUT_COMMIT,
-    M_GET_START,
-    M_GET_END,
-    M_COUNT
-};
 
 /* ---------------------------------------------------------------------- */
 /* The fixture: a node and a well-behaved client with stored blocks        */
@@ -446,7 +434,7 @@ static kvp_status_t send_hello(int fd, uint32_t version, const char *token)
     hello.token.data  = (uint8_t *)token;
     hello.token.len   = token ? strlen(token) : 0;
     hello.client_name = "raw-test";
-    status            = call(fd, M_HELLO, &hello.base, NULL, 0, &r);
+    status            = call(fd, KV_POOL_HELLO, &hello.base, NULL, 0, &r);
     if (status == KVP_OK) {
         Kvpool__HelloReply *reply =
             kvpool__hello_reply__unpack(NULL, r.hdr.msg_len, r.msg);
@@ -477,7 +465,7 @@ static void expect_stats_ok(int fd, kvp_stats_t *st)
     Kvpool__StatsReply  *reply;
     reply_t              r;
 
-    ASSERT_OK(call(fd, M_STATS, &req.base, NULL, 0, &r));
+    ASSERT_OK(call(fd, KV_POOL_STATS, &req.base, NULL, 0, &r));
     reply = kvpool__stats_reply__unpack(NULL, r.hdr.msg_len, r.msg);
     ASSERT(reply != NULL);
     ASSERT_EQ(reply->capacity_bytes, ARENA);
@@ -544,13 +532,13 @@ static void test_bad_magic(void)
 
     /* before the handshake */
     fd = raw_connect(&f.node);
-    header(hdr, KV_FRAME_REQUEST, M_HELLO, 5, 0, 0);
+    header(hdr, KV_FRAME_REQUEST, KV_POOL_HELLO, 5, 0, 0);
     memcpy(hdr, "XVP1", 4);
     expect_header_refused(fd, hdr, KVP_ERR_PROTOCOL, 5, 1);
 
     /* after it, on a request that would otherwise be fine */
     fd = raw_authed(&f.node);
-    header(hdr, KV_FRAME_REQUEST, M_STATS, 6, 0, 0);
+    header(hdr, KV_FRAME_REQUEST, KV_POOL_STATS, 6, 0, 0);
     hdr[3] = 0x32; /* "KVP2" */
     expect_header_refused(fd, hdr, KVP_ERR_PROTOCOL, 6, 1);
 
@@ -580,13 +568,13 @@ static void test_truncated_frames(void)
     for (int rst = 0; rst < 2; rst++) {
         /* half a header, before the handshake */
         fd = raw_connect(&f.node);
-        header(hdr, KV_FRAME_REQUEST, M_HELLO, 1, 10, 0);
+        header(hdr, KV_FRAME_REQUEST, KV_POOL_HELLO, 1, 10, 0);
         send_all(fd, hdr, 20);
         rst ? close_rst(fd) : close(fd);
 
         /* a whole header whose message never comes */
         fd = raw_authed(&f.node);
-        header(hdr, KV_FRAME_REQUEST, M_PUT, 2, (uint32_t)msg_len, MiB);
+        header(hdr, KV_FRAME_REQUEST, KV_POOL_PUT, 2, (uint32_t)msg_len, MiB);
         send_all(fd, hdr, sizeof(hdr));
         rst ? close_rst(fd) : close(fd);
 
@@ -627,11 +615,11 @@ static void test_msg_len_over_limit(void)
     fixture_up(&f);
 
     fd = raw_authed(&f.node);
-    header(hdr, KV_FRAME_REQUEST, M_GET, 11, KV_FRAME_MSG_MAX + 1, 0);
+    header(hdr, KV_FRAME_REQUEST, KV_POOL_GET, 11, KV_FRAME_MSG_MAX + 1, 0);
     expect_header_refused(fd, hdr, KVP_ERR_PROTOCOL, 11, 1);
 
     fd = raw_connect(&f.node); /* before the handshake, the largest value */
-    header(hdr, KV_FRAME_REQUEST, M_HELLO, 12, UINT32_MAX, 0);
+    header(hdr, KV_FRAME_REQUEST, KV_POOL_HELLO, 12, UINT32_MAX, 0);
     expect_header_refused(fd, hdr, KVP_ERR_PROTOCOL, 12, 1);
 
     /* exactly 1 MiB is allowed: a Stats request padded with an unknown
@@ -647,7 +635,7 @@ static void test_msg_len_over_limit(void)
         msg[1] = (uint8_t)(0x80 | (len & 0x7f));
         msg[2] = (uint8_t)(0x80 | ((len >> 7) & 0x7f));
         msg[3] = (uint8_t)(len >> 14);
-        send_frame_bytes(fd, M_STATS, 13, msg, KV_FRAME_MSG_MAX, NULL, 0);
+        send_frame_bytes(fd, KV_POOL_STATS, 13, msg, KV_FRAME_MSG_MAX, NULL, 0);
         ASSERT_EQ(read_reply(fd, &r), 0);
         ASSERT_EQ(r.hdr.id, 13);
         ASSERT_OK(r.hdr.status);
@@ -669,11 +657,11 @@ static void test_payload_len_over_limit(void)
     fixture_up(&f);
 
     fd = raw_authed(&f.node);
-    header(hdr, KV_FRAME_REQUEST, M_PUT, 21, 0, KV_FRAME_PAYLOAD_MAX + 1);
+    header(hdr, KV_FRAME_REQUEST, KV_POOL_PUT, 21, 0, KV_FRAME_PAYLOAD_MAX + 1);
     expect_header_refused(fd, hdr, KVP_ERR_PROTOCOL, 21, 1);
 
     fd = raw_authed(&f.node);
-    header(hdr, KV_FRAME_REQUEST, M_PUT, 22, 0, UINT64_MAX);
+    header(hdr, KV_FRAME_REQUEST, KV_POOL_PUT, 22, 0, UINT64_MAX);
     expect_header_refused(fd, hdr, KVP_ERR_PROTOCOL, 22, 1);
 
     fixture_down(&f);
@@ -689,18 +677,18 @@ static void test_reply_kind_frame(void)
 
     /* a well-formed reply frame, sent by a client */
     fd = raw_authed(&f.node);
-    header(hdr, KV_FRAME_RESPONSE, M_STATS, 31, 0, 0);
+    header(hdr, KV_FRAME_RESPONSE, KV_POOL_STATS, 31, 0, 0);
     expect_header_refused(fd, hdr, KVP_ERR_PROTOCOL, 31, 0);
 
     /* a reply frame instead of the Hello */
     fd = raw_connect(&f.node);
-    header(hdr, KV_FRAME_RESPONSE, M_HELLO, 32, 0, 0);
+    header(hdr, KV_FRAME_RESPONSE, KV_POOL_HELLO, 32, 0, 0);
     expect_header_refused(fd, hdr, KVP_ERR_PROTOCOL, 32, 0);
 
     /* kinds that are neither, non-zero flags, non-zero reserved bytes */
     for (int variant = 0; variant < 4; variant++) {
         fd = raw_authed(&f.node);
-        header(hdr, KV_FRAME_REQUEST, M_STATS, 33, 0, 0);
+        header(hdr, KV_FRAME_REQUEST, KV_POOL_STATS, 33, 0, 0);
         switch (variant) {
         case 0:
             hdr[4] = 0;
@@ -732,17 +720,17 @@ static void test_request_before_hello(void)
     fixture_up(&f);
 
     fd = raw_connect(&f.node);
-    send_frame(fd, M_STATS, 41, &stats.base, NULL, 0);
+    send_frame(fd, KV_POOL_STATS, 41, &stats.base, NULL, 0);
     expect_frame_error(fd, KVP_ERR_AUTH, 41, 0);
 
     fd = raw_connect(&f.node);
     get_request(&get, GOOD_NS, f.keys[0].bytes, KVP_KEY_LEN, MiB);
-    send_frame(fd, M_GET, 42, &get.base, NULL, 0);
+    send_frame(fd, KV_POOL_GET, 42, &get.base, NULL, 0);
     expect_frame_error(fd, KVP_ERR_AUTH, 42, 0);
 
     /* a Put before the Hello: refused on its header, the payload unread */
     fd = raw_connect(&f.node);
-    header(hdr, KV_FRAME_REQUEST, M_PUT, 43, 0, 4096);
+    header(hdr, KV_FRAME_REQUEST, KV_POOL_PUT, 43, 0, 4096);
     expect_header_refused(fd, hdr, KVP_ERR_AUTH, 43, 0);
 
     /* an unknown method before the Hello */
@@ -811,7 +799,7 @@ static void test_hello_wrong_token(void)
         hello.version    = KVP_PROTOCOL_VERSION;
         hello.token.data = (uint8_t *)"s3cret\0extra";
         hello.token.len  = 12;
-        call(fd, M_HELLO, &hello.base, NULL, 0, &r);
+        call(fd, KV_POOL_HELLO, &hello.base, NULL, 0, &r);
         expect_error(&r, KVP_ERR_AUTH);
         reply_free(&r);
     }
@@ -831,7 +819,7 @@ static void test_hello_wrong_token(void)
 
 static void test_unknown_method(void)
 {
-    static const uint16_t methods[] = {M_COUNT, M_COUNT + 1, 1000, UINT16_MAX};
+    static const uint16_t methods[] = {KV_POOL_METHOD_COUNT, KV_POOL_METHOD_COUNT + 1, 1000, UINT16_MAX};
     fixture_t             f;
     kvp_stats_t           st;
     int                   fd;
@@ -865,12 +853,12 @@ static void test_undecodable_message(void)
 
     fixture_up(&f);
     fd = raw_authed(&f.node);
-    for (uint16_t method = M_PUT; method <= M_DELETE; method++) {
+    for (uint16_t method = KV_POOL_PUT; method <= KV_POOL_DELETE; method++) {
         const void *msgs[] = {truncated, bad_varint};
         size_t      lens[] = {sizeof(truncated), sizeof(bad_varint)};
         for (int m = 0; m < 2; m++) {
             uint64_t id   = next_id++;
-            uint64_t plen = method == M_PUT ? 8192 : 0;
+            uint64_t plen = method == KV_POOL_PUT ? 8192 : 0;
 
             send_frame_bytes(fd, method, id, msgs[m], lens[m], plen ? payload : NULL,
                              plen);
@@ -881,7 +869,7 @@ static void test_undecodable_message(void)
     {
         reply_t  r;
         uint64_t id = next_id++;
-        send_frame_bytes(fd, M_GET, id, wrong_type, sizeof(wrong_type), NULL, 0);
+        send_frame_bytes(fd, KV_POOL_GET, id, wrong_type, sizeof(wrong_type), NULL, 0);
         ASSERT_EQ(read_reply(fd, &r), 0);
         ASSERT(r.hdr.status == KVP_ERR_PROTOCOL || r.hdr.status == KVP_ERR_INVALID_PARAM);
         expect_error(&r, (kvp_status_t)r.hdr.status);
@@ -892,7 +880,7 @@ static void test_undecodable_message(void)
 
     /* an undecodable Hello: refused, and a good Hello may follow */
     fd = raw_connect(&f.node);
-    send_frame_bytes(fd, M_HELLO, 51, truncated, sizeof(truncated), NULL, 0);
+    send_frame_bytes(fd, KV_POOL_HELLO, 51, truncated, sizeof(truncated), NULL, 0);
     expect_error_reply(fd, 51, KVP_ERR_PROTOCOL);
     ASSERT_OK(send_hello(fd, KVP_PROTOCOL_VERSION, TOKEN));
     expect_stats_ok(fd, NULL);
@@ -904,8 +892,8 @@ static void test_undecodable_message(void)
 
 static void test_payload_on_method_without_payload(void)
 {
-    static const uint16_t methods[] = {M_HELLO, M_GET,   M_EXISTS, M_DELETE,
-                                       M_STATS, M_COUNT, 999};
+    static const uint16_t methods[] = {KV_POOL_HELLO, KV_POOL_GET,   KV_POOL_EXISTS, KV_POOL_DELETE,
+                                       KV_POOL_STATS, KV_POOL_METHOD_COUNT, 999};
     fixture_t             f;
     uint8_t               hdr[KV_FRAME_HEADER_LEN];
     int                   fd;
@@ -955,10 +943,10 @@ static void test_bad_namespace_and_key(void)
 
         put_request(&put, bad[b].ns, key17, bad[b].key_len, payload, 4096);
         put.ns = ns_bin_len(bad[b].ns, bad[b].ns_len);
-        call_expect(fd, M_PUT, &put.base, payload, 4096, KVP_ERR_INVALID_PARAM);
+        call_expect(fd, KV_POOL_PUT, &put.base, payload, 4096, KVP_ERR_INVALID_PARAM);
         get_request(&get, bad[b].ns, key17, bad[b].key_len, MiB);
         get.ns = ns_bin_len(bad[b].ns, bad[b].ns_len);
-        call_expect(fd, M_GET, &get.base, NULL, 0, KVP_ERR_INVALID_PARAM);
+        call_expect(fd, KV_POOL_GET, &get.base, NULL, 0, KVP_ERR_INVALID_PARAM);
 
         /* a batch with one good key first and the bad one second */
         list[0].data = f.keys[0].bytes;
@@ -969,8 +957,8 @@ static void test_bad_namespace_and_key(void)
         keys.keys    = list;
         /* a bad namespace with the good key; or the good key, then a bad one */
         keys.n_keys = bad[b].key_len == KVP_KEY_LEN ? 1 : 2;
-        call_expect(fd, M_EXISTS, &keys.base, NULL, 0, KVP_ERR_INVALID_PARAM);
-        call_expect(fd, M_DELETE, &keys.base, NULL, 0, KVP_ERR_INVALID_PARAM);
+        call_expect(fd, KV_POOL_EXISTS, &keys.base, NULL, 0, KVP_ERR_INVALID_PARAM);
+        call_expect(fd, KV_POOL_DELETE, &keys.base, NULL, 0, KVP_ERR_INVALID_PARAM);
     }
 
     /* nothing was stored, nothing deleted (f.keys[0] was in every batch) */
@@ -987,9 +975,9 @@ static void test_bad_namespace_and_key(void)
         reply_t            r;
 
         put_request(&put, ns_128, key17, KVP_KEY_LEN, payload, 4096);
-        call_expect(fd, M_PUT, &put.base, payload, 4096, KVP_OK);
+        call_expect(fd, KV_POOL_PUT, &put.base, payload, 4096, KVP_OK);
         get_request(&get, ns_128, key17, KVP_KEY_LEN, 4096);
-        ASSERT_OK(call(fd, M_GET, &get.base, NULL, 0, &r));
+        ASSERT_OK(call(fd, KV_POOL_GET, &get.base, NULL, 0, &r));
         ASSERT_EQ(r.hdr.payload_len, 4096);
         ASSERT(memcmp(r.payload, payload, 4096) == 0);
         reply_free(&r);
@@ -1023,14 +1011,14 @@ static void test_exists_too_many_keys(void)
     fd = raw_authed(&f.node);
     expect_stats_ok(fd, &before);
     req.n_keys = KVP_BATCH_MAX + 1;
-    call_expect(fd, M_EXISTS, &req.base, NULL, 0, KVP_ERR_INVALID_PARAM);
-    call_expect(fd, M_DELETE, &req.base, NULL, 0, KVP_ERR_INVALID_PARAM);
+    call_expect(fd, KV_POOL_EXISTS, &req.base, NULL, 0, KVP_ERR_INVALID_PARAM);
+    call_expect(fd, KV_POOL_DELETE, &req.base, NULL, 0, KVP_ERR_INVALID_PARAM);
     expect_stats_ok(fd, &after);
     ASSERT_EQ(after.blocks, before.blocks); /* the refused delete did nothing */
 
     /* the limit itself works */
     req.n_keys = KVP_BATCH_MAX;
-    ASSERT_OK(call(fd, M_EXISTS, &req.base, NULL, 0, &r));
+    ASSERT_OK(call(fd, KV_POOL_EXISTS, &req.base, NULL, 0, &r));
     {
         Kvpool__ExistsReply *reply =
             kvpool__exists_reply__unpack(NULL, r.hdr.msg_len, r.msg);
@@ -1063,31 +1051,31 @@ static void test_put_bad_checksum(void)
     /* a new key */
     put_request(&put, GOOD_NS, key.bytes, KVP_KEY_LEN, payload, 100000);
     put.checksum ^= 1;
-    call_expect(fd, M_PUT, &put.base, payload, 100000, KVP_ERR_CHECKSUM);
+    call_expect(fd, KV_POOL_PUT, &put.base, payload, 100000, KVP_ERR_CHECKSUM);
     /* the right checksum over other bytes (a bit flipped in transit) */
     put.checksum ^= 1;
     payload[50000] ^= 0x10;
-    call_expect(fd, M_PUT, &put.base, payload, 100000, KVP_ERR_CHECKSUM);
+    call_expect(fd, KV_POOL_PUT, &put.base, payload, 100000, KVP_ERR_CHECKSUM);
     payload[50000] ^= 0x10;
     /* no checksum at all */
     put.checksum = 0;
-    call_expect(fd, M_PUT, &put.base, payload, 100000, KVP_ERR_CHECKSUM);
+    call_expect(fd, KV_POOL_PUT, &put.base, payload, 100000, KVP_ERR_CHECKSUM);
     get_request(&get, GOOD_NS, key.bytes, KVP_KEY_LEN, MiB);
-    call_expect(fd, M_GET, &get.base, NULL, 0, KVP_ERR_NOT_FOUND);
+    call_expect(fd, KV_POOL_GET, &get.base, NULL, 0, KVP_ERR_NOT_FOUND);
 
     /* over a stored key: the stored block stays as it was */
     put_request(&put, GOOD_NS, f.keys[1].bytes, KVP_KEY_LEN, payload, 100000);
     put.checksum ^= 0x8000000000000000ull;
-    call_expect(fd, M_PUT, &put.base, payload, 100000, KVP_ERR_CHECKSUM);
+    call_expect(fd, KV_POOL_PUT, &put.base, payload, 100000, KVP_ERR_CHECKSUM);
 
     /* in a namespace that does not exist yet */
     put_request(&put, "fresh-ns", key.bytes, KVP_KEY_LEN, payload, 100000);
     put.checksum ^= 2;
-    call_expect(fd, M_PUT, &put.base, payload, 100000, KVP_ERR_CHECKSUM);
+    call_expect(fd, KV_POOL_PUT, &put.base, payload, 100000, KVP_ERR_CHECKSUM);
 
     /* an empty put: no payload at all */
     put_request(&put, GOOD_NS, key.bytes, KVP_KEY_LEN, NULL, 0);
-    call_expect(fd, M_PUT, &put.base, NULL, 0, KVP_ERR_INVALID_PARAM);
+    call_expect(fd, KV_POOL_PUT, &put.base, NULL, 0, KVP_ERR_INVALID_PARAM);
 
     expect_stats_ok(fd, &after);
     ASSERT_EQ(after.puts, before.puts);
@@ -1096,10 +1084,10 @@ static void test_put_bad_checksum(void)
 
     /* and the right checksum is accepted on the same connection */
     put_request(&put, GOOD_NS, key.bytes, KVP_KEY_LEN, payload, 100000);
-    call_expect(fd, M_PUT, &put.base, payload, 100000, KVP_OK);
+    call_expect(fd, KV_POOL_PUT, &put.base, payload, 100000, KVP_OK);
     {
         reply_t r;
-        ASSERT_OK(call(fd, M_GET, &get.base, NULL, 0, &r));
+        ASSERT_OK(call(fd, KV_POOL_GET, &get.base, NULL, 0, &r));
         ASSERT_EQ(r.hdr.payload_len, 100000);
         ASSERT(memcmp(r.payload, payload, 100000) == 0);
         reply_free(&r);
@@ -1131,7 +1119,7 @@ static void test_put_larger_than_arena(void)
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
         uint64_t id = next_id++;
 
-        header(hdr, KV_FRAME_REQUEST, M_PUT, id, (uint32_t)msg_len, sizes[i]);
+        header(hdr, KV_FRAME_REQUEST, KV_POOL_PUT, id, (uint32_t)msg_len, sizes[i]);
         send_all(fd, hdr, sizeof(hdr));
         send_all(fd, msg, msg_len);
         send_zeros(fd, sizes[i]); /* read and dropped by the node */
@@ -1139,7 +1127,7 @@ static void test_put_larger_than_arena(void)
         expect_stats_ok(fd, NULL); /* the stream is in sync */
     }
     get_request(&get, GOOD_NS, key.bytes, KVP_KEY_LEN, MiB);
-    call_expect(fd, M_GET, &get.base, NULL, 0, KVP_ERR_NOT_FOUND);
+    call_expect(fd, KV_POOL_GET, &get.base, NULL, 0, KVP_ERR_NOT_FOUND);
     expect_stats_ok(fd, &after);
     ASSERT_EQ(after.puts, before.puts);
     ASSERT_EQ(after.blocks, before.blocks);
@@ -1147,7 +1135,7 @@ static void test_put_larger_than_arena(void)
     /* cut in the middle of a dropped payload */
     {
         int cut = raw_authed(&f.node);
-        header(hdr, KV_FRAME_REQUEST, M_PUT, next_id++, (uint32_t)msg_len, ARENA * 2);
+        header(hdr, KV_FRAME_REQUEST, KV_POOL_PUT, next_id++, (uint32_t)msg_len, ARENA * 2);
         send_all(cut, hdr, sizeof(hdr));
         send_all(cut, msg, msg_len);
         send_zeros(cut, ARENA / 2);
@@ -1171,15 +1159,15 @@ static void test_get_missing(void)
     fd = raw_authed(&f.node);
     expect_stats_ok(fd, &before);
     get_request(&get, GOOD_NS, key.bytes, KVP_KEY_LEN, MiB);
-    call_expect(fd, M_GET, &get.base, NULL, 0, KVP_ERR_NOT_FOUND);
+    call_expect(fd, KV_POOL_GET, &get.base, NULL, 0, KVP_ERR_NOT_FOUND);
     get_request(&get, "no-such-ns", f.keys[0].bytes, KVP_KEY_LEN, MiB);
-    call_expect(fd, M_GET, &get.base, NULL, 0, KVP_ERR_NOT_FOUND);
+    call_expect(fd, KV_POOL_GET, &get.base, NULL, 0, KVP_ERR_NOT_FOUND);
     /* too small a buffer: the size comes back in the ErrorReply */
     get_request(&get, GOOD_NS, f.keys[0].bytes, KVP_KEY_LEN, MiB - 1);
     {
         reply_t             r;
         Kvpool__ErrorReply *err;
-        ASSERT_STATUS(call(fd, M_GET, &get.base, NULL, 0, &r), KVP_ERR_BUFFER_TOO_SMALL);
+        ASSERT_STATUS(call(fd, KV_POOL_GET, &get.base, NULL, 0, &r), KVP_ERR_BUFFER_TOO_SMALL);
         ASSERT_EQ(r.hdr.payload_len, 0);
         err = kvpool__error_reply__unpack(NULL, r.hdr.msg_len, r.msg);
         ASSERT(err != NULL);
@@ -1262,9 +1250,9 @@ static void test_random_frames(void)
     rng_seed(&rng, 2024);
     fd = raw_authed(&f.node);
     for (int i = 0; i < 400; i++) {
-        uint16_t method  = (uint16_t)rng_range(&rng, 0, M_COUNT + 1);
+        uint16_t method  = (uint16_t)rng_range(&rng, 0, KV_POOL_METHOD_COUNT + 1);
         size_t   msg_len = (size_t)rng_range(&rng, 0, sizeof(msg));
-        uint64_t plen    = method == M_PUT ? rng_range(&rng, 0, 64 * KiB) : 0;
+        uint64_t plen    = method == KV_POOL_PUT ? rng_range(&rng, 0, 64 * KiB) : 0;
         uint64_t id      = next_id++;
         reply_t  r;
 
@@ -1279,7 +1267,7 @@ static void test_random_frames(void)
         }
         ASSERT(r.hdr.id == id);
         answered++;
-        if (method == M_HELLO && r.hdr.status < 0 &&
+        if (method == KV_POOL_HELLO && r.hdr.status < 0 &&
             (r.hdr.status == KVP_ERR_VERSION || r.hdr.status == KVP_ERR_AUTH)) {
             /* a random Hello may carry a wrong version or token: closed */
             reply_free(&r);
@@ -1320,35 +1308,35 @@ static void test_abrupt_connections(void)
         switch (i % 6) {
         case 0: /* part of the Hello's header */
             fds[i] = raw_connect(&f.node);
-            header(hdr, KV_FRAME_REQUEST, M_HELLO, 1, 8, 0);
+            header(hdr, KV_FRAME_REQUEST, KV_POOL_HELLO, 1, 8, 0);
             send_all(fds[i], hdr, 1 + (size_t)i % 39);
             break;
         case 1: /* a Put's header */
             fds[i] = raw_authed(&f.node);
-            header(hdr, KV_FRAME_REQUEST, M_PUT, 2, (uint32_t)msg_len, 256 * KiB);
+            header(hdr, KV_FRAME_REQUEST, KV_POOL_PUT, 2, (uint32_t)msg_len, 256 * KiB);
             send_all(fds[i], hdr, sizeof(hdr));
             break;
         case 2: /* into the Put's message */
             fds[i] = raw_authed(&f.node);
-            header(hdr, KV_FRAME_REQUEST, M_PUT, 3, (uint32_t)msg_len, 256 * KiB);
+            header(hdr, KV_FRAME_REQUEST, KV_POOL_PUT, 3, (uint32_t)msg_len, 256 * KiB);
             send_all(fds[i], hdr, sizeof(hdr));
             send_all(fds[i], msg, 1 + (size_t)i % (msg_len - 1));
             break;
         case 3: /* into the Put's payload */
             fds[i] = raw_authed(&f.node);
-            header(hdr, KV_FRAME_REQUEST, M_PUT, 4, (uint32_t)msg_len, 256 * KiB);
+            header(hdr, KV_FRAME_REQUEST, KV_POOL_PUT, 4, (uint32_t)msg_len, 256 * KiB);
             send_all(fds[i], hdr, sizeof(hdr));
             send_all(fds[i], msg, msg_len);
             send_all(fds[i], payload, 1000 * (size_t)i);
             break;
         case 4: /* a whole Get of a 1 MiB block, whose reply is never read */
             fds[i] = raw_authed(&f.node);
-            send_frame(fds[i], M_GET, 5, &get.base, NULL, 0);
+            send_frame(fds[i], KV_POOL_GET, 5, &get.base, NULL, 0);
             break;
         default: /* a Get cut after its header */
             fds[i] = raw_authed(&f.node);
-            send_frame(fds[i], M_GET, 6, &get.base, NULL, 0);
-            header(hdr, KV_FRAME_REQUEST, M_GET, 7, 30, 0);
+            send_frame(fds[i], KV_POOL_GET, 6, &get.base, NULL, 0);
+            header(hdr, KV_FRAME_REQUEST, KV_POOL_GET, 7, 30, 0);
             send_all(fds[i], hdr, sizeof(hdr));
             break;
         }
@@ -1394,7 +1382,7 @@ static uint64_t send_gets_unread(int fd, const Kvpool__GetRequest *get, uint64_t
     frames    = malloc(frame_len * batch);
     ASSERT(frames != NULL);
     for (size_t i = 0; i < batch; i++) {
-        header(frames + i * frame_len, KV_FRAME_REQUEST, M_GET, first_id + i,
+        header(frames + i * frame_len, KV_FRAME_REQUEST, KV_POOL_GET, first_id + i,
                (uint32_t)msg_len, 0);
         memcpy(frames + i * frame_len + KV_FRAME_HEADER_LEN, msg, msg_len);
     }
@@ -1509,7 +1497,7 @@ static void test_pinned_blocks_under_pressure(void)
     for (int r = 0; r < ROUNDS; r++) {
         for (int i = 0; i < PINNED; i++) {
             get_request(&get, GOOD_NS, keys[i].bytes, KVP_KEY_LEN, MiB);
-            send_frame(fd, M_GET, (uint64_t)(r * PINNED + i + 1), &get.base, NULL, 0);
+            send_frame(fd, KV_POOL_GET, (uint64_t)(r * PINNED + i + 1), &get.base, NULL, 0);
         }
     }
     for (uint64_t deadline = now_ms() + 10000;;) {
@@ -1635,7 +1623,7 @@ static void test_expired_deadline(void)
     fd = raw_authed(&f.node);
     put_request(&put, GOOD_NS, key.bytes, KVP_KEY_LEN, payload, 64 * KiB);
     msg = pack(&put.base, &msg_len);
-    header(hdr, KV_FRAME_REQUEST, M_PUT, id, (uint32_t)msg_len, 64 * KiB);
+    header(hdr, KV_FRAME_REQUEST, KV_POOL_PUT, id, (uint32_t)msg_len, 64 * KiB);
     hdr[20] = 20; /* timeout_ms = 20 */
     send_all(fd, hdr, sizeof(hdr));
     send_all(fd, msg, msg_len);
@@ -1662,7 +1650,7 @@ static void test_silent_connection_closed(void)
     t0   = now_ms();
     fd   = raw_connect(&f.node); /* says nothing */
     half = raw_connect(&f.node); /* half a Hello header */
-    header(hdr, KV_FRAME_REQUEST, M_HELLO, 1, 10, 0);
+    header(hdr, KV_FRAME_REQUEST, KV_POOL_HELLO, 1, 10, 0);
     send_all(half, hdr, 20);
     wait_connections(&f, 3);
     expect_closed(fd);
@@ -1694,7 +1682,7 @@ static void send_arena_sized_put(int fd, uint64_t id, uint64_t checksum,
     put_request(&put, GOOD_NS, key.bytes, KVP_KEY_LEN, NULL, 0);
     put.checksum = checksum;
     msg          = pack(&put.base, &msg_len);
-    header(hdr, KV_FRAME_REQUEST, M_PUT, id, (uint32_t)msg_len, ARENA);
+    header(hdr, KV_FRAME_REQUEST, KV_POOL_PUT, id, (uint32_t)msg_len, ARENA);
     send_all(fd, hdr, sizeof(hdr));
     send_all(fd, msg, msg_len);
     send_zeros(fd, send_bytes);

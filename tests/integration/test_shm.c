@@ -18,6 +18,7 @@
  */
 #include <kv/hash.h>
 #include <kvpool/kvpool.h>
+#include <kvproto/pool_service.h>
 #include <kvproto/rpc_client.h>
 
 #include "kvpool.pb-c.h"
@@ -36,20 +37,6 @@
 #include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
-
-/* Method ids: the order of the PoolNode service in kvpool.proto. */
-enum {
-    M_HELLO,
-    M_PUT,
-    M_GET,
-    M_EXISTS,
-    M_DELETE,
-    M_STATS,
-    M_PUT_START,
-    M_PUT_COMMIT,
-    M_GET_START,
-    M_GET_END
-};
 
 /* The node sweeps expired leases and puts on a 1 s tick (node_main.c), so
  * an operation of lease_ms is gone by lease_ms + 1 s; the margin absorbs
@@ -344,7 +331,7 @@ static kvp_status_t raw_put_start_n(kv_rpc_client_t *rpc, ProtobufCBinaryData ns
     req.keys    = keys;
     req.n_sizes = n_sizes;
     req.sizes   = sizes;
-    return kv_rpc_call(rpc, M_PUT_START, &req.base, NULL, 0, RPC_TIMEOUT_MS,
+    return kv_rpc_call(rpc, KV_POOL_PUT_START, &req.base, NULL, 0, RPC_TIMEOUT_MS,
                        (ProtobufCMessage **)reply_p, NULL);
 }
 
@@ -369,7 +356,7 @@ static kvp_status_t raw_put_commit(kv_rpc_client_t *rpc, uint64_t put_id,
     req.put_id      = put_id;
     req.n_checksums = n;
     req.checksums   = (uint64_t *)checksums;
-    return kv_rpc_call(rpc, M_PUT_COMMIT, &req.base, NULL, 0, RPC_TIMEOUT_MS,
+    return kv_rpc_call(rpc, KV_POOL_PUT_COMMIT, &req.base, NULL, 0, RPC_TIMEOUT_MS,
                        (ProtobufCMessage **)reply_p, NULL);
 }
 
@@ -382,7 +369,7 @@ static kvp_status_t raw_get_start_n(kv_rpc_client_t *rpc, ProtobufCBinaryData ns
     req.ns     = ns;
     req.n_keys = n;
     req.keys   = keys;
-    return kv_rpc_call(rpc, M_GET_START, &req.base, NULL, 0, RPC_TIMEOUT_MS,
+    return kv_rpc_call(rpc, KV_POOL_GET_START, &req.base, NULL, 0, RPC_TIMEOUT_MS,
                        (ProtobufCMessage **)reply_p, NULL);
 }
 
@@ -402,14 +389,14 @@ static kvp_status_t raw_get_end(kv_rpc_client_t *rpc, uint64_t lease_id)
     Kvpool__GetEndRequest req = KVPOOL__GET_END_REQUEST__INIT;
 
     req.lease_id = lease_id;
-    return kv_rpc_call(rpc, M_GET_END, &req.base, NULL, 0, RPC_TIMEOUT_MS, NULL, NULL);
+    return kv_rpc_call(rpc, KV_POOL_GET_END, &req.base, NULL, 0, RPC_TIMEOUT_MS, NULL, NULL);
 }
 
 static kvp_status_t raw_stats(kv_rpc_client_t *rpc, Kvpool__StatsReply **reply_p)
 {
     Kvpool__StatsRequest req = KVPOOL__STATS_REQUEST__INIT;
 
-    return kv_rpc_call(rpc, M_STATS, &req.base, NULL, 0, RPC_TIMEOUT_MS,
+    return kv_rpc_call(rpc, KV_POOL_STATS, &req.base, NULL, 0, RPC_TIMEOUT_MS,
                        (ProtobufCMessage **)reply_p, NULL);
 }
 
