@@ -48,98 +48,6 @@
 #define RPC_TIMEOUT_MS 10000
 
 /* ---------------------------------------------------------------------- */
-/* Orphan reaper: kill what this test started if it dies                   */
-/* ---------------------------------------------------------------------- */
-
-/*
- * Two layers.  A failed assertion or the test's alarm raise a signal, whose
- * handler kills the nodes at once.  A sanitizer report instead ends the
- * process with _exit(), running no handler: for that, each node has a
- * watchdog process that waits on a pipe only this process can write to,
- * and kills the node when the pipe reports this process gone.  Otherwise
- * an orphaned node would keep ctest waiting on its output until ctest's
- * timeout.
- */
-#define SHM_MAX_REAP 8
-static volatile pid_t shm_reap_pids[SHM_MAX_REAP];
-static pid_t          shm_dog_pids[SHM_MAX_REAP];
-static int            shm_dog_fds[SHM_MAX_REAP];
-
-static void shm_reap_on_signal(int sig)
-{
-    for (int i = 0; i < SHM_MAX_REAP; i++) {
-        if (shm_reap_pids[i] > 0) {
-            kill(shm_reap_pids[i], SIGKILL);
-        }
-    }
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
-/* Fork a process that SIGKILLs @p node once this process is gone. */
-static pid_t shm_watchdog(pid_t node, int *write_fd_p)
-{
-    int   fds[2];
-    pid_t dog;
-
-    ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
-    dog = fork();
-    ASSERT(dog >= 0);
-    if (dog == 0) {
-        int  null = open("/dev/null", O_RDWR);
-        char c;
-
-        if (null >= 0) {
-            dup2(null, STDIN_FILENO);
-            dup2(null, STDOUT_FILENO);
-            dup2(null, STDERR_FILENO);
-        }
-        for (int fd = 3; fd < 1024; fd++) {
-            if (fd != fds[0]) {
-                close(fd);
-            }
-        }
-        while (read(fds[0], &c, 1) < 0 && errno == EINTR) {
-        }
-        kill(node, SIGKILL);
-        _exit(0);
-    }
-    close(fds[0]);
-    *write_fd_p = fds[1];
-    return dog;
-}
-
-static void shm_reap_add(pid_t pid)
-{
-    static const int sigs[] = {SIGABRT, SIGALRM, SIGSEGV, SIGBUS, SIGFPE, SIGILL};
-
-    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-        signal(sigs[i], shm_reap_on_signal);
-    }
-    for (int i = 0; i < SHM_MAX_REAP; i++) {
-        if (shm_reap_pids[i] == 0) {
-            shm_dog_pids[i]  = shm_watchdog(pid, &shm_dog_fds[i]);
-            shm_reap_pids[i] = pid;
-            return;
-        }
-    }
-    ASSERT(!"too many nodes for the reaper");
-}
-
-/* The node is gone or going: stop watching it. */
-static void shm_reap_del(pid_t pid)
-{
-    for (int i = 0; i < SHM_MAX_REAP; i++) {
-        if (shm_reap_pids[i] == pid) {
-            shm_reap_pids[i] = 0;
-            kill(shm_dog_pids[i], SIGKILL);
-            waitpid(shm_dog_pids[i], NULL, 0);
-            close(shm_dog_fds[i]);
-        }
-    }
-}
-
-/* ---------------------------------------------------------------------- */
 /* Helpers                                                                 */
 /* ---------------------------------------------------------------------- */
 
@@ -153,34 +61,21 @@ static void sleep_until(uint64_t since, unsigned ms)
     }
 }
 
-/* Start a node with --log-level warn and @p extra (NULL-terminated). */
+/* Start a node with --log-level warn and @p extra (NULL-terminated).  It
+ * dies with this process, however that ends (node_proc.h). */
 static void shm_node_up(kv_test_node_t *node, const char *memory,
                         const char *const *extra)
 {
     const char *argv[24];
     int         argc = 0;
 
-    if (getenv("KVPOOL_NODE_BIN") == NULL) {
-        KV_SKIP("KVPOOL_NODE_BIN is not set (run through ctest)");
-    }
     argv[argc++] = "--log-level";
     argv[argc++] = "warn";
     for (int i = 0; extra != NULL && extra[i] != NULL && argc < 23; i++) {
         argv[argc++] = extra[i];
     }
     argv[argc] = NULL;
-    ASSERT_EQ(kv_test_node_start(node, memory, argv), 0);
-    shm_reap_add(node->pid);
-}
-
-/* SIGTERM the node; it must exit cleanly with status 0. */
-static void shm_node_down(kv_test_node_t *node)
-{
-    int rc;
-
-    shm_reap_del(node->pid);
-    rc = kv_test_node_stop(node);
-    ASSERT_EQ(rc, 0);
+    node_up(node, memory, argv);
 }
 
 static kvp_client_h connect_with(const kv_test_node_t *node, const char *transport,
@@ -707,7 +602,7 @@ static void shm_round_trip_batched(void)
         free(bufs[i]);
     }
     kvp_client_disconnect(client);
-    shm_node_down(&node);
+    node_down(&node);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -812,7 +707,7 @@ static void corrupted_block_is_a_miss(void)
     }
     kvp_client_disconnect(shm);
     kvp_client_disconnect(frame);
-    shm_node_down(&node);
+    node_down(&node);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -919,7 +814,7 @@ static void lease_pins_until_end_or_expiry(void)
     kvp_client_disconnect(client);
     free(pdata);
     free(filler);
-    shm_node_down(&node);
+    node_down(&node);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1067,7 +962,7 @@ static void uncommitted_put_reclaimed(void)
     free(data);
     kvp_client_disconnect(client);
     kvp_client_disconnect(frame);
-    shm_node_down(&node);
+    node_down(&node);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1249,7 +1144,7 @@ static void limits(void)
     free(sizes);
     free(ldata);
     kvp_client_disconnect(client);
-    shm_node_down(&node);
+    node_down(&node);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1412,7 +1307,7 @@ static void node_killed_during_gets(void)
     t_kill = now_ms();
     atomic_store(&la->killed_at, t_kill);
     ASSERT_EQ(kill(node_a.pid, SIGKILL), 0);
-    shm_reap_del(node_a.pid); /* and its watchdog, before the pid can be reused */
+    reap_del(node_a.pid); /* it is gone: the reaper must not kill a reused pid */
     ASSERT_EQ(waitpid(node_a.pid, &wstatus, 0), node_a.pid);
     t_dead = now_ms();
     ASSERT(WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL);
@@ -1481,7 +1376,7 @@ static void node_killed_during_gets(void)
     loader_free(lb);
     free(la);
     free(lb);
-    shm_node_down(&node_b);
+    node_down(&node_b);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1552,7 +1447,7 @@ static void shm_auth(void)
     }
     close(ans.fd);
     kvp_client_disconnect(client);
-    shm_node_down(&node);
+    node_down(&node);
 
     /* a node that does not share its arena */
     shm_node_up(&node, "32MiB", off_flags);
@@ -1572,7 +1467,7 @@ static void shm_auth(void)
     ASSERT_STATUS(kvp_client_connect(node.address, &params, &c2), KVP_ERR_INVALID_PARAM);
     ASSERT(c2 == NULL);
     kvp_client_disconnect(client);
-    shm_node_down(&node);
+    node_down(&node);
 }
 
 /*
@@ -1603,7 +1498,7 @@ static void shm_auth_overlong_token(void)
     ASSERT_LE(now_ms() - t0, 1000);
     ASSERT_(ans.got == 8 && ans.size == 0,
             "a %d-byte token: got %zd bytes of answer (want 8 zero bytes)", 200, ans.got);
-    shm_node_down(&node);
+    node_down(&node);
 }
 
 KV_TEST_MAIN(KV_TEST(shm_round_trip_batched), KV_TEST(corrupted_block_is_a_miss),
