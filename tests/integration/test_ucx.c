@@ -297,30 +297,27 @@ static void *loader_main(void *arg)
     return NULL;
 }
 
-static void ucx_node_killed_during_gets(void)
+/*
+ * Store the loader's blocks through @p client, start loading them in a
+ * loop, and return once a few loads went through and one is in flight:
+ * the moment to hurt the node.
+ */
+static void loader_start(loader_t *ld, kvp_client_h client, pthread_t *t)
 {
-    kv_test_node_t node_a, node_b;
-    kvp_client_h   ca, cb;
-    loader_t      *ld = calloc(1, sizeof(*ld));
-    pthread_t      t;
-    uint64_t       t0, t_kill;
-    int            wstatus = 0;
-    uint8_t       *block   = malloc(KILL_SIZE);
+    uint8_t *block = malloc(KILL_SIZE);
+    uint64_t t0;
 
-    ASSERT(ld != NULL && block != NULL);
-    node_up(&node_a, "96MiB", quiet);
-    node_up(&node_b, "32MiB", quiet);
-    ca = connect_ucx(&node_a);
-    cb = connect_ucx(&node_b);
+    ASSERT(block != NULL);
     for (int i = 0; i < KILL_BLOCKS; i++) {
         ld->keys[i] = key_of("kill-%d", i);
         ld->bufs[i] = malloc(KILL_SIZE);
         ASSERT(ld->bufs[i] != NULL);
         memset(block, i, KILL_SIZE);
-        ASSERT_OK(kvp_put(ca, "kill", &ld->keys[i], block, KILL_SIZE));
+        ASSERT_OK(kvp_put(client, "kill", &ld->keys[i], block, KILL_SIZE));
     }
-    ld->client = ca;
-    ASSERT_EQ(pthread_create(&t, NULL, loader_main, ld), 0);
+    free(block);
+    ld->client = client;
+    ASSERT_EQ(pthread_create(t, NULL, loader_main, ld), 0);
     t0 = now_ms();
     while (atomic_load(&ld->ok_calls) < 3) {
         ASSERT_LE(now_ms() - t0, 20000);
@@ -329,6 +326,23 @@ static void ucx_node_killed_during_gets(void)
     while (!atomic_load(&ld->in_call)) {
         ASSERT_LE(now_ms() - t0, 20000);
     }
+}
+
+static void ucx_node_killed_during_gets(void)
+{
+    kv_test_node_t node_a, node_b;
+    kvp_client_h   ca, cb;
+    loader_t      *ld = calloc(1, sizeof(*ld));
+    pthread_t      t;
+    uint64_t       t0, t_kill;
+    int            wstatus = 0;
+
+    ASSERT(ld != NULL);
+    node_up(&node_a, "96MiB", quiet);
+    node_up(&node_b, "32MiB", quiet);
+    ca = connect_ucx(&node_a);
+    cb = connect_ucx(&node_b);
+    loader_start(ld, ca, &t);
     sleep_ms(1);
     t_kill = now_ms();
     ASSERT_EQ(kill(node_a.pid, SIGKILL), 0);
@@ -370,7 +384,6 @@ static void ucx_node_killed_during_gets(void)
         free(ld->bufs[i]);
     }
     free(ld);
-    free(block);
     node_down(&node_b);
 }
 
@@ -386,7 +399,7 @@ static void ucx_stalled_node_falls_back_to_frames(void)
     loader_t           *ld     = calloc(1, sizeof(*ld));
     uint8_t            *block  = malloc(KILL_SIZE);
     pthread_t           t;
-    uint64_t            t0, t_stop;
+    uint64_t            t_stop;
     kvp_status_t        s;
 
     ASSERT(ld != NULL && block != NULL);
@@ -396,23 +409,7 @@ static void ucx_stalled_node_falls_back_to_frames(void)
     params.timeout_ms = 1500;
     ASSERT_OK(kvp_client_connect(node.address, &params, &c));
     ASSERT(strcmp(kvp_client_transport(c), "ucx") == 0);
-    for (int i = 0; i < KILL_BLOCKS; i++) {
-        ld->keys[i] = key_of("kill-%d", i);
-        ld->bufs[i] = malloc(KILL_SIZE);
-        ASSERT(ld->bufs[i] != NULL);
-        memset(block, i, KILL_SIZE);
-        ASSERT_OK(kvp_put(c, "kill", &ld->keys[i], block, KILL_SIZE));
-    }
-    ld->client = c;
-    ASSERT_EQ(pthread_create(&t, NULL, loader_main, ld), 0);
-    t0 = now_ms();
-    while (atomic_load(&ld->ok_calls) < 3) {
-        ASSERT_LE(now_ms() - t0, 20000);
-        sleep_ms(2);
-    }
-    while (!atomic_load(&ld->in_call)) {
-        ASSERT_LE(now_ms() - t0, 20000);
-    }
+    loader_start(ld, c, &t);
     sleep_ms(3); /* most of a 64 MiB batch is the transfer, not its RPCs */
     t_stop = now_ms();
     ASSERT_EQ(kill(node.pid, SIGSTOP), 0);
