@@ -290,8 +290,7 @@ kvp_status_t kvp_get(kvp_client_h client, const char *ns, const kvp_key_t *key,
     return status;
 }
 
-/* Build a KeysRequest that borrows the caller's keys. */
-static ProtobufCBinaryData *keys_borrow(const kvp_key_t *keys, size_t count)
+ProtobufCBinaryData *kvp__keys_borrow(const kvp_key_t *keys, size_t count)
 {
     ProtobufCBinaryData *bin = kv_malloc(count * sizeof(*bin) + 1, "key list");
 
@@ -315,7 +314,7 @@ static kvp_status_t keys_call(kvp_client_h client, unsigned method,
     }
     req.ns     = kvp__ns_bytes(ns);
     req.n_keys = count;
-    req.keys   = keys_borrow(keys, count);
+    req.keys   = kvp__keys_borrow(keys, count);
     status     = kv_rpc_call(client->rpc, method, &req.base, NULL, 0,
                              client->timeout_ms, reply_p, NULL);
     kv_free(req.keys);

@@ -26,6 +26,12 @@ struct kvp_client {
 /** A namespace as the wire carries it. */
 ProtobufCBinaryData kvp__ns_bytes(const char *ns);
 
+/**
+ * Keys as a request's repeated bytes field, borrowing the caller's key
+ * bytes.  Free the array (only) with kv_free().
+ */
+ProtobufCBinaryData *kvp__keys_borrow(const kvp_key_t *keys, size_t count);
+
 /** @return non-zero if @p ns is 1..KVP_NAMESPACE_MAX bytes. */
 int kvp__ns_valid(const char *ns);
 

@@ -12,6 +12,7 @@
 #include <kv/alloc.h>
 #include <kv/hash.h>
 #include <kv/log.h>
+#include <kv/util.h>
 
 #include <errno.h>
 #include <stddef.h>
@@ -25,16 +26,9 @@
 
 static int same_host(const ProtobufCBinaryData *host_id)
 {
-    char  mine[64] = "";
-    FILE *f        = fopen("/proc/sys/kernel/random/boot_id", "r");
+    char mine[64];
 
-    if (f != NULL) {
-        if (fgets(mine, sizeof(mine), f) == NULL) {
-            mine[0] = '\0';
-        }
-        mine[strcspn(mine, "\n")] = '\0';
-        fclose(f);
-    }
+    kv_host_id(mine, sizeof(mine));
     return mine[0] != '\0' && host_id->len == strlen(mine) &&
            memcmp(host_id->data, mine, host_id->len) == 0;
 }

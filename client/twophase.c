@@ -65,17 +65,6 @@ static int span_valid(const Kvpool__BlockSpan *span, uint64_t arena_size)
            span->size <= arena_size - span->offset;
 }
 
-static ProtobufCBinaryData *keys_borrow(const kvp_key_t *keys, size_t count)
-{
-    ProtobufCBinaryData *bin = kv_malloc(count * sizeof(*bin) + 1, "key list");
-
-    for (size_t i = 0; i < count; i++) {
-        bin[i].data = (uint8_t *)keys[i].bytes;
-        bin[i].len  = KVP_KEY_LEN;
-    }
-    return bin;
-}
-
 kvp_status_t kvp__twophase_put(kvp_client_h client, kvp__move_func_t move,
                                uint64_t arena_size, const char *ns,
                                const kvp_key_t *keys, const void *const *datas,
@@ -91,7 +80,7 @@ kvp_status_t kvp__twophase_put(kvp_client_h client, kvp__move_func_t move,
 
     start.ns      = kvp__ns_bytes(ns);
     start.n_keys  = count;
-    start.keys    = keys_borrow(keys, count);
+    start.keys    = kvp__keys_borrow(keys, count);
     start.n_sizes = count;
     start.sizes   = (uint64_t *)sizes;
     status = kv_rpc_call(client->rpc, KV_POOL_PUT_START, &start.base, NULL, 0,
@@ -167,7 +156,7 @@ kvp_status_t kvp__twophase_get(kvp_client_h client, kvp__move_func_t move,
 
     start.ns     = kvp__ns_bytes(ns);
     start.n_keys = count;
-    start.keys   = keys_borrow(keys, count);
+    start.keys   = kvp__keys_borrow(keys, count);
     status = kv_rpc_call(client->rpc, KV_POOL_GET_START, &start.base, NULL, 0,
                          client->timeout_ms, (ProtobufCMessage **)&started, NULL);
     kv_free(start.keys);

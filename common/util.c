@@ -125,6 +125,20 @@ int kv_addr_is_loopback(const struct sockaddr *addr)
     return addr->sa_family == AF_UNIX;
 }
 
+void kv_host_id(char *out, size_t len)
+{
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+
+    out[0] = '\0';
+    if (f != NULL) {
+        if (fgets(out, (int)len, f) == NULL) {
+            out[0] = '\0';
+        }
+        out[strcspn(out, "\n")] = '\0';
+        fclose(f);
+    }
+}
+
 kvp_status_t kv_status_from_errno(int err)
 {
     switch (err) {

@@ -325,20 +325,6 @@ static const kv_rpc_sink_func_t node_sinks[KV_POOL_METHOD_COUNT] = {
     [KV_POOL_PUT] = put_sink,
 };
 
-/* The boot id names this host; clients compare it with theirs. */
-static void read_host_id(char *out, size_t len)
-{
-    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
-
-    out[0] = '\0';
-    if (f != NULL) {
-        if (fgets(out, (int)len, f) != NULL) {
-            out[strcspn(out, "\n")] = '\0';
-        }
-        fclose(f);
-    }
-}
-
 kvp_status_t kv_node_create(kv_evloop_t *loop, const kv_node_config_t *config,
                             kv_node_t **node_p)
 {
@@ -356,7 +342,7 @@ kvp_status_t kv_node_create(kv_evloop_t *loop, const kv_node_config_t *config,
     node         = kv_calloc(1, sizeof(*node), "node");
     node->config = *config;
     node->loop   = loop;
-    read_host_id(node->host_id, sizeof(node->host_id));
+    kv_host_id(node->host_id, sizeof(node->host_id)); /* clients compare theirs */
     status = kv_arena_create(config->memory, &node->arena);
     if (status != KVP_OK) {
         goto err_free;

@@ -41,6 +41,12 @@ kvp_status_t kv_addr_parse(const char *text, struct sockaddr_storage *addr_p,
 /** @return non-zero if @p addr is a loopback address (127/8 or ::1). */
 int kv_addr_is_loopback(const struct sockaddr *addr);
 
+/**
+ * This host's boot id (32 hex digits and dashes, from the kernel), which
+ * tells whether two processes run on one host.  Writes "" if unknown.
+ */
+void kv_host_id(char *out, size_t len);
+
 /** Convert errno to a status (ECONNREFUSED -> CONNECTION_REFUSED, ...). */
 kvp_status_t kv_status_from_errno(int err);
 
