@@ -1,0 +1,129 @@
+/**
+ * @file prefix_index.h
+ * @brief The global prefix index: which blocks of which chains are cached,
+ * and where.
+ *
+ * Blocks are named by (namespace id, 128-bit key).  Keys are chained (a
+ * key hashes its block and every block before it), so each key has one
+ * parent: the key before it in its chain, or none for a chain's first
+ * block.  The index is a tree of such keys; each entry holds the set of
+ * locations (pool node, tier) that hold a committed copy.
+ *
+ * A block is *cached* when it has at least one location and its parent is
+ * cached (or it has no parent).  Cached is prefix-closed by construction:
+ * if block i of a chain is cached, so are blocks 0..i-1.  So the longest
+ * cached prefix of a chain is found by binary search over the chain, with
+ * O(log n) hash lookups.  A block stored before its parent (events from
+ * two nodes may cross) is kept, uncached, and becomes cached when its
+ * parent does; when a block loses its last location, its descendants
+ * become uncached (they keep their locations).
+ *
+ * Locations are packed words, as on the wire: KV_LOC(node, tier) of
+ * <kvproto/coord_service.h> (node 1..65535, tier 0..255).
+ *
+ * Threading: none.  An index belongs to one thread.
+ */
+#ifndef KVCOORD_PREFIX_INDEX_H
+#define KVCOORD_PREFIX_INDEX_H
+
+#include <kvpool/kvpool.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+/** Most namespaces an index interns. */
+#define KV_INDEX_MAX_NAMESPACES 1024
+/** Longest chain Match and PlanPut accept. */
+#define KV_INDEX_MAX_CHAIN KVP_BATCH_MAX
+
+typedef struct kv_prefix_index kv_prefix_index_t;
+
+/** Counters of kv_index_stats(). */
+typedef struct kv_index_stats {
+    uint64_t entries;     /**< keys held (cached or not) */
+    uint64_t cached;      /**< cached blocks */
+    uint64_t locations;   /**< (block, location) pairs */
+    uint64_t bytes;       /**< memory the index holds, all included */
+} kv_index_stats_t;
+
+/**
+ * @brief Create an empty index.
+ * @param [in] expected_blocks a sizing hint (0 for a small default).
+ * @return KVP_OK; KVP_ERR_NO_MEMORY; KVP_ERR_INVALID_PARAM (NULL).
+ */
+kvp_status_t kv_index_create(size_t expected_blocks, kv_prefix_index_t **index_p);
+
+/** @brief Free the index.  NULL is accepted. */
+void kv_index_destroy(kv_prefix_index_t *index);
+
+/**
+ * @brief The id of namespace @p ns (@p len bytes, 1..KVP_NAMESPACE_MAX),
+ * interning it if @p create.
+ * @return KVP_OK; KVP_ERR_NOT_FOUND (unknown and !create);
+ *         KVP_ERR_NO_SPACE (KV_INDEX_MAX_NAMESPACES reached);
+ *         KVP_ERR_INVALID_PARAM.
+ */
+kvp_status_t kv_index_ns_id(kv_prefix_index_t *index, const void *ns, size_t len,
+                            int create, uint32_t *id_p);
+
+/**
+ * @brief Record that @p loc holds a committed copy of @p key.
+ *
+ * @param [in] parent the key before @p key in its chain, or NULL when
+ *                    @p key starts a chain.  A key keeps the parent it was
+ *                    first stored with.
+ * @return KVP_OK (also when @p loc was already recorded);
+ *         KVP_ERR_NO_MEMORY; KVP_ERR_INVALID_PARAM (bad ns id, loc with
+ *         node 0, a key that is its own parent).
+ */
+kvp_status_t kv_index_store(kv_prefix_index_t *index, uint32_t ns_id,
+                            const kvp_key_t *key, const kvp_key_t *parent,
+                            uint32_t loc);
+
+/**
+ * @brief Record that @p loc no longer holds @p key.
+ * @return 1 if that location was recorded, else 0.
+ */
+int kv_index_remove(kv_prefix_index_t *index, uint32_t ns_id,
+                    const kvp_key_t *key, uint32_t loc);
+
+/**
+ * @brief Drop every location on pool node @p node (its lease ran out).
+ * @return how many locations were dropped.
+ */
+size_t kv_index_remove_node(kv_prefix_index_t *index, uint32_t node);
+
+/**
+ * @return the length of the longest cached prefix of @p keys (@p count
+ *         keys, a chain), by binary search.  0 for an unknown ns id.
+ */
+size_t kv_index_match(const kv_prefix_index_t *index, uint32_t ns_id,
+                      const kvp_key_t *keys, size_t count);
+
+/**
+ * @brief The locations of @p key.
+ * @param [out] locs up to @p max of them (may be NULL when @p max is 0).
+ * @return how many locations the key has (may exceed @p max); 0 if the
+ *         key is unknown.
+ */
+size_t kv_index_locations(const kv_prefix_index_t *index, uint32_t ns_id,
+                          const kvp_key_t *key, uint32_t *locs, size_t max);
+
+/** @return non-zero if @p key is cached (see above). */
+int kv_index_cached(const kv_prefix_index_t *index, uint32_t ns_id,
+                    const kvp_key_t *key);
+
+/**
+ * @brief Call @p fn for each (namespace id, key, parent or NULL, location)
+ * held at pool node @p node, until it returns non-zero.
+ */
+void kv_index_foreach_node(const kv_prefix_index_t *index, uint32_t node,
+                           int (*fn)(uint32_t ns_id, const kvp_key_t *key,
+                                     const kvp_key_t *parent, uint32_t loc,
+                                     void *arg),
+                           void *arg);
+
+/** @brief Fill @p stats_p. */
+void kv_index_stats(const kv_prefix_index_t *index, kv_index_stats_t *stats_p);
+
+#endif
