@@ -56,6 +56,9 @@ struct kv_block_table {
     uint64_t      evictions;
     uint64_t      evicted_bytes;
 
+    kv_block_listener_t listener;
+    void         *listener_arg;
+
     uint32_t      ns_count;
     char        **ns_names;     /* [KV_BLOCK_TABLE_MAX_NAMESPACES] */
     uint8_t      *ns_lens;      /* [KV_BLOCK_TABLE_MAX_NAMESPACES] */
@@ -185,6 +188,9 @@ static void block_release(kv_block_table_t *table, kv_block_t *block)
 static void block_unpublish(kv_block_table_t *table, kv_block_t *block)
 {
     assert(block->state == KV_BLOCK_STATE_COMMITTED);
+    if (table->listener != NULL) {
+        table->listener(table->listener_arg, 0, block);
+    }
     block_hash_remove(table, block);
     block_list_remove(&table->lru, block);
     table->num_blocks--;
@@ -403,6 +409,9 @@ void kv_block_table_commit(kv_block_table_t *table, kv_block_t *block,
     block_list_push_head(&table->lru, block);
     table->num_blocks++;
     table->used_bytes += block->alloc_size;
+    if (table->listener != NULL) {
+        table->listener(table->listener_arg, 1, block);
+    }
 }
 
 void kv_block_table_abort(kv_block_table_t *table, kv_block_t *block)
@@ -466,6 +475,42 @@ int kv_block_table_remove(kv_block_table_t *table, uint32_t ns_id,
     }
     block_unpublish(table, block);
     return 1;
+}
+
+void kv_block_table_set_parent(kv_block_t *block, const kvp_key_t *parent)
+{
+    assert(block->state == KV_BLOCK_STATE_PENDING);
+    block->parent     = *parent;
+    block->has_parent = 1;
+}
+
+void kv_block_table_set_listener(kv_block_table_t *table,
+                                 kv_block_listener_t listener, void *arg)
+{
+    table->listener     = listener;
+    table->listener_arg = arg;
+}
+
+void kv_block_table_foreach(const kv_block_table_t *table,
+                            int (*fn)(const kv_block_t *block, void *arg),
+                            void *arg)
+{
+    for (const kv_block_t *block = table->lru.head; block != NULL;
+         block = block->next) {
+        if (fn(block, arg) != 0) {
+            return;
+        }
+    }
+}
+
+const char *kv_block_table_ns_name(const kv_block_table_t *table, uint32_t ns_id,
+                                   size_t *len_p)
+{
+    if (ns_id >= table->ns_count) {
+        return NULL;
+    }
+    *len_p = table->ns_lens[ns_id];
+    return table->ns_names[ns_id];
 }
 
 void *kv_block_table_data(kv_block_table_t *table, const kv_block_t *block)

@@ -45,8 +45,9 @@
 typedef struct kv_block_table kv_block_table_t;
 
 /**
- * A stored block.  The first six fields may be read by the table's users;
- * none may be written.  The rest is private to block_table.c.
+ * A stored block.  The fields up to has_parent may be read by the table's
+ * users; none may be written but through the calls below.  The rest is
+ * private to block_table.c.
  */
 typedef struct kv_block {
     kvp_key_t        key;
@@ -55,6 +56,8 @@ typedef struct kv_block {
     uint64_t         offset;     /**< arena offset of the bytes */
     uint64_t         size;       /**< block size in bytes, as reserved */
     uint64_t         checksum;   /**< XXH3-64 of the bytes, set by commit */
+    kvp_key_t        parent;     /**< the key before this one in its chain */
+    int              has_parent; /**< 0: a chain's first block, or unknown */
 
     /* private */
     uint64_t         alloc_size; /* arena extent size (rounded) */
@@ -189,6 +192,41 @@ void kv_block_table_unpin(kv_block_table_t *table, kv_block_t *block);
  */
 int kv_block_table_remove(kv_block_table_t *table, uint32_t ns_id,
                           const kvp_key_t *key);
+
+/**
+ * @brief Set the key before a PENDING @p block's key in its chain (see
+ * kv_block_t::parent).  Blocks without one start a chain, or were stored
+ * without chain information.
+ */
+void kv_block_table_set_parent(kv_block_t *block, const kvp_key_t *parent);
+
+/**
+ * Called when a block becomes visible (@p stored = 1: committed) or stops
+ * being visible (@p stored = 0: evicted, removed, or replaced by a newer
+ * commit of the same key, in which case the removal comes first).  The
+ * block must not be changed or kept; the table must not be called from
+ * the listener.
+ */
+typedef void (*kv_block_listener_t)(void *arg, int stored, const kv_block_t *block);
+
+/** @brief Set (or clear, with NULL) the table's one listener. */
+void kv_block_table_set_listener(kv_block_table_t *table,
+                                 kv_block_listener_t listener, void *arg);
+
+/**
+ * @brief Call @p fn for each COMMITTED block, most recently used first,
+ * until it returns non-zero.  @p fn must not call the table.
+ */
+void kv_block_table_foreach(const kv_block_table_t *table,
+                            int (*fn)(const kv_block_t *block, void *arg),
+                            void *arg);
+
+/**
+ * @return the bytes of namespace @p ns_id (not NUL-terminated) and their
+ *         length in @p len_p, or NULL for an unknown id.
+ */
+const char *kv_block_table_ns_name(const kv_block_table_t *table, uint32_t ns_id,
+                                   size_t *len_p);
 
 /** @return the address of @p block's bytes in the arena. */
 void *kv_block_table_data(kv_block_table_t *table, const kv_block_t *block);

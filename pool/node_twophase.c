@@ -174,6 +174,12 @@ void kv_node_put_start(kv_rpc_call_t *call, const ProtobufCMessage *msg,
                            "%zu keys but %zu sizes", req->n_keys, req->n_sizes);
         return;
     }
+    if ((req->parent.len != 0) && (!req->chain || (req->parent.len != KVP_KEY_LEN))) {
+        kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM,
+                           "a parent key needs chain and %d bytes, not %zu",
+                           KVP_KEY_LEN, req->parent.len);
+        return;
+    }
     session = op_begin(call, node, &req->ns, req->keys, req->n_keys);
     if (session == NULL) {
         return;
@@ -198,6 +204,10 @@ void kv_node_put_start(kv_rpc_call_t *call, const ProtobufCMessage *msg,
         }
         op->statuses[i]          = status;
         reply.blocks[i]->status  = status;
+        if ((status == KVP_OK) && req->chain && ((i > 0) || (req->parent.len != 0))) {
+            kv_block_table_set_parent(op->blocks[i], (const kvp_key_t *)
+                                      (i > 0 ? req->keys[i - 1].data : req->parent.data));
+        }
         if (status == KVP_OK) {
             reply.blocks[i]->offset = op->blocks[i]->offset;
             reply.blocks[i]->size   = op->blocks[i]->size;

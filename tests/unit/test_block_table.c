@@ -764,6 +764,67 @@ static void test_random_against_model(void)
     teardown(&f);
 }
 
+/* What the listener saw: +n for a store of key n, -n for a removal. */
+typedef struct events {
+    int64_t seen[16];
+    int     n;
+} events_t;
+
+static void record(void *arg, int stored, const kv_block_t *block)
+{
+    events_t *ev = arg;
+    uint64_t  n;
+
+    memcpy(&n, block->key.bytes + 8, sizeof(n));
+    ASSERT(ev->n < 16);
+    ev->seen[ev->n++] = stored ? (int64_t)n : -(int64_t)n;
+}
+
+static int count_block(const kv_block_t *block, void *arg)
+{
+    (*(int *)arg)++;
+    return 0;
+}
+
+static void test_listener_parent_foreach(void)
+{
+    fixture_t   f;
+    events_t    ev = { .n = 0 };
+    kvp_key_t   k1 = make_key(1), k2 = make_key(2);
+    kv_block_t *block;
+    size_t      len;
+    int         count = 0;
+
+    setup(&f, 4 * PAGE);
+    kv_block_table_set_listener(f.table, record, &ev);
+    put(&f, f.ns, 1, PAGE, 1);
+    ASSERT_OK(kv_block_table_reserve(f.table, f.ns, &k2, PAGE, &block));
+    ASSERT(!block->has_parent);
+    kv_block_table_set_parent(block, &k1);
+    kv_block_table_commit(f.table, block, 0);
+    block = get(&f, f.ns, 2);
+    ASSERT(block->has_parent);
+    ASSERT(memcmp(&block->parent, &k1, sizeof(k1)) == 0);
+    put(&f, f.ns, 2, PAGE, 2);           /* replace: removal first */
+    put(&f, f.ns, 3, PAGE, 3);
+    put(&f, f.ns, 4, PAGE, 4);
+    put(&f, f.ns, 5, PAGE, 5);           /* evicts the LRU block, 1 */
+    ASSERT(kv_block_table_remove(f.table, f.ns, &k2));
+    {
+        const int64_t want[] = { 1, 2, -2, 2, 3, 4, -1, 5, -2 };
+        ASSERT_EQ(ev.n, (int)(sizeof(want) / sizeof(want[0])));
+        for (int i = 0; i < ev.n; i++) {
+            ASSERT_EQ(ev.seen[i], want[i]);
+        }
+    }
+    kv_block_table_foreach(f.table, count_block, &count);
+    ASSERT_EQ(count, 3);
+    ASSERT(memcmp(kv_block_table_ns_name(f.table, f.ns, &len), "default", 7) == 0);
+    ASSERT_EQ(len, 7);
+    ASSERT(kv_block_table_ns_name(f.table, f.ns + 1, &len) == NULL);
+    teardown(&f);
+}
+
 KV_TEST_MAIN(KV_TEST(test_create_params), KV_TEST(test_namespace_ids),
              KV_TEST(test_namespace_cap), KV_TEST(test_insert_lookup),
              KV_TEST(test_reserve_errors), KV_TEST(test_replace),
@@ -772,4 +833,5 @@ KV_TEST_MAIN(KV_TEST(test_create_params), KV_TEST(test_namespace_ids),
              KV_TEST(test_no_pointless_eviction),
              KV_TEST(test_pending_never_evicted), KV_TEST(test_remove),
              KV_TEST(test_namespace_isolation), KV_TEST(test_many_blocks),
-             KV_TEST(test_random_against_model))
+             KV_TEST(test_random_against_model),
+             KV_TEST(test_listener_parent_foreach))
