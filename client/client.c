@@ -26,19 +26,12 @@ ProtobufCBinaryData kvp__ns_bytes(const char *ns)
     return bin;
 }
 
-kvp_status_t kvp_client_connect(const char *address,
-                                const kvp_client_params_t *params,
-                                kvp_client_h *client_p)
+/* kvp_client_params_t and $KVPOOL_TRANSPORT with their defaults applied. */
+static kvp_status_t conn_opts(const kvp_client_params_t *params, kvp__conn_opts_t *opts)
 {
-    kv_rpc_client_params_t rpc = {0};
-    kvp_client_h           client;
-    kvp_status_t           status;
-    uint64_t               mask      = params ? params->field_mask : 0;
-    const char            *transport = getenv("KVPOOL_TRANSPORT");
+    uint64_t    mask      = params ? params->field_mask : 0;
+    const char *transport = getenv("KVPOOL_TRANSPORT");
 
-    if (address == NULL || client_p == NULL) {
-        return KVP_ERR_INVALID_PARAM;
-    }
     if ((mask & KVP_CLIENT_PARAM_TRANSPORT) && params->transport != NULL) {
         transport = params->transport;
     } else if (transport == NULL) {
@@ -48,24 +41,26 @@ kvp_status_t kvp_client_connect(const char *address,
         strcmp(transport, "frame") != 0 && strcmp(transport, "ucx") != 0) {
         return KVP_ERR_INVALID_PARAM;
     }
-    client             = kv_calloc(1, sizeof(*client), "client");
-    client->timeout_ms = (mask & KVP_CLIENT_PARAM_TIMEOUT_MS) ? params->timeout_ms
-                                                              : DEFAULT_TIMEOUT_MS;
-    rpc.address    = address;
-    rpc.token      = (mask & KVP_CLIENT_PARAM_TOKEN) ? params->token : NULL;
-    rpc.name       = (mask & KVP_CLIENT_PARAM_NAME) ? params->name : "libkvpool";
-    rpc.timeout_ms = client->timeout_ms;
-    rpc.service    = &kvpool__pool_node__descriptor;
-    status         = kv_rpc_client_create(&rpc, &client->rpc);
-    if (status != KVP_OK) {
-        kv_log_warn("connect to %s: %s", address, kvp_status_string(status));
-        goto err_free;
-    }
+    opts->transport  = transport;
+    opts->token      = (mask & KVP_CLIENT_PARAM_TOKEN) ? params->token : NULL;
+    opts->name       = (mask & KVP_CLIENT_PARAM_NAME) ? params->name : "libkvpool";
+    opts->timeout_ms = (mask & KVP_CLIENT_PARAM_TIMEOUT_MS) ? params->timeout_ms
+                                                            : DEFAULT_TIMEOUT_MS;
+    return KVP_OK;
+}
+
+/* Set up the data path @p opts asks for to the node @p client reached. */
+static kvp_status_t attach_data_path(kvp_client_h client, const char *address,
+                                     const kvp__conn_opts_t *opts)
+{
+    const char  *transport = opts->transport;
+    kvp_status_t status;
+
     if (strcmp(transport, "auto") == 0 || strcmp(transport, "shm") == 0) {
-        status = kvp__shm_attach(client, rpc.token);
+        status = kvp__shm_attach(client, opts->token);
         if (status != KVP_OK && strcmp(transport, "shm") == 0) {
             kv_log_warn("%s: no shared arena: %s", address, kvp_status_string(status));
-            goto err_rpc;
+            return status;
         }
     }
     if ((strcmp(transport, "auto") == 0 && client->shm_base == NULL) ||
@@ -73,8 +68,56 @@ kvp_status_t kvp_client_connect(const char *address,
         status = kvp__ucx_attach(client, address);
         if (status != KVP_OK && strcmp(transport, "ucx") == 0) {
             kv_log_warn("%s: no ucx data path: %s", address, kvp_status_string(status));
+            return status;
+        }
+    }
+    return KVP_OK;
+}
+
+/*
+ * Connect and shake hands.  The HelloReply says whether the peer is a pool
+ * node (then the data path is set up) or the coordinator (then, if
+ * @p allow_coord, the handle goes into cluster mode).
+ */
+static kvp_status_t client_open(const char *address, const kvp__conn_opts_t *opts,
+                                int allow_coord, kvp_client_h *client_p)
+{
+    kv_rpc_client_params_t rpc = {0};
+    kvp_client_h           client;
+    kv_rpc_client_t       *coord;
+    kvp_status_t           status;
+
+    client             = kv_calloc(1, sizeof(*client), "client");
+    client->timeout_ms = opts->timeout_ms;
+    rpc.address    = address;
+    rpc.token      = opts->token;
+    rpc.name       = opts->name;
+    rpc.timeout_ms = opts->timeout_ms;
+    rpc.service    = &kvpool__pool_node__descriptor;
+    status         = kv_rpc_client_create(&rpc, &client->rpc);
+    if (status != KVP_OK) {
+        kv_log_warn("connect to %s: %s", address, kvp_status_string(status));
+        goto err_free;
+    }
+    if (kv_rpc_client_hello(client->rpc)->coordinator) {
+        if (!allow_coord) {
+            kv_log_warn("%s is a coordinator, not a pool node", address);
+            status = KVP_ERR_PROTOCOL;
             goto err_rpc;
         }
+        coord       = client->rpc;
+        client->rpc = NULL;
+        kv_rpc_client_set_service(coord, &kvpool__coordinator__descriptor);
+        status = kvp__cluster_open(client, coord, address, opts);
+        if (status != KVP_OK) {
+            goto err_free;
+        }
+        *client_p = client;
+        return KVP_OK;
+    }
+    status = attach_data_path(client, address, opts);
+    if (status != KVP_OK) {
+        goto err_rpc;
     }
     *client_p = client;
     return KVP_OK;
@@ -86,8 +129,34 @@ err_free:
     return status;
 }
 
+kvp_status_t kvp__node_connect(const char *address, const kvp__conn_opts_t *opts,
+                               kvp_client_h *client_p)
+{
+    return client_open(address, opts, 0, client_p);
+}
+
+kvp_status_t kvp_client_connect(const char *address,
+                                const kvp_client_params_t *params,
+                                kvp_client_h *client_p)
+{
+    kvp__conn_opts_t opts;
+    kvp_status_t     status;
+
+    if (address == NULL || client_p == NULL) {
+        return KVP_ERR_INVALID_PARAM;
+    }
+    status = conn_opts(params, &opts);
+    if (status != KVP_OK) {
+        return status;
+    }
+    return client_open(address, &opts, 1, client_p);
+}
+
 const char *kvp_client_transport(kvp_client_h client)
 {
+    if (client->cluster != NULL) {
+        return kvp__cluster_transport(client);
+    }
     if (client->shm_base != NULL) {
         return "shm";
     }
@@ -100,6 +169,7 @@ void kvp_client_disconnect(kvp_client_h client)
         return;
     }
     kvp__async_destroy(client);
+    kvp__cluster_close(client);
     kv_rpc_client_destroy(client->rpc);
     kvp__shm_detach(client);
     kvp__ucx_detach(client);
@@ -201,6 +271,43 @@ static kvp_status_t frame_get(kvp_client_h client, const char *ns, const kvp_key
     return call_status(statuses, count);
 }
 
+kvp_status_t kvp__node_put(kvp_client_h client, const char *ns, const kvp_key_t *keys,
+                           const void *const *datas, const uint64_t *sizes,
+                           size_t count, int chain, const kvp_key_t *parent,
+                           kvp_status_t *statuses)
+{
+    if (count == 0) {
+        return KVP_OK;
+    }
+    if (client->shm_base != NULL) {
+        return kvp__twophase_put(client, kvp__shm_move, client->shm_size, ns, keys,
+                                 datas, sizes, count, chain, parent, statuses);
+    }
+    if (kvp__ucx_usable(client)) {
+        return kvp__twophase_put(client, kvp__ucx_move, kvp__ucx_arena_size(client), ns,
+                                 keys, datas, sizes, count, chain, parent, statuses);
+    }
+    return frame_put(client, ns, keys, datas, sizes, count, statuses);
+}
+
+kvp_status_t kvp__node_get(kvp_client_h client, const char *ns, const kvp_key_t *keys,
+                           void *const *bufs, const uint64_t *capacities, size_t count,
+                           uint64_t *sizes, kvp_status_t *statuses)
+{
+    if (count == 0) {
+        return KVP_OK;
+    }
+    if (client->shm_base != NULL) {
+        return kvp__twophase_get(client, kvp__shm_move, client->shm_size, ns, keys,
+                                 bufs, capacities, count, sizes, statuses);
+    }
+    if (kvp__ucx_usable(client)) {
+        return kvp__twophase_get(client, kvp__ucx_move, kvp__ucx_arena_size(client), ns,
+                                 keys, bufs, capacities, count, sizes, statuses);
+    }
+    return frame_get(client, ns, keys, bufs, capacities, count, sizes, statuses);
+}
+
 kvp_status_t kvp_put_batch(kvp_client_h client, const char *ns,
                            const kvp_key_t *keys, const void *const *datas,
                            const uint64_t *sizes, size_t count,
@@ -218,15 +325,10 @@ kvp_status_t kvp_put_batch(kvp_client_h client, const char *ns,
     if (count == 0) {
         return KVP_OK;
     }
-    if (client->shm_base != NULL) {
-        return kvp__twophase_put(client, kvp__shm_move, client->shm_size, ns, keys,
-                                 datas, sizes, count, statuses);
+    if (client->cluster != NULL) {
+        return kvp__cluster_put_batch(client, ns, keys, datas, sizes, count, statuses);
     }
-    if (kvp__ucx_usable(client)) {
-        return kvp__twophase_put(client, kvp__ucx_move, kvp__ucx_arena_size(client), ns,
-                                 keys, datas, sizes, count, statuses);
-    }
-    return frame_put(client, ns, keys, datas, sizes, count, statuses);
+    return kvp__node_put(client, ns, keys, datas, sizes, count, 0, NULL, statuses);
 }
 
 kvp_status_t kvp_get_batch(kvp_client_h client, const char *ns,
@@ -247,15 +349,11 @@ kvp_status_t kvp_get_batch(kvp_client_h client, const char *ns,
     if (count == 0) {
         return KVP_OK;
     }
-    if (client->shm_base != NULL) {
-        return kvp__twophase_get(client, kvp__shm_move, client->shm_size, ns, keys,
-                                 bufs, capacities, count, sizes, statuses);
+    if (client->cluster != NULL) {
+        return kvp__cluster_get_batch(client, ns, keys, bufs, capacities, count, sizes,
+                                      statuses);
     }
-    if (kvp__ucx_usable(client)) {
-        return kvp__twophase_get(client, kvp__ucx_move, kvp__ucx_arena_size(client), ns,
-                                 keys, bufs, capacities, count, sizes, statuses);
-    }
-    return frame_get(client, ns, keys, bufs, capacities, count, sizes, statuses);
+    return kvp__node_get(client, ns, keys, bufs, capacities, count, sizes, statuses);
 }
 
 kvp_status_t kvp_put(kvp_client_h client, const char *ns, const kvp_key_t *key,
@@ -330,6 +428,9 @@ kvp_status_t kvp_exists(kvp_client_h client, const char *ns,
     if (present_p == NULL) {
         return KVP_ERR_INVALID_PARAM;
     }
+    if (client != NULL && client->cluster != NULL) {
+        return kvp_match(client, ns, keys, count, present_p);
+    }
     status = keys_call(client, KV_POOL_EXISTS, ns, keys, count,
                        (ProtobufCMessage **)&reply);
     if (status != KVP_OK) {
@@ -346,6 +447,12 @@ kvp_status_t kvp_delete(kvp_client_h client, const char *ns,
     Kvpool__DeleteReply *reply;
     kvp_status_t         status;
 
+    if (client != NULL && client->cluster != NULL) {
+        if (!kvp__ns_valid(ns) || (keys == NULL && count > 0) || count > KVP_BATCH_MAX) {
+            return KVP_ERR_INVALID_PARAM;
+        }
+        return kvp__cluster_delete(client, ns, keys, count, deleted_p);
+    }
     status = keys_call(client, KV_POOL_DELETE, ns, keys, count,
                        (ProtobufCMessage **)&reply);
     if (status != KVP_OK) {
@@ -366,6 +473,9 @@ kvp_status_t kvp_stats(kvp_client_h client, kvp_stats_t *stats_p)
 
     if (client == NULL || stats_p == NULL) {
         return KVP_ERR_INVALID_PARAM;
+    }
+    if (client->cluster != NULL) {
+        return kvp__cluster_stats(client, stats_p);
     }
     status = kv_rpc_call(client->rpc, KV_POOL_STATS, &req.base, NULL, 0,
                          client->timeout_ms, (ProtobufCMessage **)&reply, NULL);

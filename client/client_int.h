@@ -11,9 +11,15 @@
 
 #include "kvpool.pb-c.h"
 
-typedef struct kvp__async kvp__async_t;
-typedef struct kvp__ucx   kvp__ucx_t;
+typedef struct kvp__async   kvp__async_t;
+typedef struct kvp__ucx     kvp__ucx_t;
+typedef struct kvp__cluster kvp__cluster_t;
 
+/*
+ * A handle is connected to a pool node (rpc set, cluster NULL) or to the
+ * coordinator (cluster set, rpc NULL: cluster.c owns the coordinator's
+ * connection and one handle of the first kind per node it talks to).
+ */
 struct kvp_client {
     kv_rpc_client_t *rpc;
     kvp__async_t    *async;     /* workers of the async calls, or NULL */
@@ -21,7 +27,72 @@ struct kvp_client {
     uint8_t         *shm_base;  /* the node's arena, mapped; NULL: frames */
     uint64_t         shm_size;
     kvp__ucx_t      *ucx;       /* the network data path, or NULL */
+    kvp__cluster_t  *cluster;   /* connected to a coordinator, or NULL */
 };
+
+/** kvp_client_params_t with its defaults applied (strings borrowed). */
+typedef struct kvp__conn_opts {
+    const char *token;      /* NULL: none */
+    const char *name;
+    const char *transport;  /* "auto", "shm", "ucx" or "frame" */
+    uint32_t    timeout_ms;
+} kvp__conn_opts_t;
+
+/**
+ * Connect to a pool node (cluster.c's node connections).
+ * @return as kvp_client_connect(); KVP_ERR_PROTOCOL if the peer is a
+ *         coordinator.
+ */
+kvp_status_t kvp__node_connect(const char *address, const kvp__conn_opts_t *opts,
+                               kvp_client_h *client_p);
+
+/**
+ * Put blocks on the node @p client is connected to, arguments checked.
+ * With @p chain, keys[i]'s parent is keys[i-1] and keys[0]'s is @p parent
+ * (NULL: keys[0] starts the chain); the two-phase paths tell the node, the
+ * frame path cannot.  Results as kvp_put_batch().
+ */
+kvp_status_t kvp__node_put(kvp_client_h client, const char *ns, const kvp_key_t *keys,
+                           const void *const *datas, const uint64_t *sizes,
+                           size_t count, int chain, const kvp_key_t *parent,
+                           kvp_status_t *statuses);
+
+/** Get blocks from the node @p client is connected to, arguments checked. */
+kvp_status_t kvp__node_get(kvp_client_h client, const char *ns, const kvp_key_t *keys,
+                           void *const *bufs, const uint64_t *capacities, size_t count,
+                           uint64_t *sizes, kvp_status_t *statuses);
+
+/**
+ * Cluster mode (cluster.c, cluster_data.c).  kvp__cluster_open() takes
+ * @p coord, the coordinator's connection, whatever it returns.  The other
+ * calls are the public calls of the same name for a handle connected to a
+ * coordinator, their arguments already checked.
+ */
+kvp_status_t kvp__cluster_open(kvp_client_h client, kv_rpc_client_t *coord,
+                               const char *address, const kvp__conn_opts_t *opts);
+void kvp__cluster_close(kvp_client_h client);
+const char *kvp__cluster_transport(kvp_client_h client);
+kvp_status_t kvp__cluster_match(kvp_client_h client, const char *ns,
+                                const kvp_key_t *keys, size_t count, size_t *matched_p);
+kvp_status_t kvp__cluster_put_chain(kvp_client_h client, const char *ns,
+                                    const kvp_key_t *keys, const void *const *datas,
+                                    const uint64_t *sizes, size_t count,
+                                    kvp_status_t *statuses);
+kvp_status_t kvp__cluster_get_chain(kvp_client_h client, const char *ns,
+                                    const kvp_key_t *keys, void *const *bufs,
+                                    const uint64_t *capacities, size_t count,
+                                    uint64_t *sizes, size_t *loaded_p);
+kvp_status_t kvp__cluster_put_batch(kvp_client_h client, const char *ns,
+                                    const kvp_key_t *keys, const void *const *datas,
+                                    const uint64_t *sizes, size_t count,
+                                    kvp_status_t *statuses);
+kvp_status_t kvp__cluster_get_batch(kvp_client_h client, const char *ns,
+                                    const kvp_key_t *keys, void *const *bufs,
+                                    const uint64_t *capacities, size_t count,
+                                    uint64_t *sizes, kvp_status_t *statuses);
+kvp_status_t kvp__cluster_delete(kvp_client_h client, const char *ns,
+                                 const kvp_key_t *keys, size_t count, size_t *deleted_p);
+kvp_status_t kvp__cluster_stats(kvp_client_h client, kvp_stats_t *stats_p);
 
 /** A namespace as the wire carries it. */
 ProtobufCBinaryData kvp__ns_bytes(const char *ns);
@@ -89,13 +160,14 @@ uint64_t kvp__ucx_arena_size(kvp_client_h client);
 /**
  * Batched put/get under the two-phase RPCs (twophase.c), with @p move
  * moving the bytes into or out of an arena of @p arena_size bytes.
- * Arguments and results as kvp_put_batch() / kvp_get_batch().
+ * Arguments and results as kvp_put_batch() / kvp_get_batch(); the put's
+ * @p chain and @p parent as kvp__node_put().
  */
 kvp_status_t kvp__twophase_put(kvp_client_h client, kvp__move_func_t move,
                                uint64_t arena_size, const char *ns,
                                const kvp_key_t *keys, const void *const *datas,
-                               const uint64_t *sizes, size_t count,
-                               kvp_status_t *statuses);
+                               const uint64_t *sizes, size_t count, int chain,
+                               const kvp_key_t *parent, kvp_status_t *statuses);
 kvp_status_t kvp__twophase_get(kvp_client_h client, kvp__move_func_t move,
                                uint64_t arena_size, const char *ns,
                                const kvp_key_t *keys, void *const *bufs,

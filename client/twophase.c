@@ -68,8 +68,8 @@ static int span_valid(const Kvpool__BlockSpan *span, uint64_t arena_size)
 kvp_status_t kvp__twophase_put(kvp_client_h client, kvp__move_func_t move,
                                uint64_t arena_size, const char *ns,
                                const kvp_key_t *keys, const void *const *datas,
-                               const uint64_t *sizes, size_t count,
-                               kvp_status_t *statuses)
+                               const uint64_t *sizes, size_t count, int chain,
+                               const kvp_key_t *parent, kvp_status_t *statuses)
 {
     Kvpool__PutStartRequest  start   = KVPOOL__PUT_START_REQUEST__INIT;
     Kvpool__PutCommitRequest commit  = KVPOOL__PUT_COMMIT_REQUEST__INIT;
@@ -83,6 +83,11 @@ kvp_status_t kvp__twophase_put(kvp_client_h client, kvp__move_func_t move,
     start.keys    = kvp__keys_borrow(keys, count);
     start.n_sizes = count;
     start.sizes   = (uint64_t *)sizes;
+    start.chain   = chain != 0;
+    if (chain && parent != NULL) {
+        start.parent.data = (uint8_t *)parent->bytes;
+        start.parent.len  = KVP_KEY_LEN;
+    }
     status = kv_rpc_call(client->rpc, KV_POOL_PUT_START, &start.base, NULL, 0,
                          client->timeout_ms, (ProtobufCMessage **)&started, NULL);
     kv_free(start.keys);

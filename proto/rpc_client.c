@@ -521,6 +521,12 @@ err_free:
     return status;
 }
 
+void kv_rpc_client_set_service(kv_rpc_client_t *client,
+                               const ProtobufCServiceDescriptor *service)
+{
+    client->service = service;
+}
+
 void kv_rpc_client_destroy(kv_rpc_client_t *client)
 {
     if (client == NULL) {

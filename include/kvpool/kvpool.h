@@ -6,6 +6,16 @@
  * prompt into a chain of 128-bit block keys, asks how long a prefix of that
  * chain is cached, loads the cached blocks and saves the new ones.
  *
+ * Two modes, chosen by the address given to kvp_client_connect():
+ *  - a pool node (kvpool-node): every call goes to that node;
+ *  - the coordinator (kvpool-coord): the pool is the coordinator's nodes.
+ *    The client asks the coordinator where a chain's blocks are (Match)
+ *    and where new ones go (PlanPut), and moves the blocks to and from the
+ *    nodes itself, batched per node and in parallel across nodes, over
+ *    connections it opens on first use.  The chain calls (kvp_match,
+ *    kvp_put_chain, kvp_get_chain) are made for this mode; every other
+ *    call works in it too, as its documentation says.
+ *
  * Threading: a kvp_client_h may be used by many threads at once; calls from
  * different threads are multiplexed on one connection (each call carries a
  * request id) and may be in flight together.  The library never prints; the
@@ -55,7 +65,7 @@ typedef struct kvp_key {
     uint8_t bytes[KVP_KEY_LEN];
 } kvp_key_t;
 
-/** Opaque connection to a pool node. */
+/** Opaque connection to a pool node, or to the coordinator of a pool. */
 typedef struct kvp_client *kvp_client_h;
 
 /** Bits of kvp_client_params_t::field_mask. */
@@ -108,7 +118,16 @@ typedef struct kvp_stats {
 } kvp_stats_t;
 
 /**
- * @brief Connect to a pool node and complete the handshake.
+ * @brief Connect to a pool node, or to the coordinator of a pool, and
+ * complete the handshake.
+ *
+ * The peer's handshake reply says which it is.  Connected to the
+ * coordinator, the client fetches the list of nodes (the coordinator's
+ * Nodes) and opens a connection to a node the first time a call needs it,
+ * with the same @p params (token, timeout, transport, name).  It fetches
+ * the list again when the coordinator names a node it does not know or a
+ * node's connection fails; a node it cannot reach is tried again after a
+ * second.  A lost coordinator connection is reopened by the next call.
  *
  * @param [in]  address  "HOST:PORT" (IPv4 or a name; "[v6]:PORT" for IPv6).
  * @param [in]  params   optional (NULL for all defaults).
@@ -116,8 +135,8 @@ typedef struct kvp_stats {
  *                       kvp_client_disconnect().
  * @return KVP_OK; KVP_ERR_INVALID_PARAM for a malformed address or too long
  *         a token; KVP_ERR_CONNECTION_REFUSED; KVP_ERR_VERSION or
- *         KVP_ERR_AUTH when the node refuses the handshake;
- *         KVP_ERR_TIMED_OUT.
+ *         KVP_ERR_AUTH when the peer refuses the handshake;
+ *         KVP_ERR_TIMED_OUT; KVP_ERR_PROTOCOL for a malformed node list.
  */
 KVP_EXPORT kvp_status_t kvp_client_connect(const char *address,
                                            const kvp_client_params_t *params,
@@ -127,7 +146,9 @@ KVP_EXPORT kvp_status_t kvp_client_connect(const char *address,
  * @brief The transport this connection moves block bytes with: "shm" (the
  * node's arena, mapped), "ucx" (one-sided over UCX; becomes "frame" once
  * the UCX connection has failed) or "frame" (inside RPC frames).  A static
- * string.
+ * string.  Connected to a coordinator: the transport of the node
+ * connections open now when they all agree, "mixed" when they differ,
+ * "none" when none is open yet.
  */
 KVP_EXPORT const char *kvp_client_transport(kvp_client_h client);
 
@@ -149,6 +170,11 @@ KVP_EXPORT void kvp_client_disconnect(kvp_client_h client);
  * @param [in] key   the block key.
  * @param [in] data  the block bytes (copied before the call returns).
  * @param [in] size  1..KVP_BLOCK_MAX.
+ *
+ * Connected to a coordinator, the block is a chain of one block: the
+ * coordinator places it (PlanPut), and a key the pool already caches is
+ * not stored again.
+ *
  * @return KVP_OK; KVP_ERR_INVALID_PARAM; KVP_ERR_TOO_LARGE (larger than the
  *         node's arena); KVP_ERR_NO_SPACE (everything else is pinned by
  *         readers); a connection error.
@@ -164,6 +190,10 @@ KVP_EXPORT kvp_status_t kvp_put(kvp_client_h client, const char *ns,
  * @param [in]  capacity length of @p buf.
  * @param [out] size_p   the block's size, set on success and on
  *                       KVP_ERR_BUFFER_TOO_SMALL.  May be NULL.
+ *
+ * Connected to a coordinator, the block is read from a node the
+ * coordinator says holds it.
+ *
  * @return KVP_OK; KVP_ERR_NOT_FOUND (a miss); KVP_ERR_BUFFER_TOO_SMALL;
  *         KVP_ERR_CHECKSUM (the bytes arrived damaged: treat as a miss;
  *         @p buf content is then undefined); KVP_ERR_INVALID_PARAM; a
@@ -177,6 +207,13 @@ KVP_EXPORT kvp_status_t kvp_get(kvp_client_h client, const char *ns,
  * @brief Store many blocks in one go.  Through the shared arena this is two
  * round trips whatever @p count is (reserve, copy, commit); in frames it is
  * one put per block.
+ *
+ * The keys are unrelated blocks (for a prompt's chain, kvp_put_chain()
+ * tells the pool how they chain).  Connected to a coordinator, each block
+ * is placed as a chain of one block (one PlanPut each, sent together), a
+ * key already cached is skipped (KVP_OK), and the blocks go to their nodes
+ * batched per node, in parallel; a block whose node fails has that node's
+ * connection error as its status.
  *
  * @param [in]  keys      @p count keys (0..KVP_BATCH_MAX).
  * @param [in]  datas     @p count pointers to block bytes (copied before
@@ -196,6 +233,11 @@ KVP_EXPORT kvp_status_t kvp_put_batch(kvp_client_h client, const char *ns,
 /**
  * @brief Load many blocks in one go into caller buffers.  Through the
  * shared arena the blocks are pinned under one lease, copied and verified.
+ *
+ * Connected to a coordinator, each key is looked up on its own (one Match
+ * each, sent together) and read from a node holding it, batched per node,
+ * in parallel; a block whose node fails has that node's connection error
+ * as its status.
  *
  * @param [out] bufs       @p count buffers.
  * @param [in]  capacities their lengths.
@@ -219,8 +261,10 @@ typedef struct kvp_mem *kvp_mem_h;
  * cache buffers, pinned), once, instead of on every call.  With the
  * network data path ("ucx") the region is registered with the transport,
  * as RDMA needs, and calls whose buffers lie inside it skip the per-call
- * registration; with "shm" and "frame" it only records the region.  Any
- * buffer works with every call, registered or not.
+ * registration; with "shm" and "frame" it only records the region, as it
+ * does connected to a coordinator (each node connection then registers
+ * the buffers of a call for that call).  Any buffer works with every call,
+ * registered or not.
  *
  * @param [in]  addr,len the region; it must stay valid until deregistered.
  * @param [out] mem_p    set on success.
@@ -281,7 +325,8 @@ KVP_EXPORT kvp_status_t kvp_request_wait(kvp_request_h req);
 KVP_EXPORT void kvp_request_free(kvp_request_h req);
 
 /**
- * @brief How many leading keys of a chain are stored.
+ * @brief How many leading keys of a chain are stored.  Connected to a
+ * coordinator, this is kvp_match().
  *
  * @param [in]  keys      the chain, @p count keys, 0..KVP_BATCH_MAX.
  * @param [out] present_p the length of the longest stored prefix.
@@ -295,18 +340,144 @@ KVP_EXPORT kvp_status_t kvp_exists(kvp_client_h client, const char *ns,
  * @brief Delete blocks.  Blocks being read stay readable until the reader
  * is done and are then freed.  Missing keys are not an error.
  *
- * @param [out] deleted_p how many of the keys were stored (may be NULL).
- * @return KVP_OK; KVP_ERR_INVALID_PARAM; a connection error.
+ * Connected to a coordinator, the keys are deleted on every node the
+ * coordinator lists (in parallel); the nodes then publish the removals.
+ *
+ * @param [out] deleted_p how many of the keys were stored (may be NULL);
+ *                        connected to a coordinator, the copies deleted,
+ *                        summed over the nodes.
+ * @return KVP_OK; KVP_ERR_INVALID_PARAM; a connection error (connected to
+ *         a coordinator: the first node that failed, after every node was
+ *         asked).
  */
 KVP_EXPORT kvp_status_t kvp_delete(kvp_client_h client, const char *ns,
                                    const kvp_key_t *keys, size_t count,
                                    size_t *deleted_p);
 
 /**
- * @brief Fetch the node's counters.
+ * @brief Fetch the node's counters.  Connected to a coordinator: the sum
+ * over the nodes it lists that answer (a node that cannot be reached is
+ * left out).
  * @param [out] stats_p filled on success.
+ * @return KVP_OK; KVP_ERR_INVALID_PARAM; a connection error (connected to
+ *         a coordinator: only when no node answered, or the coordinator
+ *         did not).
  */
 KVP_EXPORT kvp_status_t kvp_stats(kvp_client_h client, kvp_stats_t *stats_p);
+
+/**
+ * @brief The longest cached prefix of a chain.
+ *
+ * Connected to a coordinator, its index answers (Match): the blocks cached
+ * anywhere in the pool.  Connected to a node, the node's own blocks
+ * (as kvp_exists()).
+ *
+ * @param [in]  ns        namespace, as kvp_put().
+ * @param [in]  keys      the chain from its first block, @p count keys,
+ *                        0..KVP_BATCH_MAX.
+ * @param [out] matched_p how many leading keys are cached; set on KVP_OK.
+ * @return KVP_OK; KVP_ERR_INVALID_PARAM; KVP_ERR_PROTOCOL (a malformed
+ *         reply); a connection error.
+ */
+KVP_EXPORT kvp_status_t kvp_match(kvp_client_h client, const char *ns,
+                                  const kvp_key_t *keys, size_t count,
+                                  size_t *matched_p);
+
+/**
+ * @brief Save a chain: store the blocks of @p keys that are not cached yet.
+ *
+ * @p keys is a whole chain from its first block (keys[i]'s parent is
+ * keys[i-1]), so the pool can keep chains prefix-closed: it evicts a
+ * block's descendants before the block.  The leading blocks already cached
+ * are skipped; @p datas of those are not read.
+ *
+ * Connected to a coordinator, PlanPut says which blocks are cached and on
+ * which node each new one goes (it keeps a chain on few nodes); each node
+ * gets its blocks in one chained two-phase put per contiguous run of the
+ * chain, the nodes in parallel.  Connected to a node: one Exists, then one
+ * chained two-phase put (in frames, when that is the transport, the node
+ * is not told the chain).
+ *
+ * @param [in]  ns        namespace, as kvp_put().
+ * @param [in]  keys      the chain, @p count keys, 0..KVP_BATCH_MAX.
+ * @param [in]  datas     @p count pointers to block bytes (read before the
+ *                        call returns; only those of new blocks are read,
+ *                        but every pointer must be non-NULL).
+ * @param [in]  sizes     @p count sizes, 1..KVP_BLOCK_MAX each.
+ * @param [out] statuses  @p count per-block results, set when the call
+ *                        returns KVP_OK: KVP_OK for a block stored or
+ *                        already cached, else why it was not stored (as
+ *                        kvp_put(); a connection error when its node
+ *                        failed).
+ * @return KVP_OK (see @p statuses); KVP_ERR_INVALID_PARAM;
+ *         KVP_ERR_PROTOCOL (a malformed plan); a connection error of the
+ *         coordinator (or, connected to a node, of the node; then
+ *         @p statuses is undefined).
+ */
+KVP_EXPORT kvp_status_t kvp_put_chain(kvp_client_h client, const char *ns,
+                                      const kvp_key_t *keys,
+                                      const void *const *datas,
+                                      const uint64_t *sizes, size_t count,
+                                      kvp_status_t *statuses);
+
+/**
+ * @brief Load the longest cached prefix of a chain.
+ *
+ * Finds the cached prefix (Match, or Exists connected to a node) and reads
+ * those blocks into @p bufs, verifying every block's checksum.  Connected
+ * to a coordinator, each block is read from one of the nodes holding it,
+ * preferring the node that holds the longest run of the chain from there
+ * (so a chain kept on one node is read from that node alone), batched per
+ * node, the nodes in parallel.
+ *
+ * A block that is missing (evicted since the lookup), damaged, too large
+ * for its buffer, or whose node fails ends the prefix there: @p loaded_p
+ * counts only leading blocks whose bytes arrived and passed their
+ * checksum.  The buffers of the blocks after those hold undefined bytes.
+ *
+ * @param [in]  ns         namespace, as kvp_put().
+ * @param [in]  keys       the chain from its first block, @p count keys,
+ *                         0..KVP_BATCH_MAX.
+ * @param [out] bufs       @p count buffers.
+ * @param [in]  capacities their lengths.
+ * @param [out] sizes      @p count entries; sizes[i] is block i's size for
+ *                         i < *loaded_p (and for a block that did not fit
+ *                         its buffer); others are left undefined.
+ * @param [out] loaded_p   how many leading blocks were loaded; set on
+ *                         KVP_OK.
+ * @return KVP_OK (see @p loaded_p, 0 included); KVP_ERR_INVALID_PARAM;
+ *         KVP_ERR_PROTOCOL (a malformed lookup reply); a connection error
+ *         of the coordinator (connected to a node: of the node).
+ */
+KVP_EXPORT kvp_status_t kvp_get_chain(kvp_client_h client, const char *ns,
+                                      const kvp_key_t *keys, void *const *bufs,
+                                      const uint64_t *capacities, size_t count,
+                                      uint64_t *sizes, size_t *loaded_p);
+
+/** Counters of the coordinator's index, returned by kvp_index_stats(). */
+typedef struct kvp_index_stats {
+    uint64_t nodes;            /**< pool nodes registered now */
+    uint64_t blocks;           /**< cached blocks in the index */
+    uint64_t entries;          /**< index entries (cached or not) */
+    uint64_t index_bytes;      /**< memory the index holds */
+    uint64_t matches;          /**< Match requests served */
+    uint64_t matched_blocks;   /**< sum of their results */
+    uint64_t requested_blocks; /**< sum of their chain lengths */
+    uint64_t events;           /**< stored/removed events applied */
+    uint64_t lease_expiries;   /**< nodes dropped when their lease ran out */
+} kvp_index_stats_t;
+
+/**
+ * @brief Fetch the coordinator's counters.  The hit ratio its index saw
+ * is matched_blocks / requested_blocks (take the difference of two
+ * readings for an interval).
+ *
+ * @param [out] stats_p filled on success.
+ * @return KVP_OK; KVP_ERR_INVALID_PARAM; KVP_ERR_UNSUPPORTED (connected
+ *         to a node, not a coordinator); a connection error.
+ */
+KVP_EXPORT kvp_status_t kvp_index_stats(kvp_client_h client,
+                                        kvp_index_stats_t *stats_p);
 
 /**
  * @brief Turn token ids into chained block keys.

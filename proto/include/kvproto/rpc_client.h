@@ -34,6 +34,14 @@ typedef struct kv_rpc_client_params {
 kvp_status_t kv_rpc_client_create(const kv_rpc_client_params_t *params,
                                   kv_rpc_client_t **client_p);
 
+/**
+ * Type the connection's later calls by another service whose method 0 is
+ * Hello too: a client learns from the HelloReply whether it reached a pool
+ * node or the coordinator.  Only before any call other than the handshake.
+ */
+void kv_rpc_client_set_service(kv_rpc_client_t *client,
+                               const ProtobufCServiceDescriptor *service);
+
 /** Close the connection; calls in flight fail with CONNECTION_LOST. */
 void kv_rpc_client_destroy(kv_rpc_client_t *client);
 
