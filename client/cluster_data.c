@@ -274,6 +274,15 @@ static kvp_status_t match_call(kvp__cluster_t *cl, const char *ns, const kvp_key
     req.keys   = kvp__keys_borrow(keys, count);
     status = kvp__coord_call(cl, KV_COORD_MATCH, &req.base, (ProtobufCMessage **)&reply);
     kv_free(req.keys);
+    if (status == KVP_ERR_NOT_FOUND) {
+        /* no node has published a block of the namespace: nothing matches */
+        reply = kvpool__match_reply__unpack(NULL, 0, NULL); /* all fields 0 */
+        if (reply == NULL) {
+            return KVP_ERR_NO_MEMORY;
+        }
+        *reply_p = reply;
+        return KVP_OK;
+    }
     if (status != KVP_OK) {
         return status;
     }

@@ -1965,6 +1965,212 @@ static void test_async_batches(void)
     node_down(&node);
 }
 
+/* ---------------------------------------------------------------------- */
+/* Chains: kvp_match, kvp_put_chain, kvp_get_chain against one node        */
+/* ---------------------------------------------------------------------- */
+
+/* A chain of @p n blocks, its first @p shared shared with chain "base". */
+typedef struct {
+    size_t     n;
+    kvp_key_t  keys[64];
+    uint64_t   sizes[64];
+    uint8_t   *data[64];
+} test_chain_t;
+
+static void chain_make(test_chain_t *c, const char *name, size_t n, size_t shared)
+{
+    ASSERT_LE(n, 64);
+    c->n = n;
+    for (size_t i = 0; i < n; i++) {
+        int base    = i < shared;
+        c->keys[i]  = base ? key_of("base-%zu", i) : key_of("%s-%zu", name, i);
+        c->sizes[i] = (uint64_t)(16 + 9 * i) * KiB + (i % 3);
+        c->data[i]  = make_block(c->sizes[i], base ? 1000 + i : 2000 + i + 97 * n);
+    }
+}
+
+static void chain_free(test_chain_t *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        free(c->data[i]);
+    }
+}
+
+static void chain_put_ok(kvp_client_h client, const test_chain_t *c)
+{
+    kvp_status_t st[64];
+
+    ASSERT_OK(kvp_put_chain(client, "ns", c->keys, (const void *const *)c->data, c->sizes,
+                            c->n, st));
+    for (size_t i = 0; i < c->n; i++) {
+        ASSERT_OK(st[i]);
+    }
+}
+
+/* get_chain of @p c must load exactly @p want blocks, byte for byte. */
+static void chain_get_expect(kvp_client_h client, const test_chain_t *c, size_t want)
+{
+    void    *bufs[64];
+    uint64_t caps[64], sizes[64];
+    size_t   loaded = 999;
+
+    for (size_t i = 0; i < c->n; i++) {
+        caps[i] = c->sizes[i];
+        bufs[i] = malloc(caps[i]);
+    }
+    ASSERT_OK(kvp_get_chain(client, "ns", c->keys, bufs, caps, c->n, sizes, &loaded));
+    ASSERT_EQ(loaded, want);
+    for (size_t i = 0; i < loaded; i++) {
+        ASSERT_EQ(sizes[i], c->sizes[i]);
+        ASSERT(memcmp(bufs[i], c->data[i], c->sizes[i]) == 0);
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        free(bufs[i]);
+    }
+}
+
+static size_t match_of(kvp_client_h client, const test_chain_t *c)
+{
+    size_t matched = 999;
+
+    ASSERT_OK(kvp_match(client, "ns", c->keys, c->n, &matched));
+    return matched;
+}
+
+/* A chain put whole, read back whole; a second chain sharing its first
+ * blocks stores only its own; get_chain stops at the cached prefix. */
+static void test_chain_put_get(void)
+{
+    kv_test_node_t node;
+    kvp_client_h   client;
+    test_chain_t   a, b, longer;
+    kvp_stats_t    before, after;
+
+    node_up(&node, "128MiB", NULL);
+    client = connect_ok(&node);
+    chain_make(&a, "a", 20, 20);
+    chain_make(&b, "b", 30, 12);
+    chain_make(&longer, "longer", 26, 20);
+    ASSERT_EQ(match_of(client, &a), 0);
+    chain_get_expect(client, &a, 0);
+
+    stats_ok(client, &before);
+    chain_put_ok(client, &a);
+    stats_ok(client, &after);
+    ASSERT_EQ(after.puts - before.puts, 20);
+    ASSERT_EQ(match_of(client, &a), 20);
+    chain_get_expect(client, &a, 20);
+
+    /* b shares a's first 12 blocks: only its 18 own are stored */
+    before = after;
+    ASSERT_EQ(match_of(client, &b), 12);
+    chain_put_ok(client, &b);
+    stats_ok(client, &after);
+    ASSERT_EQ(after.puts - before.puts, 18);
+    ASSERT_EQ(match_of(client, &b), 30);
+    chain_get_expect(client, &b, 30);
+
+    /* a chain going on past what is cached loads the cached prefix */
+    ASSERT_EQ(match_of(client, &longer), 20);
+    chain_get_expect(client, &longer, 20);
+
+    /* putting a cached chain again stores nothing */
+    before = after;
+    chain_put_ok(client, &a);
+    stats_ok(client, &after);
+    ASSERT_EQ(after.puts, before.puts);
+    chain_free(&a);
+    chain_free(&b);
+    chain_free(&longer);
+    kvp_client_disconnect(client);
+    node_down(&node);
+}
+
+/* A missing block or one too large for its buffer ends the loaded prefix. */
+static void test_chain_cut(void)
+{
+    kv_test_node_t node;
+    kvp_client_h   client;
+    test_chain_t   c;
+    void          *bufs[64];
+    uint64_t       caps[64], sizes[64];
+    size_t         loaded = 999, deleted = 0;
+
+    node_up(&node, "128MiB", NULL);
+    client = connect_ok(&node);
+    chain_make(&c, "cut", 10, 0);
+    chain_put_ok(client, &c);
+    for (size_t i = 0; i < c.n; i++) {
+        caps[i] = c.sizes[i];
+        bufs[i] = malloc(caps[i]);
+    }
+    caps[3] = c.sizes[3] - 1;
+    ASSERT_OK(kvp_get_chain(client, "ns", c.keys, bufs, caps, c.n, sizes, &loaded));
+    ASSERT_EQ(loaded, 3);
+    ASSERT_EQ(sizes[3], c.sizes[3]); /* the block that did not fit says its size */
+    caps[3] = c.sizes[3];
+
+    ASSERT_OK(kvp_delete(client, "ns", &c.keys[6], 1, &deleted));
+    ASSERT_EQ(deleted, 1);
+    ASSERT_EQ(match_of(client, &c), 6);
+    chain_get_expect(client, &c, 6);
+
+    /* the chain is stored again from the missing block on */
+    chain_put_ok(client, &c);
+    ASSERT_EQ(match_of(client, &c), 10);
+    chain_get_expect(client, &c, 10);
+    for (size_t i = 0; i < c.n; i++) {
+        free(bufs[i]);
+    }
+    chain_free(&c);
+    kvp_client_disconnect(client);
+    node_down(&node);
+}
+
+/* Bad arguments are refused before anything goes on the wire. */
+static void test_chain_args(void)
+{
+    kv_test_node_t    node;
+    kvp_client_h      client;
+    kvp_key_t         keys[2] = {key_of("args-0"), key_of("args-1")};
+    uint8_t           byte = 7, buf[8];
+    const void       *datas[2] = {&byte, NULL};
+    void             *bufs[2] = {buf, NULL};
+    uint64_t          sizes[2] = {1, 1}, caps[2] = {sizeof(buf), 8}, got[2];
+    kvp_status_t      st[2];
+    size_t            n = 99;
+    kvp_index_stats_t ist;
+
+    node_up(&node, "64MiB", NULL);
+    client = connect_ok(&node);
+    ASSERT_STATUS(kvp_put_chain(client, "ns", keys, datas, sizes, 2, st),
+                  KVP_ERR_INVALID_PARAM); /* a NULL block */
+    datas[1] = &byte;
+    sizes[1] = 0;
+    ASSERT_STATUS(kvp_put_chain(client, "ns", keys, datas, sizes, 2, st),
+                  KVP_ERR_INVALID_PARAM); /* an empty block */
+    sizes[1] = 1;
+    ASSERT_STATUS(kvp_put_chain(client, NULL, keys, datas, sizes, 2, st),
+                  KVP_ERR_INVALID_PARAM);
+    ASSERT_STATUS(kvp_put_chain(client, "ns", keys, datas, sizes, KVP_BATCH_MAX + 1, st),
+                  KVP_ERR_INVALID_PARAM);
+    ASSERT_STATUS(kvp_match(client, "ns", keys, 2, NULL), KVP_ERR_INVALID_PARAM);
+    ASSERT_STATUS(kvp_match(client, "", keys, 2, &n), KVP_ERR_INVALID_PARAM);
+    ASSERT_STATUS(kvp_get_chain(client, "ns", keys, bufs, caps, 2, got, &n),
+                  KVP_ERR_INVALID_PARAM); /* a NULL buffer with a capacity */
+    ASSERT_STATUS(kvp_get_chain(client, "ns", keys, bufs, caps, 2, got, NULL),
+                  KVP_ERR_INVALID_PARAM);
+    ASSERT_OK(kvp_match(client, "ns", NULL, 0, &n));
+    ASSERT_EQ(n, 0);
+    ASSERT_OK(kvp_put_chain(client, "ns", NULL, NULL, NULL, 0, NULL));
+    ASSERT_STATUS(kvp_index_stats(client, &ist), KVP_ERR_UNSUPPORTED);
+    ASSERT_OK(kvp_put_chain(client, "ns", keys, datas, sizes, 2, st));
+    ASSERT_OK(st[0]);
+    ASSERT_OK(st[1]);
+    kvp_client_disconnect(client);
+    node_down(&node);
+}
+
 KV_TEST_MAIN(KV_TEST(test_put_get_random_sizes), KV_TEST(test_get_buffer_too_small),
              KV_TEST(test_get_missing), KV_TEST(test_replace),
              KV_TEST(test_namespaces_isolated), KV_TEST(test_exists_chain),
@@ -1977,4 +2183,5 @@ KV_TEST_MAIN(KV_TEST(test_put_get_random_sizes), KV_TEST(test_get_buffer_too_sma
              KV_TEST(test_connect_deadline_silent_peer),
              KV_TEST(test_call_deadline_stopped_node), KV_TEST(test_connection_refused),
              KV_TEST(test_reply_cut_mid_payload), KV_TEST(test_no_write_after_return),
-             KV_TEST(test_disconnect_with_calls_in_flight), KV_TEST(test_async_batches))
+             KV_TEST(test_disconnect_with_calls_in_flight), KV_TEST(test_async_batches),
+             KV_TEST(test_chain_put_get), KV_TEST(test_chain_cut), KV_TEST(test_chain_args))
