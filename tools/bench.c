@@ -202,7 +202,7 @@ int kv_cli_bench(int argc, char **argv)
         /* room for every block, plus slack for the allocator's rounding */
         snprintf(memory, sizeof(memory), "%lluMiB",
                  (unsigned long long)((b.blocks * (b.block_size + 4096)) >> 20) + 64);
-        node_pid = kv_cli_node_start(memory, address, sizeof(address));
+        node_pid = kv_cli_node_start(memory, NULL, address, sizeof(address));
         if (node_pid < 0) {
             return 1;
         }
@@ -237,6 +237,6 @@ int kv_cli_bench(int argc, char **argv)
     kv_free(b.pattern);
     kvp_client_disconnect(b.client);
 out_node:
-    kv_cli_node_stop(node_pid);
+    kv_cli_daemon_stop(node_pid);
     return rc;
 }

@@ -26,14 +26,22 @@ int kv_cli_demo(int argc, char **argv);
 int kv_cli_bench(int argc, char **argv);
 
 /**
- * Start kvpool-node (next to this program, in the build tree, or
- * $KVPOOL_NODE_BIN) on a free loopback port with @p memory bytes, and
- * write its "HOST:PORT" into @p address.  @return its pid, or -1 (a reason
- * is printed).
+ * Start kvpool-node ($KVPOOL_NODE_BIN, else next to this program, else in
+ * the build tree) on a free loopback port with @p memory bytes, joining
+ * the coordinator at @p coord ("HOST:PORT", or NULL for none), and write
+ * its "HOST:PORT" into @p address.  It ends with this process.
+ * @return its pid, or -1 (a reason is printed).
  */
-pid_t kv_cli_node_start(const char *memory, char *address, size_t len);
+pid_t kv_cli_node_start(const char *memory, const char *coord, char *address, size_t len);
 
-/** Stop a node started by kv_cli_node_start() (pid <= 0 is ignored). */
-void kv_cli_node_stop(pid_t pid);
+/**
+ * Start kvpool-coord ($KVPOOL_COORD_BIN, else as kv_cli_node_start()) on a
+ * free loopback port and write its "HOST:PORT" into @p address.
+ * @return its pid, or -1 (a reason is printed).
+ */
+pid_t kv_cli_coord_start(char *address, size_t len);
+
+/** Stop a daemon started by the calls above (pid <= 0 is ignored). */
+void kv_cli_daemon_stop(pid_t pid);
 
 #endif

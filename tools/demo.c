@@ -1,12 +1,18 @@
 /*
- * kvpool demo: start a pool node as a child process on loopback (or use
- * --node), replay a workload through libkvpool, and check every byte.
+ * kvpool demo: start a small pool (a coordinator and --nodes pool nodes,
+ * child processes on loopback), or use the one at --node, replay a
+ * workload through libkvpool, and check every byte.
  *
- * For each request the demo asks how long a prefix of its key chain is
- * cached (Exists), gets those blocks and compares them with the bytes
- * derived from their keys, then puts the blocks that were missing, as an
- * engine would after computing them.  Hit ratio = blocks found / blocks
- * asked.  Worker threads share one connection, so the calls are multiplexed.
+ * For each request the demo loads the longest cached prefix of its key
+ * chain (kvp_get_chain: the coordinator's Match, then the blocks from the
+ * nodes holding them), compares those blocks with the bytes derived from
+ * their keys, then saves the chain (kvp_put_chain: the coordinator's
+ * PlanPut skips the cached blocks and places the new ones), as an engine
+ * would after computing the missing blocks.  Hit ratio = blocks loaded /
+ * blocks asked; the coordinator's own counters give the hit ratio its
+ * index saw.  Worker threads share one client, so the calls are
+ * multiplexed.  Against a single node (--node with a node's address) the
+ * same calls run on that node.
  */
 #include "cli.h"
 #include "workload.h"
@@ -36,8 +42,7 @@ typedef struct {
     int             done;
     kvp_status_t    error;
     /* counters */
-    uint64_t        requests, blocks, hit_blocks, put_blocks, mismatches,
-                    lost, bytes;
+    uint64_t        requests, blocks, hit_blocks, put_blocks, mismatches, bytes;
     uint64_t        end_ns;         /* when the last worker finished */
 } demo_t;
 
@@ -88,103 +93,104 @@ static int next_request(demo_t *demo, kvp_key_t **keys_p, size_t *num_p,
     return ok;
 }
 
-/* Blocks per batched call: bounds the demo's buffers per thread. */
-#define DEMO_BATCH 32
+/* Most nodes --nodes starts. */
+#define DEMO_NODES_MAX 16
 
+/* A worker's buffers: one block each for the longest chain seen so far. */
 typedef struct {
-    uint8_t     *bufs[DEMO_BATCH];
-    uint64_t     caps[DEMO_BATCH], sizes[DEMO_BATCH];
-    kvp_status_t statuses[DEMO_BATCH];
-    uint8_t     *want;
+    size_t        cap;
+    uint8_t     **bufs;
+    uint64_t     *caps, *sizes;
+    kvp_status_t *statuses;
+    uint8_t      *want;
 } demo_buffers_t;
 
-/* Get keys[0..present) in batches and check their bytes; returns how many
- * leading blocks were really there (a block evicted since Exists, or
- * damaged, ends the prefix: the engine recomputes from there). */
-static kvp_status_t demo_load(demo_t *demo, demo_buffers_t *b, const kvp_key_t *keys,
-                              size_t present, size_t *loaded_p, size_t *mismatches_p)
+static void buffers_reserve(demo_buffers_t *b, size_t n, uint64_t block_size)
 {
-    for (size_t base = 0; base < present; base += DEMO_BATCH) {
-        size_t       n      = KV_MIN(present - base, DEMO_BATCH);
-        kvp_status_t status = kvp_get_batch(demo->client, demo->ns, keys + base,
-                                            (void *const *)b->bufs, b->caps, n,
-                                            b->sizes, b->statuses);
-        if (status != KVP_OK) {
-            return status;
-        }
-        for (size_t i = 0; i < n; i++) {
-            if (b->statuses[i] == KVP_ERR_NOT_FOUND || b->statuses[i] == KVP_ERR_CHECKSUM) {
-                *loaded_p = base + i;
-                return KVP_OK;
-            }
-            if (b->statuses[i] != KVP_OK) {
-                return b->statuses[i];
-            }
-            fill_block(&keys[base + i], b->want, demo->block_size);
-            if (b->sizes[i] != demo->block_size ||
-                memcmp(b->want, b->bufs[i], demo->block_size) != 0) {
-                (*mismatches_p)++;
-            }
-        }
+    if (n <= b->cap) {
+        return;
     }
-    *loaded_p = present;
-    return KVP_OK;
+    b->bufs     = kv_realloc(b->bufs, n * sizeof(*b->bufs), "block buffers");
+    b->caps     = kv_realloc(b->caps, n * sizeof(*b->caps), "capacities");
+    b->sizes    = kv_realloc(b->sizes, n * sizeof(*b->sizes), "sizes");
+    b->statuses = kv_realloc(b->statuses, n * sizeof(*b->statuses), "statuses");
+    for (size_t i = b->cap; i < n; i++) {
+        b->bufs[i] = kv_malloc(block_size, "block buffer");
+        b->caps[i] = block_size;
+    }
+    b->cap = n;
 }
 
-/* Put keys[0..count) in batches, with bytes derived from each key. */
-static kvp_status_t demo_save(demo_t *demo, demo_buffers_t *b, const kvp_key_t *keys,
-                              size_t count)
+static void buffers_cleanup(demo_buffers_t *b)
 {
-    for (size_t base = 0; base < count; base += DEMO_BATCH) {
-        size_t       n = KV_MIN(count - base, DEMO_BATCH);
-        kvp_status_t status;
+    for (size_t i = 0; i < b->cap; i++) {
+        kv_free(b->bufs[i]);
+    }
+    kv_free(b->bufs);
+    kv_free(b->caps);
+    kv_free(b->sizes);
+    kv_free(b->statuses);
+    kv_free(b->want);
+}
 
-        for (size_t i = 0; i < n; i++) {
-            fill_block(&keys[base + i], b->bufs[i], demo->block_size);
-            b->sizes[i] = demo->block_size;
-        }
-        status = kvp_put_batch(demo->client, demo->ns, keys + base,
-                               (const void *const *)b->bufs, b->sizes, n, b->statuses);
-        for (size_t i = 0; status == KVP_OK && i < n; i++) {
-            status = b->statuses[i];
-        }
-        if (status != KVP_OK) {
-            return status;
+/*
+ * One request: load the cached prefix of keys[0..num), check its bytes,
+ * save the whole chain (the cached blocks are skipped, the others carry
+ * the bytes derived from their keys).
+ */
+static kvp_status_t demo_request(demo_t *demo, demo_buffers_t *b, const kvp_key_t *keys,
+                                 size_t num, size_t *loaded_p, size_t *mismatches_p)
+{
+    size_t       loaded = 0;
+    kvp_status_t status;
+
+    buffers_reserve(b, num, demo->block_size);
+    status = kvp_get_chain(demo->client, demo->ns, keys, (void *const *)b->bufs, b->caps,
+                           num, b->sizes, &loaded);
+    if (status != KVP_OK) {
+        return status;
+    }
+    for (size_t i = 0; i < loaded; i++) {
+        fill_block(&keys[i], b->want, demo->block_size);
+        if (b->sizes[i] != demo->block_size ||
+            memcmp(b->want, b->bufs[i], demo->block_size) != 0) {
+            (*mismatches_p)++;
         }
     }
-    return KVP_OK;
+    for (size_t i = 0; i < num; i++) {
+        if (i >= loaded) {
+            fill_block(&keys[i], b->bufs[i], demo->block_size);
+        }
+        b->sizes[i] = demo->block_size;
+    }
+    *loaded_p = loaded;
+    status = kvp_put_chain(demo->client, demo->ns, keys, (const void *const *)b->bufs,
+                           b->sizes, num, b->statuses);
+    for (size_t i = 0; status == KVP_OK && i < num; i++) {
+        status = b->statuses[i];
+    }
+    return status;
 }
 
 static void *worker_main(void *arg)
 {
     demo_t        *demo = arg;
-    demo_buffers_t b;
+    demo_buffers_t b    = {0};
     kvp_key_t     *keys = NULL;
     size_t         cap  = 0, num;
     kvp_status_t   status;
 
     b.want = kv_malloc(demo->block_size, "expected block");
-    for (int i = 0; i < DEMO_BATCH; i++) {
-        b.bufs[i] = kv_malloc(demo->block_size, "block buffer");
-        b.caps[i] = demo->block_size;
-    }
     while (next_request(demo, &keys, &num, &cap)) {
-        size_t present = 0, loaded = 0, mismatches = 0;
+        size_t loaded = 0, mismatches = 0;
 
         num    = KV_MIN(num, KVP_BATCH_MAX);
-        status = kvp_exists(demo->client, demo->ns, keys, num, &present);
-        if (status == KVP_OK) {
-            status = demo_load(demo, &b, keys, present, &loaded, &mismatches);
-        }
-        if (status == KVP_OK) {
-            status = demo_save(demo, &b, keys + loaded, num - loaded);
-        }
+        status = demo_request(demo, &b, keys, num, &loaded, &mismatches);
         pthread_mutex_lock(&demo->lock);
         demo->blocks += num;
         demo->hit_blocks += loaded;
         demo->put_blocks += num - loaded;
         demo->mismatches += mismatches;
-        demo->lost += present - loaded;
         demo->bytes += num * demo->block_size;
         if (status != KVP_OK && demo->error == KVP_OK) {
             fprintf(stderr, "kvpool demo: %s\n", kvp_status_string(status));
@@ -197,10 +203,7 @@ static void *worker_main(void *arg)
     demo->end_ns = KV_MAX(demo->end_ns, kv_time_ns());
     pthread_mutex_unlock(&demo->lock);
     kv_free(keys);
-    kv_free(b.want);
-    for (int i = 0; i < DEMO_BATCH; i++) {
-        kv_free(b.bufs[i]);
-    }
+    buffers_cleanup(&b);
     return NULL;
 }
 
@@ -215,6 +218,62 @@ static void print_progress(demo_t *demo, double seconds, FILE *out)
     pthread_mutex_unlock(&demo->lock);
 }
 
+/* The pool the demo started: a coordinator and its nodes. */
+typedef struct {
+    pid_t coord;
+    pid_t nodes[DEMO_NODES_MAX];
+    int   num_nodes;
+    char  address[256]; /* the coordinator's */
+} demo_pool_t;
+
+static void pool_stop(demo_pool_t *pool)
+{
+    for (int i = 0; i < pool->num_nodes; i++) {
+        kv_cli_daemon_stop(pool->nodes[i]);
+    }
+    kv_cli_daemon_stop(pool->coord);
+}
+
+/* Start a coordinator and @p n nodes of @p memory joined to it. */
+static int pool_start(demo_pool_t *pool, int n, const char *memory)
+{
+    char address[256];
+
+    pool->coord = kv_cli_coord_start(pool->address, sizeof(pool->address));
+    if (pool->coord < 0) {
+        return -1;
+    }
+    for (; pool->num_nodes < n; pool->num_nodes++) {
+        pid_t pid = kv_cli_node_start(memory, pool->address, address, sizeof(address));
+        if (pid < 0) {
+            pool_stop(pool);
+            return -1;
+        }
+        pool->nodes[pool->num_nodes] = pid;
+    }
+    return 0;
+}
+
+/* Wait until the coordinator has @p n nodes (they join as they start). */
+static kvp_status_t pool_wait_joined(kvp_client_h client, int n)
+{
+    kvp_index_stats_t st = {0};
+    kvp_status_t      status;
+
+    for (uint64_t deadline = kv_time_ns() + 10000000000ull;;) {
+        status = kvp_index_stats(client, &st);
+        if (status != KVP_OK || st.nodes >= (uint64_t)n) {
+            return status;
+        }
+        if (kv_time_ns() > deadline) {
+            fprintf(stderr, "kvpool demo: %llu of %d nodes joined the coordinator\n",
+                    (unsigned long long)st.nodes, n);
+            return KVP_ERR_TIMED_OUT;
+        }
+        usleep(20000);
+    }
+}
+
 int kv_cli_demo(int argc, char **argv)
 {
     static const struct option options[] = {
@@ -226,16 +285,18 @@ int kv_cli_demo(int argc, char **argv)
         {"threads", required_argument, NULL, 'w'},
         {"seed", required_argument, NULL, 's'},
         {"node", required_argument, NULL, 'n'},
+        {"nodes", required_argument, NULL, 'N'},
         {"token", required_argument, NULL, 't'},
         {NULL, 0, NULL, 0},
     };
     demo_t               demo    = {0};
+    demo_pool_t          pool    = {0};
     kv_workload_params_t wparams = {0};
     kv_cli_conn_t        conn    = {NULL, "demo", getenv("KVPOOL_TOKEN")};
+    kvp_index_stats_t    index0 = {0}, index1 = {0};
     const char          *trace = NULL, *memory = "1GiB";
-    char                 address[256], err[512], bytes_text[32];
-    int                  json = 0, threads = 4, opt, rc = 1;
-    pid_t                node_pid = 0;
+    char                 err[512], bytes_text[32], index_text[32] = "null";
+    int                  json = 0, threads = 4, num_nodes = 2, opt, rc = 1, cluster;
     pthread_t            tids[64];
     uint64_t             start;
     double               seconds;
@@ -253,6 +314,7 @@ int kv_cli_demo(int argc, char **argv)
         case 'w': threads = atoi(optarg); break;
         case 's': wparams.seed = strtoull(optarg, NULL, 10); break;
         case 'n': conn.node = optarg; break;
+        case 'N': num_nodes = atoi(optarg); break;
         case 't': conn.token = optarg; break;
         case 'b':
             if (kv_size_parse(optarg, &demo.block_size) != KVP_OK ||
@@ -265,8 +327,10 @@ int kv_cli_demo(int argc, char **argv)
             return 2;
         }
     }
-    if (threads < 1 || threads > 64 || demo.max_requests == 0) {
-        fprintf(stderr, "kvpool demo: --threads must be 1..64, --requests > 0\n");
+    if (threads < 1 || threads > 64 || demo.max_requests == 0 || num_nodes < 1 ||
+        num_nodes > DEMO_NODES_MAX) {
+        fprintf(stderr, "kvpool demo: --threads must be 1..64, --nodes 1..%d, "
+                        "--requests > 0\n", DEMO_NODES_MAX);
         return 2;
     }
     if (trace == NULL && demo.max_requests == UINT64_MAX) {
@@ -283,21 +347,31 @@ int kv_cli_demo(int argc, char **argv)
         return 1;
     }
     if (conn.node == NULL) {
-        node_pid = kv_cli_node_start(memory, address, sizeof(address));
-        if (node_pid < 0) {
+        if (pool_start(&pool, num_nodes, memory) != 0) {
             goto out_workload;
         }
-        conn.node = address;
+        conn.node = pool.address;
     }
     demo.ns = conn.ns;
     if (kv_cli_connect(&conn, &demo.client) != KVP_OK) {
-        goto out_node;
+        goto out_pool;
     }
-    printf("kvpool demo: node %s%s, workload %s, %d threads, %llu-byte blocks, "
-           "transport %s\n",
-           conn.node, node_pid ? " (started for the demo)" : "",
+    /* connected to a coordinator, its counters say what its index saw */
+    cluster = kvp_index_stats(demo.client, &index0) == KVP_OK;
+    if (cluster && pool.coord > 0 &&
+        (pool_wait_joined(demo.client, num_nodes) != KVP_OK ||
+         kvp_index_stats(demo.client, &index0) != KVP_OK)) {
+        goto out_client;
+    }
+    if (pool.coord > 0) {
+        printf("kvpool demo: coordinator %s and %d nodes of %s (started for the demo)",
+               conn.node, num_nodes, memory);
+    } else {
+        printf("kvpool demo: %s %s", cluster ? "coordinator" : "node", conn.node);
+    }
+    printf(", workload %s, %d threads, %llu-byte blocks\n",
            trace ? trace : "built-in conversations", threads,
-           (unsigned long long)demo.block_size, kvp_client_transport(demo.client));
+           (unsigned long long)demo.block_size);
     fflush(stdout);
 
     pthread_mutex_init(&demo.lock, NULL);
@@ -322,33 +396,47 @@ int kv_cli_demo(int argc, char **argv)
         pthread_join(tids[i], NULL);
     }
     seconds = (double)(demo.end_ns - start) / 1e9;
+    if (cluster && kvp_index_stats(demo.client, &index1) == KVP_OK &&
+        index1.requested_blocks > index0.requested_blocks) {
+        snprintf(index_text, sizeof(index_text), "%.6f",
+                 (double)(index1.matched_blocks - index0.matched_blocks) /
+                     (double)(index1.requested_blocks - index0.requested_blocks));
+    }
 
     kv_size_format(demo.bytes, bytes_text, sizeof(bytes_text));
     printf("requests    %llu\n", (unsigned long long)demo.requests);
-    printf("blocks      %llu asked, %llu hit, %llu put, %llu lost after lookup\n",
+    printf("blocks      %llu asked, %llu hit, %llu put\n",
            (unsigned long long)demo.blocks, (unsigned long long)demo.hit_blocks,
-           (unsigned long long)demo.put_blocks, (unsigned long long)demo.lost);
-    printf("hit ratio   %.4f\n",
+           (unsigned long long)demo.put_blocks);
+    printf("hit ratio   %.4f (loaded by the client)\n",
            demo.blocks ? (double)demo.hit_blocks / (double)demo.blocks : 0.0);
+    if (cluster) {
+        printf("index hit   %s (matched / requested blocks, the coordinator's counters)\n",
+               index_text);
+    }
+    printf("transport   %s\n", kvp_client_transport(demo.client));
     printf("moved       %s in %.2f s: %.3f GB/s\n", bytes_text, seconds,
            (double)demo.bytes / seconds / 1e9);
     printf("mismatches  %llu\n", (unsigned long long)demo.mismatches);
     if (json) {
         printf("{\"requests\":%llu,\"blocks\":%llu,\"hit_blocks\":%llu,"
-               "\"hit_ratio\":%.6f,\"bytes\":%llu,\"seconds\":%.3f,\"gbps\":%.4f,"
+               "\"hit_ratio\":%.6f,\"index_hit_ratio\":%s,\"nodes\":%llu,"
+               "\"bytes\":%llu,\"seconds\":%.3f,\"gbps\":%.4f,"
                "\"mismatches\":%llu,\"errors\":%d}\n",
                (unsigned long long)demo.requests, (unsigned long long)demo.blocks,
                (unsigned long long)demo.hit_blocks,
                demo.blocks ? (double)demo.hit_blocks / (double)demo.blocks : 0.0,
+               index_text, (unsigned long long)(cluster ? index1.nodes : 1),
                (unsigned long long)demo.bytes, seconds,
                (double)demo.bytes / seconds / 1e9,
                (unsigned long long)demo.mismatches, demo.error != KVP_OK);
     }
     rc = (demo.error == KVP_OK && demo.mismatches == 0) ? 0 : 1;
     pthread_mutex_destroy(&demo.lock);
+out_client:
     kvp_client_disconnect(demo.client);
-out_node:
-    kv_cli_node_stop(node_pid);
+out_pool:
+    pool_stop(&pool);
 out_workload:
     kv_workload_destroy(demo.workload);
     return rc;

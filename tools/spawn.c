@@ -1,6 +1,8 @@
 /*
- * Starting a kvpool-node for `kvpool demo` and `kvpool bench` when no
- * --node is given: a child process on a free loopback port.
+ * Starting the daemons `kvpool demo` and `kvpool bench` use when no
+ * address is given: kvpool-coord and kvpool-node as child processes on
+ * free loopback ports.  Each prints "PROGRAM listening on HOST:PORT" once
+ * it serves; that line is how its port is learnt.
  */
 #include "cli.h"
 
@@ -15,61 +17,66 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Path of kvpool-node: next to us (installed) or in the build tree. */
-static void node_binary(char *out, size_t len)
+/*
+ * Path of @p program: $@p env, else next to us (installed), else in the
+ * build tree's @p subdir.
+ */
+static void find_binary(const char *program, const char *env, const char *subdir,
+                        char *out, size_t len)
 {
     char        self[PATH_MAX];
-    const char *env = getenv("KVPOOL_NODE_BIN");
+    const char *path = getenv(env);
     ssize_t     n;
 
-    if (env != NULL) {
-        snprintf(out, len, "%s", env);
+    if (path != NULL) {
+        snprintf(out, len, "%s", path);
         return;
     }
     n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (n <= 0) {
-        snprintf(out, len, "kvpool-node");
+        snprintf(out, len, "%s", program);
         return;
     }
     self[n] = '\0';
     dirname(self);
-    snprintf(out, len, "%.*s/kvpool-node", (int)(len - 32), self);
+    snprintf(out, len, "%.*s/%s", (int)(len - 64), self, program);
     if (access(out, X_OK) != 0) {
-        snprintf(out, len, "%.*s/../pool/kvpool-node", (int)(len - 32), self);
+        snprintf(out, len, "%.*s/../%s/%s", (int)(len - 64), self, subdir, program);
     }
 }
 
-/* Start kvpool-node on a free loopback port; read its address back. */
-pid_t kv_cli_node_start(const char *memory, char *address, size_t len)
+/* Run @p argv (argv[0] the program's name) and read its address back. */
+static pid_t spawn(const char *bin, const char *const *argv, char *address, size_t len)
 {
-    char  bin[PATH_MAX], line[256];
+    char  line[256], want[64], found[256];
     int   pipefd[2];
     pid_t pid;
     FILE *out;
 
-    node_binary(bin, sizeof(bin));
     if (pipe(pipefd) != 0) {
         return -1;
     }
     pid = fork();
     if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM); /* a node started for us ends with us */
+        prctl(PR_SET_PDEATHSIG, SIGTERM); /* a daemon started for us ends with us */
         dup2(pipefd[1], STDOUT_FILENO);
         close(pipefd[0]);
         close(pipefd[1]);
-        execl(bin, "kvpool-node", "--port", "0", "--memory", memory, "--log-level",
-              "warn", (char *)NULL);
+        execv(bin, (char *const *)argv);
         fprintf(stderr, "kvpool: cannot run %s: %s\n", bin, strerror(errno));
         _exit(127);
     }
     close(pipefd[1]);
+    snprintf(want, sizeof(want), "%s listening on", argv[0]);
     out = fdopen(pipefd[0], "r");
     if (pid < 0 || out == NULL || fgets(line, sizeof(line), out) == NULL ||
-        sscanf(line, "kvpool-node listening on %200s", line) != 1 ||
-        strlen(line) >= len) {
-        fprintf(stderr, "kvpool: the node did not start\n");
+        strncmp(line, want, strlen(want)) != 0 ||
+        sscanf(line + strlen(want), " %200s", found) != 1 || strlen(found) >= len) {
+        fprintf(stderr, "kvpool: %s did not start\n", argv[0]);
         if (out) {
             fclose(out);
+        } else {
+            close(pipefd[0]);
         }
         if (pid > 0) {
             kill(pid, SIGTERM);
@@ -78,11 +85,30 @@ pid_t kv_cli_node_start(const char *memory, char *address, size_t len)
         return -1;
     }
     fclose(out);
-    memcpy(address, line, strlen(line) + 1);
+    memcpy(address, found, strlen(found) + 1);
     return pid;
 }
 
-void kv_cli_node_stop(pid_t pid)
+pid_t kv_cli_node_start(const char *memory, const char *coord, char *address, size_t len)
+{
+    const char *argv[] = {"kvpool-node", "--port", "0",           "--memory", memory,
+                          "--log-level", "warn",   coord ? "--coord" : NULL, coord, NULL};
+    char        bin[PATH_MAX];
+
+    find_binary("kvpool-node", "KVPOOL_NODE_BIN", "pool", bin, sizeof(bin));
+    return spawn(bin, argv, address, len);
+}
+
+pid_t kv_cli_coord_start(char *address, size_t len)
+{
+    const char *argv[] = {"kvpool-coord", "--port", "0", "--log-level", "warn", NULL};
+    char        bin[PATH_MAX];
+
+    find_binary("kvpool-coord", "KVPOOL_COORD_BIN", "coord", bin, sizeof(bin));
+    return spawn(bin, argv, address, len);
+}
+
+void kv_cli_daemon_stop(pid_t pid)
 {
     if (pid > 0) {
         kill(pid, SIGTERM);
