@@ -1,0 +1,194 @@
+/**
+ * @file coord_int.h
+ * @brief What the files of the coordinator share: the node table
+ * (coord_members.c), placement (coord_place.c) and the coordinator's
+ * state.  Private to coord/.
+ *
+ * Threading: none.  Everything here belongs to the coordinator's event
+ * loop thread.
+ */
+#ifndef KV_COORD_COORD_INT_H
+#define KV_COORD_COORD_INT_H
+
+#include "coord.h"
+
+#include "kvpool.pb-c.h"
+
+#include <kvcoord/prefix_index.h>
+#include <kvproto/coord_service.h>
+#include <kvproto/rpc_server.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+/** Longest node name (bytes, NUL excluded). */
+#define KV_COORD_NAME_MAX       63
+/** Longest node address "HOST:PORT" (bytes, NUL excluded). */
+#define KV_COORD_ADDRESS_MAX    255
+/** Largest data-plane address blob. */
+#define KV_COORD_DATA_PLANE_MAX 4096
+/** Most copies PlanPut places of one block. */
+#define KV_COORD_REPLICAS_MAX   8
+/** Tiers of kvpool.Tier (HOST, SSD, GPU): values 0..KV_COORD_TIER_COUNT-1. */
+#define KV_COORD_TIER_COUNT     3
+/** Most namespaces in one PublishRequest. */
+#define KV_COORD_PUBLISH_NS_MAX KV_INDEX_MAX_NAMESPACES
+
+/* ---------------------------------------------------------------------- */
+/* The node table (coord_members.c)                                       */
+/* ---------------------------------------------------------------------- */
+
+/** A registered pool node. */
+typedef struct kv_coord_member {
+    uint32_t id;                 /**< 1..KV_COORD_NODE_MAX */
+    uint64_t incarnation;        /**< the node process's, from its Join */
+    char     name[KV_COORD_NAME_MAX + 1];
+    char     address[KV_COORD_ADDRESS_MAX + 1];
+    uint64_t address_hash;       /**< placement's hash input, stable across restarts */
+    uint64_t capacity_bytes;
+    uint64_t free_bytes;         /**< as of the last heartbeat */
+    uint64_t blocks;             /**< as of the last heartbeat */
+    uint32_t load;               /**< as of the last heartbeat */
+    uint32_t tiers;              /**< bit (1 << tier) per tier the node has */
+    uint8_t *data_plane;         /**< owned; data_plane_len bytes */
+    size_t   data_plane_len;
+    uint64_t deadline_ns;        /**< lease end, kv_time_ns() clock */
+    uint64_t planned_bytes;      /**< placed by PlanPut since the last heartbeat */
+    size_t   slot;               /* private: index in the table's list */
+} kv_coord_member_t;
+
+typedef struct kv_coord_members kv_coord_members_t;
+
+/**
+ * @brief Create an empty table holding at most @p max_nodes nodes.
+ * @param [out] members_p set on success; free with kv_coord_members_destroy().
+ * @return KVP_OK; KVP_ERR_INVALID_PARAM (@p max_nodes 0 or over
+ *         KV_COORD_NODE_MAX).
+ */
+kvp_status_t kv_coord_members_create(uint32_t max_nodes, kv_coord_members_t **members_p);
+
+/** @brief Free the table and every member.  NULL is accepted. */
+void kv_coord_members_destroy(kv_coord_members_t *members);
+
+/**
+ * @brief Register a node under a fresh id: the one not used for the longest
+ * time, so a node that lost its lease finds its old id is no longer its.
+ * @param [in] proto the node's fields (id, slot and data_plane ignored).
+ * @param [in] data_plane @p data_plane_len bytes (<= KV_COORD_DATA_PLANE_MAX), copied.
+ * @param [in] id     the id to take if it is free (a node re-joining with
+ *                    its incarnation keeps its id), or 0.
+ * @param [out] member_p the member, owned by the table; valid until it is
+ *                       removed.
+ * @return KVP_OK; KVP_ERR_NO_SPACE (max_nodes nodes registered).
+ */
+kvp_status_t kv_coord_members_add(kv_coord_members_t *members,
+                                  const kv_coord_member_t *proto,
+                                  const void *data_plane, size_t data_plane_len,
+                                  uint32_t id, kv_coord_member_t **member_p);
+
+/** @brief Unregister and free @p member. */
+void kv_coord_members_remove(kv_coord_members_t *members, kv_coord_member_t *member);
+
+/** @return the member with id @p id, or NULL. */
+kv_coord_member_t *kv_coord_members_find(const kv_coord_members_t *members, uint32_t id);
+
+/** @return the member whose address is @p address, or NULL. */
+kv_coord_member_t *kv_coord_members_find_address(const kv_coord_members_t *members,
+                                                 const char *address);
+
+/** @return how many nodes are registered. */
+size_t kv_coord_members_count(const kv_coord_members_t *members);
+
+/**
+ * @return member @p i, 0 <= i < kv_coord_members_count(), in no particular
+ *         order (removing a member changes the order).
+ */
+kv_coord_member_t *kv_coord_members_at(const kv_coord_members_t *members, size_t i);
+
+/** @return a member whose lease ended before @p now_ns, or NULL. */
+kv_coord_member_t *kv_coord_members_expired(const kv_coord_members_t *members,
+                                            uint64_t now_ns);
+
+/* ---------------------------------------------------------------------- */
+/* Placement (coord_place.c)                                               */
+/* ---------------------------------------------------------------------- */
+
+/** A placement question: the new blocks of one chain. */
+typedef struct kv_coord_place_req {
+    const kvp_key_t *first_key;  /**< the chain's first key (cached or not) */
+    const uint64_t  *sizes;      /**< of each new block, 1..KVP_BLOCK_MAX */
+    size_t           count;      /**< new blocks */
+    uint32_t         replicas;   /**< copies of each, 1..KV_COORD_REPLICAS_MAX */
+    const uint32_t  *prefer;     /**< ids of the nodes holding the chain's last
+                                      cached block (may be unknown ids) */
+    size_t           n_prefer;
+} kv_coord_place_req_t;
+
+/**
+ * @brief Choose the nodes that store the new blocks of a chain (the
+ * algorithm is described in coord_place.c).  Every chosen node's
+ * planned_bytes grows by the block's size.
+ * @param [out] targets       @p req->count node ids, the first copy of each block.
+ * @param [out] replica_nodes (replicas - 1) ids per block, in block order;
+ *                            0 where no further distinct node exists.
+ * @return KVP_OK; KVP_ERR_NO_SPACE (no node registered) or KVP_ERR_TOO_LARGE
+ *         (a block larger than every node), with a reason in @p err and
+ *         nothing changed.
+ */
+kvp_status_t kv_coord_place(kv_coord_members_t *members, const kv_coord_place_req_t *req,
+                            uint32_t *targets, uint32_t *replica_nodes, char *err,
+                            size_t err_len);
+
+/* ---------------------------------------------------------------------- */
+/* The coordinator (coord_service.c)                                       */
+/* ---------------------------------------------------------------------- */
+
+struct kv_coord {
+    kv_coord_config_t   config;
+    kv_evloop_t        *loop;
+    kv_rpc_server_t    *server;
+    kv_prefix_index_t  *index;
+    kv_coord_members_t *members;
+    uint64_t            epoch;        /* random per process start */
+    uint32_t            namespaces;   /* interned in the index */
+    Kvpool__HelloReply  hello;        /* what every HelloReply adds */
+    uint32_t           *scratch;      /* Match: locations and node prefixes */
+    size_t              scratch_len;  /* in uint32_t */
+    uint64_t            matches, matched_blocks, requested_blocks;
+    uint64_t            events, lease_expiries;
+};
+
+/** @return @p count uint32_t of the coordinator's scratch memory. */
+uint32_t *kv_coord_scratch(kv_coord_t *coord, size_t count);
+
+/**
+ * Check a namespace (1..KVP_NAMESPACE_MAX bytes, no NUL) and a list of
+ * keys (at most @p max_keys, each KVP_KEY_LEN bytes).  On failure replies
+ * KVP_ERR_INVALID_PARAM on @p call and returns 0.
+ */
+int kv_coord_check_chain(kv_rpc_call_t *call, const ProtobufCBinaryData *ns,
+                         const ProtobufCBinaryData *keys, size_t n_keys,
+                         size_t max_keys);
+
+/** Fill @p info (whose strings borrow from @p member) for a reply. */
+void kv_coord_node_info(const kv_coord_member_t *member, Kvpool__NodeInfo *info,
+                        Kvpool__Tier *tiers);
+
+/* Handlers, split by what they serve. */
+void kv_coord_handle_join(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                          const void *payload, uint64_t payload_len, void *arg);
+void kv_coord_handle_heartbeat(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                               const void *payload, uint64_t payload_len, void *arg);
+void kv_coord_handle_publish(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                             const void *payload, uint64_t payload_len, void *arg);
+void kv_coord_handle_nodes(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                           const void *payload, uint64_t payload_len, void *arg);
+void kv_coord_handle_match(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                           const void *payload, uint64_t payload_len, void *arg);
+void kv_coord_handle_plan_put(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                              const void *payload, uint64_t payload_len, void *arg);
+
+/** Drop every member whose lease ran out, and its blocks from the index. */
+void kv_coord_expire_members(kv_coord_t *coord);
+
+#endif

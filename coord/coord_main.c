@@ -1,0 +1,140 @@
+/*
+ * kvpool-coord: the coordinator daemon.
+ *
+ *   kvpool-coord [--config FILE] [--port P] [--listen ADDR] [--token T]
+ *                [--lease-ms MS] [--log-level L] [--max-nodes N]
+ *
+ * Flags override the config file.  Once it serves, the coordinator prints
+ * "kvpool-coord listening on ADDR:PORT" on stdout (tests read the port
+ * from it when started with --port 0).  SIGTERM or SIGINT stops it
+ * cleanly.
+ */
+#include "coord.h"
+
+#include <kv/log.h>
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: kvpool-coord [--config FILE] [--port P] [--listen ADDR]\n"
+            "                    [--token TOKEN] [--lease-ms MS] [--max-nodes N]\n"
+            "                    [--log-level error|warn|info|debug]\n"
+            "Defaults: port %d, listen 127.0.0.1, no token, lease %d ms,\n"
+            "%d nodes (without a token only loopback addresses may be used).\n",
+            KV_COORD_DEFAULT_PORT, KV_COORD_DEFAULT_LEASE_MS,
+            KV_COORD_DEFAULT_MAX_NODES);
+}
+
+static void on_signal(int fd, uint32_t events, void *arg)
+{
+    struct signalfd_siginfo info;
+
+    if (read(fd, &info, sizeof(info)) == sizeof(info)) {
+        kv_log_info("signal %u: shutting down", info.ssi_signo);
+        kv_evloop_stop(arg);
+    }
+}
+
+static void on_tick(void *arg)
+{
+    kv_coord_tick(arg);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"port", required_argument, NULL, 'p'},
+        {"listen", required_argument, NULL, 'l'},
+        {"token", required_argument, NULL, 't'},
+        {"lease-ms", required_argument, NULL, 'E'},
+        {"log-level", required_argument, NULL, 'L'},
+        {"max-nodes", required_argument, NULL, 'N'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    static const char *keys[128] = {
+        ['p'] = "port",     ['l'] = "listen",    ['t'] = "token",
+        ['E'] = "lease_ms", ['L'] = "log_level", ['N'] = "max_nodes",
+    };
+    kv_coord_config_t config;
+    const char       *config_path = NULL;
+    const char       *flag_values[128] = {0};
+    char              err[512];
+    kv_evloop_t      *loop;
+    kv_coord_t       *coord;
+    sigset_t          mask;
+    int               sfd, opt, rc = 1;
+
+    kv_coord_config_defaults(&config);
+    while ((opt = getopt_long(argc, argv, "c:p:l:t:E:L:N:h", options, NULL)) != -1) {
+        if (opt == 'c') {
+            config_path = optarg;
+        } else if (opt == 'h') {
+            usage(stdout);
+            return 0;
+        } else if (opt > 0 && opt < 128 && keys[opt] != NULL) {
+            flag_values[opt] = optarg;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "kvpool-coord: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (config_path != NULL &&
+        kv_coord_config_load(&config, config_path, err, sizeof(err)) != KVP_OK) {
+        fprintf(stderr, "kvpool-coord: %s\n", err);
+        return 2;
+    }
+    for (int i = 0; i < 128; i++) {
+        if (flag_values[i] != NULL &&
+            kv_coord_config_set(&config, keys[i], flag_values[i], err, sizeof(err)) !=
+                KVP_OK) {
+            fprintf(stderr, "kvpool-coord: --%s: %s\n", keys[i], err);
+            return 2;
+        }
+    }
+    kv_log_to_stderr(config.log_level, "kvpool-coord");
+
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+
+    if (sfd < 0 || kv_evloop_create(&loop) != KVP_OK) {
+        fprintf(stderr, "kvpool-coord: cannot set up the event loop\n");
+        return 1;
+    }
+    if (kv_coord_create(loop, &config, &coord) != KVP_OK) {
+        fprintf(stderr, "kvpool-coord: cannot start (see the log above)\n");
+        goto out_loop;
+    }
+    kv_evloop_add(loop, sfd, EPOLLIN, on_signal, loop);
+    kv_evloop_set_tick(loop, kv_coord_tick_ms(coord), on_tick, coord);
+    printf("kvpool-coord listening on %s:%u\n", config.listen, kv_coord_port(coord));
+    fflush(stdout);
+    kv_log_info("serving %s:%u, node lease %u ms", config.listen, kv_coord_port(coord),
+                config.lease_ms);
+    rc = kv_evloop_run(loop) == KVP_OK ? 0 : 1;
+    kv_evloop_remove(loop, sfd);
+    kv_coord_destroy(coord);
+    kv_log_info("stopped");
+out_loop:
+    kv_evloop_destroy(loop);
+    close(sfd);
+    return rc;
+}
