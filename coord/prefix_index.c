@@ -4,8 +4,8 @@
  * Layout.  Every key held is one 44-byte entry in a single array, named by
  * its 32-bit position; no entry is allocated on its own:
  *
- *   entries[]  key | hash_next | parent | first_child | next_sibling |
- *              prev_sibling | loc | ns_id | flags
+ *   entries[]  key | hash_next | ns_id | flags | parent | first_child |
+ *              next_sibling | prev_sibling | loc
  *
  *   buckets[]  a power-of-two array of entry indices; each bucket chains
  *              its entries through hash_next.  It doubles when the index
@@ -66,15 +66,17 @@ enum {
 };
 
 typedef struct index_entry {
+    /* what a lookup reads, together: 24 bytes, in one cache line mostly */
     kvp_key_t key;
     uint32_t  hash_next;     /* bucket chain, or the free list */
+    uint16_t  ns_id;
+    uint16_t  flags;         /* ENTRY_* */
+
     uint32_t  parent;        /* NONE: starts a chain, or a placeholder */
     uint32_t  first_child;
     uint32_t  next_sibling;
     uint32_t  prev_sibling;
     uint32_t  loc;           /* the location, 0, or a set (ENTRY_OVERFLOW) */
-    uint16_t  ns_id;
-    uint16_t  flags;         /* ENTRY_* */
 } index_entry_t;
 
 /* The locations of a block with two or more. */
