@@ -24,6 +24,12 @@
  * stack: down through first_child, across through next_sibling, back up
  * through parent.
  *
+ * A placeholder (a parent named by a stored key, not stored itself since
+ * its entry was made) has no ENTRY_STORED, no parent link and no
+ * location; its first store links it under its parent.  A store that
+ * would link it below one of its own descendants is refused, so the links
+ * never form a cycle and every walk ends.
+ *
  * Invariant, after every call:
  *   CACHED(e) == (e has a location) && (e has no parent || CACHED(parent))
  * and an entry with no location and no child is not held.
