@@ -219,7 +219,28 @@ static inline void node_up(kv_test_node_t *node, const char *memory,
     reap_add(node->pid);
 }
 
-/** SIGTERM the node; it must exit cleanly with status 0. */
+/** Start a coordinator on @p port (0: any), reaped; skip without $KVPOOL_COORD_BIN. */
+static inline void coord_up(kv_test_node_t *coord, int port, const char *const *extra)
+{
+    static const char *const quiet[] = {"--log-level", "warn", NULL};
+
+    if (getenv("KVPOOL_COORD_BIN") == NULL) {
+        KV_SKIP("KVPOOL_COORD_BIN is not set (run through ctest)");
+    }
+    ASSERT_EQ(kv_test_coord_start(coord, port, extra ? extra : quiet), 0);
+    reap_add(coord->pid);
+}
+
+/** Start a node of @p memory that joins the coordinator @p coord, reaped. */
+static inline void cluster_node_up(kv_test_node_t *node, const char *memory,
+                                   const kv_test_node_t *coord)
+{
+    const char *const extra[] = {"--coord", coord->address, "--log-level", "warn", NULL};
+
+    node_up(node, memory, extra);
+}
+
+/** SIGTERM the node (or coordinator); it must exit cleanly with status 0. */
 static inline void node_down(kv_test_node_t *node)
 {
     int rc = kv_test_node_stop(node);

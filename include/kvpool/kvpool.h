@@ -431,9 +431,11 @@ KVP_EXPORT kvp_status_t kvp_put_chain(kvp_client_h client, const char *ns,
  * node, the nodes in parallel.
  *
  * A block that is missing (evicted since the lookup), damaged, too large
- * for its buffer, or whose node fails ends the prefix there: @p loaded_p
- * counts only leading blocks whose bytes arrived and passed their
- * checksum.  The buffers of the blocks after those hold undefined bytes.
+ * for its buffer, or whose holders all fail ends the prefix there (when a
+ * node fails, the blocks it was to send are read from their other holders,
+ * if any): @p loaded_p counts only leading blocks whose bytes arrived and
+ * passed their checksum.  The buffers of the blocks after those hold
+ * undefined bytes.
  *
  * @param [in]  ns         namespace, as kvp_put().
  * @param [in]  keys       the chain from its first block, @p count keys,

@@ -1,0 +1,464 @@
+/*
+ * Integration tests of libkvpool's cluster mode: a real kvpool-coord
+ * ($KVPOOL_COORD_BIN) and kvpool-node processes joined to it
+ * (--coord), on free loopback ports; the client connects to the
+ * coordinator's address.  Block bytes move as $KVPOOL_TRANSPORT says
+ * (ctest runs the file with frames and with the shared arena).
+ *
+ * The index learns of stored blocks when the nodes publish them, a moment
+ * after the puts; tests wait for Match to see what they stored before
+ * they read it back.
+ */
+#include <kvpool/kvpool.h>
+
+#include <node_proc.h>
+#include <test.h>
+#include <test_util.h>
+
+#include <pthread.h>
+
+#define NS "cluster"
+#define CHAIN_MAX 32
+#define WAIT_MS 8000
+
+/* ---------------------------------------------------------------------- */
+/* A pool: a coordinator and nodes                                         */
+/* ---------------------------------------------------------------------- */
+
+typedef struct {
+    kv_test_node_t coord;
+    kv_test_node_t nodes[4];
+    int            n;
+    int            alive[4];
+} pool_t;
+
+static void pool_up(pool_t *pool, int n, const char *memory, const char *lease_ms)
+{
+    const char *const extra[] = {"--log-level", "warn", "--lease-ms", lease_ms, NULL};
+
+    memset(pool, 0, sizeof(*pool));
+    coord_up(&pool->coord, 0, extra);
+    for (int i = 0; i < n; i++) {
+        cluster_node_up(&pool->nodes[i], memory, &pool->coord);
+        pool->alive[i] = 1;
+    }
+    pool->n = n;
+}
+
+static void pool_down(pool_t *pool)
+{
+    for (int i = 0; i < pool->n; i++) {
+        if (pool->alive[i]) {
+            node_down(&pool->nodes[i]);
+        }
+    }
+    node_down(&pool->coord);
+}
+
+/* SIGKILL node @p i, as a crash would. */
+static void pool_kill(pool_t *pool, int i)
+{
+    kill(pool->nodes[i].pid, SIGKILL);
+    waitpid(pool->nodes[i].pid, NULL, 0);
+    reap_del(pool->nodes[i].pid);
+    pool->alive[i] = 0;
+}
+
+static kvp_client_h connect_to(const char *address)
+{
+    kvp_client_h client = NULL;
+
+    ASSERT_OK(kvp_client_connect(address, NULL, &client));
+    return client;
+}
+
+/* Within WAIT_MS, the coordinator counts @p n nodes. */
+static void wait_joined(kvp_client_h client, uint64_t n)
+{
+    kvp_index_stats_t st = {0};
+
+    for (uint64_t deadline = now_ms() + WAIT_MS; now_ms() < deadline; sleep_ms(10)) {
+        ASSERT_OK(kvp_index_stats(client, &st));
+        if (st.nodes == n) {
+            return;
+        }
+    }
+    ASSERT_EQ(st.nodes, n);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Chains                                                                  */
+/* ---------------------------------------------------------------------- */
+
+/* A chain of n blocks; its first `shared` blocks are those of chain `base`. */
+typedef struct {
+    size_t    n;
+    kvp_key_t keys[CHAIN_MAX];
+    uint64_t  sizes[CHAIN_MAX];
+    uint8_t  *data[CHAIN_MAX];
+} chain_t;
+
+static void chain_make(chain_t *c, const char *name, size_t n, const char *base,
+                       size_t shared)
+{
+    ASSERT_LE(n, CHAIN_MAX);
+    c->n = n;
+    for (size_t i = 0; i < n; i++) {
+        const char *owner = i < shared ? base : name;
+        c->keys[i]  = key_of("%s-%zu", owner, i);
+        c->sizes[i] = (uint64_t)(24 + (i * 7) % 40) * KiB + i;
+        c->data[i]  = make_block(c->sizes[i], kvp_key_from_bytes(owner, strlen(owner))
+                                                      .bytes[0] * 1000u + i);
+    }
+}
+
+static void chain_free(chain_t *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        free(c->data[i]);
+    }
+}
+
+static void chain_put(kvp_client_h client, const chain_t *c)
+{
+    kvp_status_t st[CHAIN_MAX];
+
+    ASSERT_OK(kvp_put_chain(client, NS, c->keys, (const void *const *)c->data, c->sizes,
+                            c->n, st));
+    for (size_t i = 0; i < c->n; i++) {
+        ASSERT_OK(st[i]);
+    }
+}
+
+static size_t chain_match(kvp_client_h client, const chain_t *c)
+{
+    size_t matched = 999;
+
+    ASSERT_OK(kvp_match(client, NS, c->keys, c->n, &matched));
+    ASSERT_LE(matched, c->n);
+    return matched;
+}
+
+/* Within WAIT_MS, Match of @p c says @p want. */
+static void wait_match(kvp_client_h client, const chain_t *c, size_t want)
+{
+    size_t matched = 0;
+
+    for (uint64_t deadline = now_ms() + WAIT_MS; now_ms() < deadline; sleep_ms(10)) {
+        matched = chain_match(client, c);
+        if (matched == want) {
+            return;
+        }
+    }
+    ASSERT_EQ(matched, want);
+}
+
+/* get_chain of @p c: how many blocks it loaded; each of them byte for byte. */
+static size_t chain_get(kvp_client_h client, const chain_t *c)
+{
+    void    *bufs[CHAIN_MAX];
+    uint64_t caps[CHAIN_MAX], sizes[CHAIN_MAX];
+    size_t   loaded = 999;
+
+    for (size_t i = 0; i < c->n; i++) {
+        caps[i] = c->sizes[i] + 100;
+        bufs[i] = malloc(caps[i]);
+        memset(bufs[i], 0xee, caps[i]);
+    }
+    ASSERT_OK(kvp_get_chain(client, NS, c->keys, bufs, caps, c->n, sizes, &loaded));
+    ASSERT_LE(loaded, c->n);
+    for (size_t i = 0; i < loaded; i++) {
+        ASSERT_EQ(sizes[i], c->sizes[i]);
+        ASSERT(memcmp(bufs[i], c->data[i], c->sizes[i]) == 0);
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        free(bufs[i]);
+    }
+    return loaded;
+}
+
+/* Which nodes hold a block of @p c (bit i: pool->nodes[i]), asked directly. */
+static unsigned chain_holders(const pool_t *pool, const chain_t *c)
+{
+    unsigned mask = 0;
+
+    for (int k = 0; k < pool->n; k++) {
+        kvp_client_h node;
+        if (!pool->alive[k]) {
+            continue;
+        }
+        node = connect_to(pool->nodes[k].address);
+        for (size_t i = 0; i < c->n; i++) {
+            size_t present = 0;
+            ASSERT_OK(kvp_exists(node, NS, &c->keys[i], 1, &present));
+            if (present) {
+                mask |= 1u << k;
+            }
+        }
+        kvp_client_disconnect(node);
+    }
+    return mask;
+}
+
+static int bits(unsigned mask)
+{
+    return __builtin_popcount(mask);
+}
+
+/* How many nodes store at least one block, asked directly. */
+static int nodes_with_blocks(const pool_t *pool)
+{
+    int with = 0;
+
+    for (int k = 0; k < pool->n; k++) {
+        kvp_client_h node = connect_to(pool->nodes[k].address);
+        kvp_stats_t  st;
+        ASSERT_OK(kvp_stats(node, &st));
+        with += st.blocks > 0;
+        kvp_client_disconnect(node);
+    }
+    return with;
+}
+
+static uint64_t pool_puts(kvp_client_h client)
+{
+    kvp_stats_t st;
+
+    ASSERT_OK(kvp_stats(client, &st));
+    return st.puts;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Tests                                                                   */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * Chains put through the coordinator come back byte for byte; each stays
+ * on one node, and the chains spread over the nodes; a chain extending a
+ * cached one stores only its new blocks, on the node of its prefix.
+ */
+static void test_cluster_chains(void)
+{
+    enum { CHAINS = 12 };
+    pool_t            pool;
+    kvp_client_h      client;
+    chain_t           chains[CHAINS], ext, longer;
+    unsigned          used = 0;
+    uint64_t          puts;
+    kvp_index_stats_t ist;
+    char              name[32];
+    const char       *want = getenv("KVPOOL_TRANSPORT");
+
+    pool_up(&pool, 3, "64MiB", "3000");
+    client = connect_to(pool.coord.address);
+    wait_joined(client, 3);
+    ASSERT(strcmp(kvp_client_transport(client), "none") == 0);
+    for (int c = 0; c < CHAINS; c++) {
+        snprintf(name, sizeof(name), "chain%d", c);
+        chain_make(&chains[c], name, 12, NULL, 0);
+        ASSERT_EQ(chain_match(client, &chains[c]), 0);
+        ASSERT_EQ(chain_get(client, &chains[c]), 0);
+        chain_put(client, &chains[c]);
+    }
+    if (want != NULL && strcmp(want, "auto") != 0) {
+        ASSERT(strcmp(kvp_client_transport(client), want) == 0);
+    }
+    for (int c = 0; c < CHAINS; c++) {
+        unsigned holders;
+        wait_match(client, &chains[c], 12);
+        ASSERT_EQ(chain_get(client, &chains[c]), 12);
+        holders = chain_holders(&pool, &chains[c]);
+        ASSERT_EQ(bits(holders), 1); /* a chain stays on one node */
+        used |= holders;
+    }
+    ASSERT(bits(used) >= 2); /* and the chains spread over the nodes */
+
+    /* ext continues chain0: only its 8 new blocks are stored, next to it */
+    chain_make(&ext, "ext", 20, "chain0", 12);
+    ASSERT_EQ(chain_match(client, &ext), 12);
+    puts = pool_puts(client);
+    chain_put(client, &ext);
+    ASSERT_EQ(pool_puts(client) - puts, 8);
+    wait_match(client, &ext, 20);
+    ASSERT_EQ(chain_get(client, &ext), 20);
+    ASSERT_EQ(chain_holders(&pool, &ext), chain_holders(&pool, &chains[0]));
+
+    /* putting it again stores nothing; a longer chain loads the cached part */
+    puts = pool_puts(client);
+    chain_put(client, &ext);
+    ASSERT_EQ(pool_puts(client), puts);
+    chain_make(&longer, "longer", 26, "ext", 20);
+    ASSERT_EQ(chain_match(client, &longer), 20);
+    ASSERT_EQ(chain_get(client, &longer), 20);
+
+    ASSERT_OK(kvp_index_stats(client, &ist));
+    ASSERT_EQ(ist.nodes, 3);
+    ASSERT(ist.blocks >= CHAINS * 12 + 8);
+    ASSERT(ist.matches > 0 && ist.matched_blocks <= ist.requested_blocks);
+    for (int c = 0; c < CHAINS; c++) {
+        chain_free(&chains[c]);
+    }
+    chain_free(&ext);
+    chain_free(&longer);
+    kvp_client_disconnect(client);
+    pool_down(&pool);
+}
+
+/*
+ * A killed node: the chains it held load no further than what other nodes
+ * hold (a block also held elsewhere is read there), never wrong bytes;
+ * the other chains still load whole, and no call waits for a timeout.
+ */
+static void test_cluster_node_killed(void)
+{
+    enum { CHAINS = 6 };
+    pool_t       pool;
+    kvp_client_h client, direct;
+    chain_t      split, chains[CHAINS];
+    unsigned     holders[CHAINS];
+    char         name[32];
+    uint64_t     start;
+
+    pool_up(&pool, 3, "64MiB", "1000");
+    client = connect_to(pool.coord.address);
+    wait_joined(client, 3);
+
+    /* split: blocks 0..5 on node 0, the whole chain on node 1 */
+    chain_make(&split, "split", 12, NULL, 0);
+    split.n = 6;
+    direct  = connect_to(pool.nodes[0].address);
+    chain_put(direct, &split);
+    kvp_client_disconnect(direct);
+    split.n = 12;
+    direct  = connect_to(pool.nodes[1].address);
+    chain_put(direct, &split);
+    kvp_client_disconnect(direct);
+    wait_match(client, &split, 12);
+    ASSERT_EQ(chain_get(client, &split), 12);
+
+    for (int c = 0; c < CHAINS; c++) {
+        snprintf(name, sizeof(name), "kill%d", c);
+        chain_make(&chains[c], name, 10, NULL, 0);
+        chain_put(client, &chains[c]);
+    }
+    for (int c = 0; c < CHAINS; c++) {
+        wait_match(client, &chains[c], 10);
+        holders[c] = chain_holders(&pool, &chains[c]);
+        ASSERT_EQ(bits(holders[c]), 1);
+    }
+
+    pool_kill(&pool, 1);
+    start = now_ms();
+    /* the client read split from node 1; now node 0 serves its first half */
+    ASSERT_EQ(chain_get(client, &split), 6);
+    for (int c = 0; c < CHAINS; c++) {
+        ASSERT_EQ(chain_get(client, &chains[c]), holders[c] == 2u ? 0 : 10);
+    }
+    ASSERT(now_ms() - start < 3000);
+
+    /* once its lease runs out, the node's blocks leave the index */
+    wait_match(client, &split, 6);
+    for (int c = 0; c < CHAINS; c++) {
+        ASSERT_EQ(chain_match(client, &chains[c]), holders[c] == 2u ? 0 : 10);
+        chain_free(&chains[c]);
+    }
+    chain_free(&split);
+    kvp_client_disconnect(client);
+    pool_down(&pool);
+}
+
+/*
+ * The block calls in cluster mode: put/get/exists/delete/stats, the
+ * batches and their async forms; nodes that join after the client
+ * connected are used too.
+ */
+static void test_cluster_block_calls(void)
+{
+    enum { N = 24 };
+    pool_t        pool;
+    kvp_client_h  client;
+    kvp_key_t     keys[N];
+    uint8_t      *data[N], *got[N];
+    uint64_t      sizes[N], caps[N], got_sizes[N];
+    kvp_status_t  st[N];
+    kvp_stats_t   stats;
+    kvp_request_h req;
+    size_t        n = 0;
+
+    pool_up(&pool, 1, "64MiB", "3000");
+    client = connect_to(pool.coord.address);
+    wait_joined(client, 1);
+    cluster_node_up(&pool.nodes[1], "64MiB", &pool.coord);
+    cluster_node_up(&pool.nodes[2], "64MiB", &pool.coord);
+    pool.alive[1] = pool.alive[2] = 1;
+    pool.n = 3;
+    wait_joined(client, 3);
+
+    for (int i = 0; i < N; i++) {
+        keys[i]  = key_of("block-%d", i);
+        sizes[i] = caps[i] = (uint64_t)(8 + 5 * i) * KiB + 3;
+        data[i]  = make_block(sizes[i], 77 + (uint64_t)i);
+        got[i]   = malloc(caps[i]);
+    }
+    ASSERT_OK(kvp_put_batch(client, NS, keys, (const void *const *)data, sizes, N - 1, st));
+    for (int i = 0; i < N - 1; i++) {
+        ASSERT_OK(st[i]);
+    }
+    ASSERT_OK(kvp_put(client, NS, &keys[N - 1], data[N - 1], sizes[N - 1]));
+    for (int i = 0; i < N; i++) {
+        for (uint64_t deadline = now_ms() + WAIT_MS; now_ms() < deadline; sleep_ms(10)) {
+            ASSERT_OK(kvp_exists(client, NS, &keys[i], 1, &n));
+            if (n == 1) {
+                break;
+            }
+        }
+        ASSERT_EQ(n, 1);
+    }
+    ASSERT_OK(kvp_stats(client, &stats)); /* the sum over the nodes */
+    ASSERT_EQ(stats.blocks, N);
+    ASSERT(nodes_with_blocks(&pool) >= 2); /* unrelated blocks spread */
+
+    ASSERT_OK(kvp_get_batch(client, NS, keys, (void *const *)got, caps, N, got_sizes, st));
+    for (int i = 0; i < N; i++) {
+        ASSERT_OK(st[i]);
+        ASSERT_EQ(got_sizes[i], sizes[i]);
+        ASSERT(memcmp(got[i], data[i], sizes[i]) == 0);
+    }
+    memset(got[3], 0, caps[3]);
+    ASSERT_OK(kvp_get(client, NS, &keys[3], got[3], caps[3], &got_sizes[3]));
+    ASSERT(memcmp(got[3], data[3], sizes[3]) == 0);
+    ASSERT_STATUS(kvp_get(client, NS, &(kvp_key_t){{1}}, got[0], caps[0], NULL),
+                  KVP_ERR_NOT_FOUND);
+    ASSERT_STATUS(kvp_get(client, "never-used", &keys[0], got[0], caps[0], NULL),
+                  KVP_ERR_NOT_FOUND);
+
+    /* async batches run the same calls on the library's threads */
+    ASSERT_OK(kvp_get_batch_async(client, NS, keys, (void *const *)got, caps, N, got_sizes,
+                                  st, &req));
+    ASSERT_OK(kvp_request_wait(req));
+    kvp_request_free(req);
+    for (int i = 0; i < N; i++) {
+        ASSERT_OK(st[i]);
+        ASSERT(memcmp(got[i], data[i], sizes[i]) == 0);
+    }
+
+    /* delete on every node; the blocks are then misses */
+    ASSERT_OK(kvp_delete(client, NS, keys, 5, &n));
+    ASSERT_EQ(n, 5);
+    ASSERT_OK(kvp_get_batch(client, NS, keys, (void *const *)got, caps, 6, got_sizes, st));
+    for (int i = 0; i < 5; i++) {
+        ASSERT_STATUS(st[i], KVP_ERR_NOT_FOUND);
+    }
+    ASSERT_OK(st[5]);
+    ASSERT_OK(kvp_stats(client, &stats));
+    ASSERT_EQ(stats.blocks, N - 5);
+    for (int i = 0; i < N; i++) {
+        free(data[i]);
+        free(got[i]);
+    }
+    kvp_client_disconnect(client);
+    pool_down(&pool);
+}
+
+KV_TEST_MAIN(KV_TEST(test_cluster_chains), KV_TEST(test_cluster_node_killed),
+             KV_TEST(test_cluster_block_calls))
