@@ -8,8 +8,17 @@
  * The index learns of stored blocks when the nodes publish them, a moment
  * after the puts; tests wait for Match to see what they stored before
  * they read it back.
+ *
+ * A fake coordinator (a kv_rpc_server in a child process) answers with
+ * malformed Nodes, Match and PlanPut replies: the client must refuse them
+ * with KVP_ERR_PROTOCOL and never move a block through them.
  */
+#include <kv/evloop.h>
 #include <kvpool/kvpool.h>
+#include <kvproto/coord_service.h>
+#include <kvproto/rpc_server.h>
+
+#include "kvpool.pb-c.h"
 
 #include <node_proc.h>
 #include <test.h>
@@ -460,5 +469,203 @@ static void test_cluster_block_calls(void)
     pool_down(&pool);
 }
 
+/* ---------------------------------------------------------------------- */
+/* A fake coordinator with malformed replies                               */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * It lists one node, id 1, at an address where nothing listens (so a
+ * client that tried to move a block would get a connection error, not
+ * KVP_ERR_PROTOCOL), or with bad_list a node with id 0.  Its Match and
+ * PlanPut replies break the contract as the request's namespace says.
+ */
+static int fake_bad_list;
+
+static int ns_is(const ProtobufCBinaryData *ns, const char *name)
+{
+    return ns->len == strlen(name) && memcmp(ns->data, name, ns->len) == 0;
+}
+
+static void fake_nodes(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                       const void *payload, uint64_t payload_len, void *arg)
+{
+    Kvpool__NodesReply reply = KVPOOL__NODES_REPLY__INIT;
+    Kvpool__NodeInfo   node  = KVPOOL__NODE_INFO__INIT, *nodes[] = {&node};
+
+    node.node_id  = fake_bad_list ? 0 : 1;
+    node.address  = "127.0.0.1:1";
+    reply.n_nodes = 1;
+    reply.nodes   = nodes;
+    kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
+}
+
+static void fake_match(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                       const void *payload, uint64_t payload_len, void *arg)
+{
+    const Kvpool__MatchRequest *req   = (const Kvpool__MatchRequest *)msg;
+    Kvpool__MatchReply          reply = KVPOOL__MATCH_REPLY__INIT;
+    Kvpool__BlockLocations      blocks[KVP_BATCH_MAX + 1], *ptrs[KVP_BATCH_MAX + 1];
+    Kvpool__NodePrefix          prefix = KVPOOL__NODE_PREFIX__INIT, *prefixes[] = {&prefix};
+    uint32_t                    loc    = KV_LOC(1, 0);
+    size_t                      n      = req->n_keys;
+
+    if (ns_is(&req->ns, "too-many")) {
+        n++;
+    } else if (ns_is(&req->ns, "node-zero")) {
+        loc = KV_LOC(0, 0);
+    } else if (ns_is(&req->ns, "unknown-node")) {
+        loc = KV_LOC(77, 0);
+    }
+    for (size_t i = 0; i < n; i++) {
+        kvpool__block_locations__init(&blocks[i]);
+        blocks[i].n_locations = 1;
+        blocks[i].locations   = &loc;
+        ptrs[i]               = &blocks[i];
+    }
+    reply.matched  = (uint32_t)n;
+    reply.n_blocks = ns_is(&req->ns, "lists-short") ? n - 1 : n;
+    reply.blocks   = ptrs;
+    if (ns_is(&req->ns, "prefix-long")) {
+        prefix.node_id = 1;
+        prefix.length  = (uint32_t)n + 1;
+        reply.n_nodes  = 1;
+        reply.nodes    = prefixes;
+    }
+    kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
+}
+
+static void fake_plan_put(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                          const void *payload, uint64_t payload_len, void *arg)
+{
+    const Kvpool__PlanPutRequest *req   = (const Kvpool__PlanPutRequest *)msg;
+    Kvpool__PlanPutReply          reply = KVPOOL__PLAN_PUT_REPLY__INIT;
+    Kvpool__NodeInfo              node  = KVPOOL__NODE_INFO__INIT, *nodes[] = {&node};
+    uint32_t                      targets[KVP_BATCH_MAX + 1], replica = 1;
+    size_t                        n = req->n_keys;
+
+    for (size_t i = 0; i <= n; i++) {
+        targets[i] = 1;
+    }
+    reply.n_targets = n;
+    reply.targets   = targets;
+    if (ns_is(&req->ns, "targets-short")) {
+        reply.n_targets = n - 1;
+    } else if (ns_is(&req->ns, "cached-too-many")) {
+        reply.cached = (uint32_t)n + 1;
+    } else if (ns_is(&req->ns, "target-zero")) {
+        targets[n - 1] = 0;
+    } else if (ns_is(&req->ns, "target-unknown")) {
+        targets[0] = 99;
+    } else if (ns_is(&req->ns, "replicas")) {
+        reply.n_replica_nodes = 1;
+        reply.replica_nodes   = &replica;
+    } else if (ns_is(&req->ns, "bad-node")) {
+        node.node_id  = 5;
+        node.address  = "";
+        targets[0]    = 5;
+        reply.n_nodes = 1;
+        reply.nodes   = nodes;
+    }
+    kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
+}
+
+static void fake_unsupported(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                             const void *payload, uint64_t payload_len, void *arg)
+{
+    kv_rpc_reply_error(call, KVP_ERR_UNSUPPORTED, "not in the fake coordinator");
+}
+
+/* Start the fake coordinator in a child process; its address into @p fake. */
+static void fake_up(kv_test_node_t *fake, int bad_list)
+{
+    static const kv_rpc_handler_func_t handlers[KV_COORD_METHOD_COUNT] = {
+        [KV_COORD_JOIN] = fake_unsupported,     [KV_COORD_HEARTBEAT] = fake_unsupported,
+        [KV_COORD_PUBLISH] = fake_unsupported,  [KV_COORD_MATCH] = fake_match,
+        [KV_COORD_PLAN_PUT] = fake_plan_put,    [KV_COORD_NODES] = fake_nodes,
+        [KV_COORD_STATS] = fake_unsupported,
+    };
+    Kvpool__HelloReply     hello  = KVPOOL__HELLO_REPLY__INIT;
+    kv_rpc_server_params_t params = {
+        .listen = "127.0.0.1", .name = "fake-coord", .max_payload = 1 << 20,
+        .service = &kvpool__coordinator__descriptor, .handlers = handlers,
+        .hello = &hello};
+    kv_rpc_server_t *server;
+    kv_evloop_t     *loop;
+    int              pipefd[2], port = 0;
+
+    ASSERT_EQ(pipe(pipefd), 0);
+    fake->pid = fork();
+    ASSERT(fake->pid >= 0);
+    if (fake->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        fake_bad_list    = bad_list;
+        hello.coordinator = 1;
+        ASSERT_OK(kv_evloop_create(&loop));
+        ASSERT_OK(kv_rpc_server_create(loop, &params, &server));
+        port = kv_rpc_server_port(server);
+        ASSERT_EQ(write(pipefd[1], &port, sizeof(port)), sizeof(port));
+        kv_evloop_run(loop);
+        _exit(0);
+    }
+    close(pipefd[1]);
+    ASSERT_EQ(read(pipefd[0], &port, sizeof(port)), sizeof(port));
+    close(pipefd[0]);
+    reap_add(fake->pid);
+    snprintf(fake->address, sizeof(fake->address), "127.0.0.1:%d", port);
+}
+
+static void fake_down(kv_test_node_t *fake)
+{
+    kill(fake->pid, SIGKILL);
+    waitpid(fake->pid, NULL, 0);
+    reap_del(fake->pid);
+}
+
+/* Malformed replies fail the call with KVP_ERR_PROTOCOL; nothing moves. */
+static void test_cluster_bad_replies(void)
+{
+    static const char *const bad_match[] = {"too-many", "lists-short", "node-zero",
+                                            "prefix-long"};
+    static const char *const bad_plan[]  = {"targets-short", "cached-too-many",
+                                            "target-zero", "target-unknown", "replicas",
+                                            "bad-node"};
+    kv_test_node_t fake;
+    kvp_client_h   client;
+    kvp_key_t      keys[3] = {key_of("k0"), key_of("k1"), key_of("k2")};
+    uint8_t        block[64] = {1}, buf[3][64];
+    const void    *datas[3] = {block, block, block};
+    void          *bufs[3]  = {buf[0], buf[1], buf[2]};
+    uint64_t       sizes[3] = {64, 64, 64}, got[3];
+    kvp_status_t   st[3];
+    size_t         n;
+
+    fake_up(&fake, 1); /* a node with id 0 in the list: no client */
+    ASSERT_STATUS(kvp_client_connect(fake.address, NULL, &client), KVP_ERR_PROTOCOL);
+    fake_down(&fake);
+
+    fake_up(&fake, 0);
+    client = connect_to(fake.address);
+    for (size_t i = 0; i < sizeof(bad_match) / sizeof(bad_match[0]); i++) {
+        ASSERT_STATUS(kvp_match(client, bad_match[i], keys, 3, &n), KVP_ERR_PROTOCOL);
+        ASSERT_STATUS(kvp_get_chain(client, bad_match[i], keys, bufs, sizes, 3, got, &n),
+                      KVP_ERR_PROTOCOL);
+    }
+    for (size_t i = 0; i < sizeof(bad_plan) / sizeof(bad_plan[0]); i++) {
+        ASSERT_STATUS(kvp_put_chain(client, bad_plan[i], keys, datas, sizes, 3, st),
+                      KVP_ERR_PROTOCOL);
+    }
+    /* a block whose only holder the coordinator does not list is a miss */
+    n = 99;
+    ASSERT_OK(kvp_get_chain(client, "unknown-node", keys, bufs, sizes, 3, got, &n));
+    ASSERT_EQ(n, 0);
+    /* a listed node that cannot be reached: a miss for get, an error for put */
+    ASSERT_OK(kvp_get_chain(client, "good", keys, bufs, sizes, 3, got, &n));
+    ASSERT_EQ(n, 0);
+    ASSERT_OK(kvp_put_chain(client, "good", keys, datas, sizes, 3, st));
+    ASSERT(KVP_STATUS_IS_CONNECTION_ERROR(st[0]));
+    kvp_client_disconnect(client);
+    fake_down(&fake);
+}
+
 KV_TEST_MAIN(KV_TEST(test_cluster_chains), KV_TEST(test_cluster_node_killed),
-             KV_TEST(test_cluster_block_calls))
+             KV_TEST(test_cluster_block_calls), KV_TEST(test_cluster_bad_replies))
