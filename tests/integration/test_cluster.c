@@ -24,6 +24,7 @@
 #include <test.h>
 #include <test_util.h>
 
+#include <math.h>
 #include <pthread.h>
 
 #define NS "cluster"
@@ -667,5 +668,150 @@ static void test_cluster_bad_replies(void)
     fake_down(&fake);
 }
 
+/* ---------------------------------------------------------------------- */
+/* The command line: kvpool replay (live) and kvpool demo                  */
+/* ---------------------------------------------------------------------- */
+
+/* The number after "@p field": in a JSON line (the field must be there). */
+static double json_number(const char *line, const char *field)
+{
+    char        pattern[64];
+    const char *at;
+
+    snprintf(pattern, sizeof(pattern), "\"%s\":", field);
+    at = strstr(line, pattern);
+    ASSERT(at != NULL);
+    return strtod(at + strlen(pattern), NULL);
+}
+
+/*
+ * Write a synthetic Mooncake-format trace of @p records records, 20 ms
+ * apart: conversations over shared system prompts, each turn's hash_ids
+ * its conversation so far plus new blocks.  Returns the block- and
+ * token-level hit ratios of replaying it with nothing evicted (a block
+ * hits when it and every block before it in its chain were seen before).
+ */
+static void synthetic_trace(const char *path, int records, double *hit_p, double *token_p)
+{
+    enum { CONVS = 12, LEN_MAX = 40 };
+    uint64_t conv[CONVS][LEN_MAX], next_id = 1000;
+    size_t   len[CONVS] = {0};
+    uint8_t *seen       = calloc(1 << 16, 1);
+    uint64_t asked = 0, hit = 0, tokens = 0, hit_tokens = 0;
+    FILE    *f = fopen(path, "w");
+    rng_t    rng;
+    int      closed;
+
+    ASSERT(f != NULL && seen != NULL);
+    rng_seed(&rng, 42);
+    for (int r = 0; r < records; r++) {
+        int      c = (int)rng_range(&rng, 0, CONVS - 1);
+        size_t   add, matched = 0;
+        uint64_t input;
+
+        if (len[c] == 0 || len[c] + 3 > LEN_MAX) { /* a new conversation */
+            uint64_t prompt = rng_range(&rng, 0, 3);
+            len[c]          = 0;
+            for (uint64_t i = 0; i <= prompt; i++) {
+                conv[c][len[c]++] = 10 * prompt + i; /* shared system prompt */
+            }
+        }
+        add = (size_t)rng_range(&rng, 1, 3);
+        for (size_t i = 0; i < add; i++) {
+            conv[c][len[c]++] = next_id++;
+        }
+        input = len[c] * 512 - rng_range(&rng, 0, 511);
+        fprintf(f, "{\"timestamp\": %d, \"input_length\": %llu, \"output_length\": 10, "
+                   "\"hash_ids\": [", 20 * r, (unsigned long long)input);
+        for (size_t i = 0; i < len[c]; i++) {
+            fprintf(f, "%s%llu", i ? ", " : "", (unsigned long long)conv[c][i]);
+        }
+        fprintf(f, "]}\n");
+        while (matched < len[c] && seen[conv[c][matched]]) {
+            matched++;
+        }
+        for (size_t i = 0; i < len[c]; i++) {
+            seen[conv[c][i]] = 1;
+        }
+        asked += len[c];
+        hit += matched;
+        tokens += input;
+        hit_tokens += matched * 512 < input ? matched * 512 : input;
+    }
+    closed = fclose(f);
+    ASSERT_EQ(closed, 0);
+    free(seen);
+    *hit_p   = (double)hit / (double)asked;
+    *token_p = (double)hit_tokens / (double)tokens;
+}
+
+/* A live replay's hit ratios are what the trace gives with nothing evicted. */
+static void test_cluster_replay_live(void)
+{
+    pool_t      pool;
+    cli_files_t f;
+    char        trace[160], *last;
+    double      hit, token_hit;
+
+    if (getenv("KVPOOL_CLI_BIN") == NULL) {
+        KV_SKIP("KVPOOL_CLI_BIN is not set");
+    }
+    cli_files_make(&f);
+    snprintf(trace, sizeof(trace), "%s/trace.jsonl", f.dir);
+    synthetic_trace(trace, 200, &hit, &token_hit);
+    pool_up(&pool, 2, "128MiB", "3000");
+    {
+        /* one thread, paced (20 ms between records): each record sees the
+         * index after the nodes published the previous one */
+        const char *replay[] = {"replay", trace, "--coord", pool.coord.address,
+                                "--block-size", "16KiB", "--requests", "200",
+                                "--threads", "1", "--time-scale", "1", "--json", NULL};
+        kvp_client_h client = connect_to(pool.coord.address);
+        wait_joined(client, 2);
+        kvp_client_disconnect(client);
+        ASSERT_EQ(run_cli(replay, f.so, f.se), 0);
+    }
+    last = read_last_line(f.so);
+    fprintf(stderr, "kvpool replay said: %s\n(offline: %.6f, %.6f)\n", last, hit, token_hit);
+    ASSERT(last[0] == '{' && last[strlen(last) - 1] == '}');
+    ASSERT_EQ(json_number(last, "requests"), 200);
+    ASSERT_EQ(json_number(last, "errors"), 0);
+    ASSERT(fabs(json_number(last, "hit_ratio") - hit) < 1e-5);
+    ASSERT(fabs(json_number(last, "token_hit_ratio") - token_hit) < 1e-5);
+    ASSERT(strstr(last, "\"policy\":\"") != NULL && strstr(last, "\"capacity_blocks\":"));
+    ASSERT(json_number(last, "gbps") > 0 && json_number(last, "get_p99_us") > 0);
+    free(last);
+    unlink(trace);
+    cli_files_remove(&f);
+    pool_down(&pool);
+}
+
+/* kvpool demo starts a coordinator and nodes and reports both hit ratios. */
+static void test_cluster_demo_json(void)
+{
+    cli_files_t f;
+    char       *last;
+    const char *demo[] = {"demo", "--requests", "300", "--nodes", "3", "--memory", "64MiB",
+                          "--block-size", "16KiB", "--json", NULL};
+
+    if (getenv("KVPOOL_CLI_BIN") == NULL) {
+        KV_SKIP("KVPOOL_CLI_BIN is not set");
+    }
+    cli_files_make(&f);
+    ASSERT_EQ(run_cli(demo, f.so, f.se), 0);
+    last = read_last_line(f.so);
+    fprintf(stderr, "kvpool demo said: %s\n", last);
+    ASSERT_EQ(json_number(last, "requests"), 300);
+    ASSERT_EQ(json_number(last, "nodes"), 3);
+    ASSERT_EQ(json_number(last, "mismatches"), 0);
+    ASSERT_EQ(json_number(last, "errors"), 0);
+    ASSERT(json_number(last, "hit_ratio") > 0.2);
+    /* the index saw at least what the client loaded */
+    ASSERT(json_number(last, "index_hit_ratio") >= json_number(last, "hit_ratio") - 1e-9);
+    free(last);
+    cli_files_remove(&f);
+}
+
 KV_TEST_MAIN(KV_TEST(test_cluster_chains), KV_TEST(test_cluster_node_killed),
-             KV_TEST(test_cluster_block_calls), KV_TEST(test_cluster_bad_replies))
+             KV_TEST(test_cluster_block_calls), KV_TEST(test_cluster_bad_replies),
+             KV_TEST(test_cluster_replay_live), KV_TEST(test_cluster_demo_json))
