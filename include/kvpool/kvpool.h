@@ -410,9 +410,11 @@ KVP_EXPORT kvp_status_t kvp_match(kvp_client_h client, const char *ns,
  *                        kvp_put(); a connection error when its node
  *                        failed).
  * @return KVP_OK (see @p statuses); KVP_ERR_INVALID_PARAM;
- *         KVP_ERR_PROTOCOL (a malformed plan); a connection error of the
- *         coordinator (or, connected to a node, of the node; then
- *         @p statuses is undefined).
+ *         KVP_ERR_PROTOCOL (a malformed plan); the coordinator's refusal
+ *         (KVP_ERR_NO_SPACE: no node has joined; KVP_ERR_TOO_LARGE: a
+ *         block larger than every node); a connection error of the
+ *         coordinator (or, connected to a node, of the node).  On an
+ *         error @p statuses is undefined.
  */
 KVP_EXPORT kvp_status_t kvp_put_chain(kvp_client_h client, const char *ns,
                                       const kvp_key_t *keys,
