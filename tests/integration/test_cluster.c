@@ -100,7 +100,11 @@ static void wait_joined(kvp_client_h client, uint64_t n)
 /* Chains                                                                  */
 /* ---------------------------------------------------------------------- */
 
-/* A chain of n blocks; its first `shared` blocks are those of chain `base`. */
+/*
+ * A chain of n blocks whose first `shared` blocks are those of chain
+ * `base` (keys and bytes).  Keys chain as an engine's do: each hashes the
+ * key before it, so a key names its whole prefix.
+ */
 typedef struct {
     size_t    n;
     kvp_key_t keys[CHAIN_MAX];
@@ -108,17 +112,30 @@ typedef struct {
     uint8_t  *data[CHAIN_MAX];
 } chain_t;
 
-static void chain_make(chain_t *c, const char *name, size_t n, const char *base,
+static void chain_make(chain_t *c, const char *name, size_t n, const chain_t *base,
                        size_t shared)
 {
     ASSERT_LE(n, CHAIN_MAX);
+    ASSERT(shared == 0 || (base != NULL && shared <= base->n));
     c->n = n;
     for (size_t i = 0; i < n; i++) {
-        const char *owner = i < shared ? base : name;
-        c->keys[i]  = key_of("%s-%zu", owner, i);
+        if (i < shared) {
+            c->keys[i]  = base->keys[i];
+            c->sizes[i] = base->sizes[i];
+            c->data[i]  = malloc(c->sizes[i]);
+            ASSERT(c->data[i] != NULL);
+            memcpy(c->data[i], base->data[i], c->sizes[i]);
+            continue;
+        }
+        uint8_t label[KVP_KEY_LEN + 64];
+        size_t  len = (size_t)snprintf((char *)label + KVP_KEY_LEN, 64, "%s-%zu", name, i);
+        memset(label, 0, KVP_KEY_LEN);
+        if (i > 0) {
+            memcpy(label, c->keys[i - 1].bytes, KVP_KEY_LEN);
+        }
+        c->keys[i]  = kvp_key_from_bytes(label, KVP_KEY_LEN + len);
         c->sizes[i] = (uint64_t)(24 + (i * 7) % 40) * KiB + i;
-        c->data[i]  = make_block(c->sizes[i], kvp_key_from_bytes(owner, strlen(owner))
-                                                      .bytes[0] * 1000u + i);
+        c->data[i]  = make_block(c->sizes[i], c->keys[i].bytes[0] * 1000u + i);
     }
 }
 
@@ -284,7 +301,7 @@ static void test_cluster_chains(void)
     ASSERT(bits(used) >= 2); /* and the chains spread over the nodes */
 
     /* ext continues chain0: only its 8 new blocks are stored, next to it */
-    chain_make(&ext, "ext", 20, "chain0", 12);
+    chain_make(&ext, "ext", 20, &chains[0], 12);
     ASSERT_EQ(chain_match(client, &ext), 12);
     puts = pool_puts(client);
     chain_put(client, &ext);
@@ -297,7 +314,7 @@ static void test_cluster_chains(void)
     puts = pool_puts(client);
     chain_put(client, &ext);
     ASSERT_EQ(pool_puts(client), puts);
-    chain_make(&longer, "longer", 26, "ext", 20);
+    chain_make(&longer, "longer", 26, &ext, 20);
     ASSERT_EQ(chain_match(client, &longer), 20);
     ASSERT_EQ(chain_get(client, &longer), 20);
 
