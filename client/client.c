@@ -43,7 +43,8 @@ static kvp_status_t conn_opts(const kvp_client_params_t *params, kvp__conn_opts_
     }
     opts->transport  = transport;
     opts->token      = (mask & KVP_CLIENT_PARAM_TOKEN) ? params->token : NULL;
-    opts->name       = (mask & KVP_CLIENT_PARAM_NAME) ? params->name : "libkvpool";
+    opts->name       = (mask & KVP_CLIENT_PARAM_NAME) && params->name != NULL ? params->name
+                                                                              : "libkvpool";
     opts->timeout_ms = (mask & KVP_CLIENT_PARAM_TIMEOUT_MS) ? params->timeout_ms
                                                             : DEFAULT_TIMEOUT_MS;
     return KVP_OK;

@@ -9,7 +9,8 @@
  *   get_chain  Match(chain) -> per block, the nodes holding it -> one
  *              source per block (below) -> each node one batched get of
  *              its blocks, in parallel -> the loaded prefix ends at the
- *              first block that did not arrive intact.
+ *              first block that did not arrive intact (after a node
+ *              failure, its blocks are tried on their other holders).
  *   put_batch, get_batch
  *              unrelated blocks: one PlanPut / Match per block, all sent
  *              together on the coordinator's connection, then as above.
@@ -50,6 +51,7 @@ typedef struct {
     kvp__peer_t *peer;
     size_t      *index;
     size_t       n;
+    kvp_status_t status; /* of the node's call: not KVP_OK when the node failed */
 } part_t;
 
 /* One call spread over nodes: the caller's arrays and the parts. */
@@ -135,6 +137,7 @@ static void get_part(void *arg, size_t k)
         status = kvp__node_get(conn, s->ns, keys, bufs, caps, p->n, sizes, statuses);
         kvp__peer_release(s->cl, p->peer, conn, status);
     }
+    p->status = status;
     for (size_t j = 0; j < p->n; j++) {
         size_t i       = p->index[j];
         s->statuses[i] = status != KVP_OK ? status : statuses[j];
@@ -457,12 +460,22 @@ static uint32_t run_at(const Kvpool__MatchReply *r, const uint32_t *const *runs,
     return 0;
 }
 
+/* Stop reading from @p peer in this call (its node failed). */
+static void holders_exclude(holders_t *h, const kvp__peer_t *peer)
+{
+    for (size_t u = 0; u < h->n; u++) {
+        if (h->peers[u] == peer) {
+            h->peers[u] = NULL;
+        }
+    }
+}
+
 /*
- * Pick a source for each matched block (see the top of the file).
- * @return how many leading blocks have one: the prefix ends at a block
- *         none of whose holders the client can reach.
+ * Pick a source for each matched block from block @p from on (see the top
+ * of the file).  @return where the blocks with a source end: at a block
+ * none of whose holders the client can reach, or at the last one.
  */
-static size_t choose_sources(const Kvpool__MatchReply *r, const holders_t *h,
+static size_t choose_sources(const Kvpool__MatchReply *r, const holders_t *h, size_t from,
                              kvp__peer_t **source)
 {
     uint32_t **runs = kv_calloc(r->n_blocks + 1, sizeof(*runs), "runs");
@@ -479,7 +492,7 @@ static size_t choose_sources(const Kvpool__MatchReply *r, const holders_t *h,
             }
         }
     }
-    for (i = 0; i < r->n_blocks; i++) {
+    for (i = from; i < r->n_blocks; i++) {
         const Kvpool__BlockLocations *b = r->blocks[i];
         if (cur == 0 || run_at(r, (const uint32_t *const *)runs, i, cur) == 0) {
             uint32_t best = 0;
@@ -503,6 +516,24 @@ static size_t choose_sources(const Kvpool__MatchReply *r, const holders_t *h,
     return i;
 }
 
+/* A node failure, as opposed to a block missing or damaged on a live node. */
+static int node_failed(kvp_status_t status)
+{
+    return KVP_STATUS_IS_CONNECTION_ERROR(status) || status == KVP_ERR_TIMED_OUT ||
+           status <= KVP_ERR_FIRST_NODE;
+}
+
+/*
+ * Rounds of reads.  Each round reads the blocks from the end of the loaded
+ * prefix on that have not arrived, from the sources chosen among the
+ * holders still trusted.  A node whose call failed is no longer trusted in
+ * this call, and if the prefix stopped at one of its blocks, the next
+ * round tries that block's other holders.  The prefix ends for good at a
+ * block that is missing or damaged on a live node, too large for its
+ * buffer, or whose holders have all failed.
+ */
+#define GET_ROUNDS 3
+
 kvp_status_t kvp__cluster_get_chain(kvp_client_h client, const char *ns,
                                     const kvp_key_t *keys, void *const *bufs,
                                     const uint64_t *capacities, size_t count,
@@ -514,7 +545,7 @@ kvp_status_t kvp__cluster_get_chain(kvp_client_h client, const char *ns,
     holders_t           h;
     spread_t            s = {.cl = cl, .ns = ns, .keys = keys, .lens = capacities,
                              .bufs = bufs, .sizes = sizes};
-    size_t              usable, loaded = 0;
+    size_t              loaded = 0;
     kvp_status_t        status;
 
     status = match_call(cl, ns, keys, count, &match);
@@ -522,18 +553,37 @@ kvp_status_t kvp__cluster_get_chain(kvp_client_h client, const char *ns,
         return status;
     }
     holders_init(&h, cl, match);
-    source = kv_calloc(match->matched + 1, sizeof(*source), "block sources");
-    usable = choose_sources(match, &h, source);
-    if (usable > 0) {
-        s.statuses = kv_malloc(usable * sizeof(*s.statuses), "block statuses");
-        spread_init(&s, source, usable);
+    source     = kv_calloc(match->matched + 1, sizeof(*source), "block sources");
+    s.statuses = kv_malloc((match->matched + 1) * sizeof(*s.statuses), "block statuses");
+    for (size_t i = 0; i < match->matched; i++) {
+        s.statuses[i] = KVP_ERR_NOT_FOUND;
+    }
+    for (int round = 0; round < GET_ROUNDS && loaded < match->matched; round++) {
+        size_t end    = choose_sources(match, &h, loaded, source);
+        int    failed = 0;
+        for (size_t i = loaded; i < end; i++) {
+            if (s.statuses[i] == KVP_OK) {
+                source[i] = NULL; /* arrived in an earlier round */
+            }
+        }
+        spread_init(&s, source, end);
         kvp__fanout(cl->pool, s.n_parts, get_part, &s);
+        for (size_t k = 0; k < s.n_parts; k++) {
+            if (node_failed(s.parts[k].status)) {
+                holders_exclude(&h, s.parts[k].peer);
+                failed = 1;
+            }
+        }
         spread_cleanup(&s);
-        while (loaded < usable && s.statuses[loaded] == KVP_OK) {
+        memset(source, 0, (match->matched + 1) * sizeof(*source));
+        while (loaded < end && s.statuses[loaded] == KVP_OK) {
             loaded++;
         }
-        kv_free(s.statuses);
+        if (loaded == end || !failed || !node_failed(s.statuses[loaded])) {
+            break; /* done, or the block at the cut is a miss on a live node */
+        }
     }
+    kv_free(s.statuses);
     kv_free(source);
     holders_cleanup(&h);
     kvpool__match_reply__free_unpacked(match, NULL);

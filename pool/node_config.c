@@ -32,6 +32,21 @@ static kvp_status_t copy_string(char *dst, size_t dst_len, const char *key,
     return KVP_OK;
 }
 
+/* "HOST:PORT" or "[V6]:PORT" with a non-empty HOST and a port 1..65535;
+ * the host is resolved only when used. */
+static int host_port_ok(const char *value)
+{
+    const char *colon = strrchr(value, ':');
+    char       *end;
+    long        port;
+
+    if (colon == NULL || colon == value || colon[1] < '0' || colon[1] > '9') {
+        return 0;
+    }
+    port = strtol(colon + 1, &end, 10);
+    return *end == '\0' && port >= 1 && port <= 65535;
+}
+
 kvp_status_t kv_node_config_set(kv_node_config_t *config, const char *key,
                                 const char *value, char *err, size_t err_len)
 {
@@ -46,6 +61,15 @@ kvp_status_t kv_node_config_set(kv_node_config_t *config, const char *key,
     if (strcmp(key, "name") == 0) {
         return copy_string(config->name, sizeof(config->name), key, value, err,
                            err_len);
+    }
+    if (strcmp(key, "coordinator") == 0 || strcmp(key, "advertise") == 0) {
+        char *dst = key[0] == 'c' ? config->coordinator : config->advertise;
+        if (!host_port_ok(value)) {
+            snprintf(err, err_len, "%s must be HOST:PORT (port 1..65535), not '%s'",
+                     key, value);
+            return KVP_ERR_CONFIG;
+        }
+        return copy_string(dst, sizeof(config->coordinator), key, value, err, err_len);
     }
     if (strcmp(key, "port") == 0) {
         char *end;

@@ -16,6 +16,7 @@
 
 typedef struct kv_node_session kv_node_session_t;
 typedef struct kv_node_shm     kv_node_shm_t;
+typedef struct kv_node_coord   kv_node_coord_t;
 
 struct kv_node {
     kv_node_config_t   config;
@@ -25,6 +26,8 @@ struct kv_node {
     kv_rpc_server_t   *server;
     kv_node_shm_t     *shm;
     kv_node_session_t *sessions;   /* connections with leases or puts open */
+    uint64_t           open_ops;   /* leases and puts open, all sessions */
+    kv_node_coord_t   *coord;      /* the link to kvpool-coord, or NULL */
     char               host_id[64];
     char               shm_name[64];  /* abstract socket sharing the arena */
     kvt_context_h      kvt;           /* the network data plane, or NULL */
@@ -99,5 +102,21 @@ kvp_status_t kv_node_ucx_create(kv_node_t *node);
 void kv_node_ucx_progress(kv_node_t *node);
 /** Stop the data plane (its connections close).  Accepts none. */
 void kv_node_ucx_destroy(kv_node_t *node);
+
+/* The link to the coordinator (node_coord.c). */
+/**
+ * Start the link to config.coordinator: a thread that joins, heartbeats
+ * and publishes the block table's changes (and its whole inventory after
+ * every join), reconnecting with backoff.  Call once the RPC server is
+ * bound (the advertised address defaults to its address).
+ * @return KVP_OK; KVP_ERR_IO (eventfd or thread, logged).
+ */
+kvp_status_t kv_node_coord_create(kv_node_t *node);
+/** Refresh the figures heartbeats report (from the tick). */
+void kv_node_coord_tick(kv_node_t *node);
+/** The node id the coordinator gave this node, 0 when not joined. */
+uint32_t kv_node_coord_id(kv_node_t *node);
+/** Stop the link (joins its thread).  Accepts none. */
+void kv_node_coord_destroy(kv_node_t *node);
 
 #endif

@@ -306,6 +306,7 @@ static void handle_stats(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     reply.bytes_out      = node->bytes_out;
     reply.connections    = rpc.connections;
     reply.rpc_errors     = rpc.rpc_errors;
+    reply.coord_node_id  = kv_node_coord_id(node);
     kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
 }
 
@@ -387,9 +388,17 @@ kvp_status_t kv_node_create(kv_evloop_t *loop, const kv_node_config_t *config,
     if (status != KVP_OK) {
         goto err_shm;
     }
+    if (config->coordinator[0] != '\0') {
+        status = kv_node_coord_create(node);
+        if (status != KVP_OK) {
+            goto err_server;
+        }
+    }
     *node_p = node;
     return KVP_OK;
 
+err_server:
+    kv_rpc_server_destroy(node->server);
 err_shm:
     kv_node_ucx_destroy(node);
     kv_node_shm_destroy(node);
@@ -406,6 +415,8 @@ void kv_node_destroy(kv_node_t *node)
     if (node == NULL) {
         return;
     }
+    /* the link first: its thread stops, the table loses its listener */
+    kv_node_coord_destroy(node);
     /* closing connections releases Get pins, leases and open puts first */
     kv_rpc_server_destroy(node->server);
     kv_node_sessions_destroy(node);
@@ -428,4 +439,5 @@ void kv_node_tick(kv_node_t *node)
     kv_node_sessions_expire(node);
     kv_node_shm_expire(node);
     kv_node_ucx_progress(node);
+    kv_node_coord_tick(node);
 }

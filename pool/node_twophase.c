@@ -79,6 +79,7 @@ static op_t *op_create(kv_node_session_t *session, int is_put, size_t n)
     op->next       = session->ops;
     session->ops   = op;
     session->num_ops++;
+    node->open_ops++;
     return op;
 }
 
@@ -91,6 +92,7 @@ static void op_release(kv_node_session_t *session, op_t *op)
         if (*pp == op) {
             *pp = op->next;
             session->num_ops--;
+            session->node->open_ops--;
             break;
         }
     }

@@ -1,8 +1,9 @@
 /**
  * @file test_util.h
  * @brief Helpers shared by the test files: time, a deterministic random
- * generator and block contents, keys, socket reads, and starting and
- * stopping nodes with an orphan reaper.  Include it after "test.h".
+ * generator and block contents, keys, socket reads, starting and stopping
+ * nodes and coordinators with an orphan reaper, and running the kvpool
+ * command line.  Include it after "test.h".
  *
  * Everything is static (inline), for test executables of one file each.
  */
@@ -14,7 +15,9 @@
 #include <test.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -219,13 +222,155 @@ static inline void node_up(kv_test_node_t *node, const char *memory,
     reap_add(node->pid);
 }
 
-/** SIGTERM the node; it must exit cleanly with status 0. */
+/** Start a coordinator on @p port (0: any), reaped; skip without $KVPOOL_COORD_BIN. */
+static inline void coord_up(kv_test_node_t *coord, int port, const char *const *extra)
+{
+    static const char *const quiet[] = {"--log-level", "warn", NULL};
+
+    if (getenv("KVPOOL_COORD_BIN") == NULL) {
+        KV_SKIP("KVPOOL_COORD_BIN is not set (run through ctest)");
+    }
+    ASSERT_EQ(kv_test_coord_start(coord, port, extra ? extra : quiet), 0);
+    reap_add(coord->pid);
+}
+
+/** Start a node of @p memory that joins the coordinator @p coord, reaped. */
+static inline void cluster_node_up(kv_test_node_t *node, const char *memory,
+                                   const kv_test_node_t *coord)
+{
+    const char *const extra[] = {"--coord", coord->address, "--log-level", "warn", NULL};
+
+    node_up(node, memory, extra);
+}
+
+/** SIGTERM the node (or coordinator); it must exit cleanly with status 0. */
 static inline void node_down(kv_test_node_t *node)
 {
     int rc = kv_test_node_stop(node);
 
     reap_del(node->pid);
     ASSERT_EQ(rc, 0);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The kvpool command line ($KVPOOL_CLI_BIN)                               */
+/* ---------------------------------------------------------------------- */
+
+/* Run the kvpool CLI with stdout/stderr to files; returns its exit status. */
+static inline int run_cli(const char *const *args, const char *out_path, const char *err_path)
+{
+    const char *bin = getenv("KVPOOL_CLI_BIN");
+    const char *argv[16];
+    int         argc = 0, wstatus = 0;
+    pid_t       pid;
+
+    if (bin == NULL) {
+        KV_SKIP("KVPOOL_CLI_BIN is not set");
+    }
+    argv[argc++] = bin;
+    for (int i = 0; args[i] != NULL && argc < 15; i++) {
+        argv[argc++] = args[i];
+    }
+    argv[argc] = NULL;
+    fflush(NULL);
+    pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (out < 0 || err < 0) {
+            _exit(126);
+        }
+        dup2(out, STDOUT_FILENO);
+        dup2(err, STDERR_FILENO);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    reap_add(pid);
+    /* bounded wait: a hung CLI fails the test instead of hanging it */
+    for (uint64_t deadline = now_ms() + 30000;;) {
+        pid_t r = waitpid(pid, &wstatus, WNOHANG);
+        if (r == pid) {
+            break;
+        }
+        ASSERT(now_ms() < deadline);
+        sleep_ms(2);
+    }
+    reap_del(pid);
+    ASSERT(WIFEXITED(wstatus));
+    return WEXITSTATUS(wstatus);
+}
+
+/** The whole file @p path, NUL-terminated, malloc'ed (free() it). */
+static inline uint8_t *read_file(const char *path, uint64_t *size_p)
+{
+    struct stat st;
+    uint8_t    *buf;
+    FILE       *file = fopen(path, "rb");
+
+    ASSERT(file != NULL);
+    ASSERT_EQ(fstat(fileno(file), &st), 0);
+    buf = malloc((size_t)st.st_size + 1);
+    ASSERT(buf != NULL);
+    ASSERT_EQ(fread(buf, 1, (size_t)st.st_size, file), st.st_size);
+    buf[st.st_size] = 0;
+    fclose(file);
+    *size_p = (uint64_t)st.st_size;
+    return buf;
+}
+
+/* Write @p size bytes of @p data to the file @p path (created or truncated). */
+static inline void write_file(const char *path, const uint8_t *data, uint64_t size)
+{
+    FILE *file = fopen(path, "wb");
+    int   rc;
+
+    ASSERT(file != NULL);
+    ASSERT_EQ(fwrite(data, 1, size, file), size);
+    rc = fclose(file);
+    ASSERT_EQ(rc, 0);
+}
+
+/** A temporary folder with the CLI's input, output, stdout and stderr files. */
+typedef struct {
+    char dir[64];
+    char in[128], out[128], so[128], se[128];
+} cli_files_t;
+
+static inline void cli_files_make(cli_files_t *f)
+{
+    snprintf(f->dir, sizeof(f->dir), "/tmp/kvp-cli-XXXXXX");
+    ASSERT(mkdtemp(f->dir) != NULL);
+    snprintf(f->in, sizeof(f->in), "%s/in.bin", f->dir);
+    snprintf(f->out, sizeof(f->out), "%s/out.bin", f->dir);
+    snprintf(f->so, sizeof(f->so), "%s/stdout", f->dir);
+    snprintf(f->se, sizeof(f->se), "%s/stderr", f->dir);
+}
+
+static inline void cli_files_remove(cli_files_t *f)
+{
+    unlink(f->in);
+    unlink(f->out);
+    unlink(f->so);
+    unlink(f->se);
+    rmdir(f->dir);
+}
+
+/** The last line of the file @p path (malloc'ed, without its newline). */
+static inline char *read_last_line(const char *path)
+{
+    uint64_t size;
+    uint8_t *text = read_file(path, &size);
+    char    *last;
+
+    while (size > 0 && text[size - 1] == '\n') {
+        text[--size] = '\0';
+    }
+    last = strrchr((char *)text, '\n');
+    last = strdup(last ? last + 1 : (char *)text);
+    free(text);
+    ASSERT(last != NULL);
+    return last;
 }
 
 #endif

@@ -7,6 +7,7 @@
 
 #include <kvpool/kvpool.h>
 
+#include <stdint.h>
 #include <sys/types.h>
 
 /** Common connection options of every subcommand. */
@@ -21,6 +22,30 @@ kvp_status_t kv_cli_connect(const kv_cli_conn_t *conn, kvp_client_h *client_p);
 
 /** `kvpool demo ...`; returns the process exit status. */
 int kv_cli_demo(int argc, char **argv);
+
+/** Options of `kvpool replay`. */
+typedef struct kv_cli_replay_opts {
+    const char *trace;      /**< the JSONL trace */
+    const char *coord;      /**< live: the pool's HOST:PORT (coordinator or node) */
+    const char *ns;         /**< namespace */
+    const char *token;      /**< or NULL */
+    uint64_t    block_size; /**< live: bytes per block */
+    uint64_t    requests;   /**< records to replay; 0: all */
+    double      time_scale; /**< live: pace by timestamp / time_scale; 0: don't */
+    int         threads;    /**< live: worker threads */
+    int         json;       /**< print a JSON summary line last */
+} kv_cli_replay_opts_t;
+
+/** `kvpool replay ...`; returns the process exit status. */
+int kv_cli_replay(int argc, char **argv);
+
+/**
+ * The live replay (replay_live.c): every record's cached prefix loaded
+ * and checked, its chain saved, against the pool at opts->coord.
+ * @return the process exit status: 0, or 1 with a reason on stderr (a
+ *         call failed or a byte differed), 2 for bad options.
+ */
+int kv_cli_replay_live(const kv_cli_replay_opts_t *opts);
 
 /** `kvpool bench ...`; returns the process exit status. */
 int kv_cli_bench(int argc, char **argv);

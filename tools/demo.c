@@ -46,21 +46,6 @@ typedef struct {
     uint64_t        end_ns;         /* when the last worker finished */
 } demo_t;
 
-/* The bytes of a block are a function of its key: splitmix64 seeded by it. */
-static void fill_block(const kvp_key_t *key, uint8_t *buf, uint64_t size)
-{
-    uint64_t state;
-
-    memcpy(&state, key->bytes, sizeof(state));
-    for (uint64_t off = 0; off < size; off += 8) {
-        uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-        z          = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z          = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        z ^= z >> 31;
-        memcpy(buf + off, &z, KV_MIN(8, size - off));
-    }
-}
-
 /* Take the next request; copies its keys. Returns 0 when there is none. */
 static int next_request(demo_t *demo, kvp_key_t **keys_p, size_t *num_p,
                         size_t *cap_p)
@@ -151,7 +136,7 @@ static kvp_status_t demo_request(demo_t *demo, demo_buffers_t *b, const kvp_key_
         return status;
     }
     for (size_t i = 0; i < loaded; i++) {
-        fill_block(&keys[i], b->want, demo->block_size);
+        kv_workload_block_bytes(&keys[i], b->want, demo->block_size);
         if (b->sizes[i] != demo->block_size ||
             memcmp(b->want, b->bufs[i], demo->block_size) != 0) {
             (*mismatches_p)++;
@@ -159,7 +144,7 @@ static kvp_status_t demo_request(demo_t *demo, demo_buffers_t *b, const kvp_key_
     }
     for (size_t i = 0; i < num; i++) {
         if (i >= loaded) {
-            fill_block(&keys[i], b->bufs[i], demo->block_size);
+            kv_workload_block_bytes(&keys[i], b->bufs[i], demo->block_size);
         }
         b->sizes[i] = demo->block_size;
     }

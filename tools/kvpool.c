@@ -216,6 +216,9 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     cmd = argv[1];
+    if (strcmp(cmd, "replay") == 0) {
+        return kv_cli_replay(argc - 1, argv + 1);
+    }
     if (strcmp(cmd, "demo") == 0) {
         return kv_cli_demo(argc - 1, argv + 1);
     }

@@ -826,6 +826,18 @@ kvp_status_t kv_workload_next(kv_workload_t *workload, kv_request_t *req)
     return trace_next(workload, req);
 }
 
+void kv_workload_block_bytes(const kvp_key_t *key, void *buf, uint64_t size)
+{
+    uint8_t *out = buf;
+    uint64_t state;
+
+    memcpy(&state, key->bytes, sizeof(state));
+    for (uint64_t off = 0; off < size; off += 8) {
+        uint64_t z = splitmix64(&state);
+        memcpy(out + off, &z, size - off < 8 ? (size_t)(size - off) : 8);
+    }
+}
+
 const char *kv_workload_error(const kv_workload_t *workload)
 {
     return workload != NULL ? workload->err : "";

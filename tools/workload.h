@@ -144,6 +144,14 @@ kvp_status_t kv_workload_trace_open(const char *path,
 kvp_status_t kv_workload_next(kv_workload_t *workload, kv_request_t *req);
 
 /**
+ * @brief The synthetic bytes of the block named @p key: SplitMix64 seeded
+ * by the key's first 8 bytes, @p size bytes of it.  The demo and the live
+ * replay store these and compare what they load with them, so a wrong byte
+ * is seen.
+ */
+void kv_workload_block_bytes(const kvp_key_t *key, void *buf, uint64_t size);
+
+/**
  * @brief The message of the last error of @p workload.
  * @return a string owned by the workload, valid until the next call on it;
  *         "" if there was no error (or @p workload is NULL).  Never NULL.

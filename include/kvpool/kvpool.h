@@ -410,9 +410,11 @@ KVP_EXPORT kvp_status_t kvp_match(kvp_client_h client, const char *ns,
  *                        kvp_put(); a connection error when its node
  *                        failed).
  * @return KVP_OK (see @p statuses); KVP_ERR_INVALID_PARAM;
- *         KVP_ERR_PROTOCOL (a malformed plan); a connection error of the
- *         coordinator (or, connected to a node, of the node; then
- *         @p statuses is undefined).
+ *         KVP_ERR_PROTOCOL (a malformed plan); the coordinator's refusal
+ *         (KVP_ERR_NO_SPACE: no node has joined; KVP_ERR_TOO_LARGE: a
+ *         block larger than every node); a connection error of the
+ *         coordinator (or, connected to a node, of the node).  On an
+ *         error @p statuses is undefined.
  */
 KVP_EXPORT kvp_status_t kvp_put_chain(kvp_client_h client, const char *ns,
                                       const kvp_key_t *keys,
@@ -431,9 +433,11 @@ KVP_EXPORT kvp_status_t kvp_put_chain(kvp_client_h client, const char *ns,
  * node, the nodes in parallel.
  *
  * A block that is missing (evicted since the lookup), damaged, too large
- * for its buffer, or whose node fails ends the prefix there: @p loaded_p
- * counts only leading blocks whose bytes arrived and passed their
- * checksum.  The buffers of the blocks after those hold undefined bytes.
+ * for its buffer, or whose holders all fail ends the prefix there (when a
+ * node fails, the blocks it was to send are read from their other holders,
+ * if any): @p loaded_p counts only leading blocks whose bytes arrived and
+ * passed their checksum.  The buffers of the blocks after those hold
+ * undefined bytes.
  *
  * @param [in]  ns         namespace, as kvp_put().
  * @param [in]  keys       the chain from its first block, @p count keys,
