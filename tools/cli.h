@@ -50,8 +50,8 @@ int kv_cli_replay_live(const kv_cli_replay_opts_t *opts);
 /** `kvpool bench ...`; returns the process exit status. */
 int kv_cli_bench(int argc, char **argv);
 
-/** `kvpool bench-index ...` (the prefix index in process); returns the
- * process exit status. */
+/** `kvpool bench-index ...` (the prefix index in process; with --rpc the
+ * coordinator's Match RPC); returns the process exit status. */
 int kv_cli_bench_index(int argc, char **argv);
 
 /**

@@ -9,6 +9,7 @@
  *   kvpool demo   [--trace FILE] [--requests N] [--json] ...
  *   kvpool bench  [--node HOST:PORT] --block-size SIZE --blocks N ...
  *   kvpool bench-index [--blocks N] [--json]
+ *   kvpool bench-index --rpc [--coord HOST:PORT] [--threads N] [--seconds S] ...
  *
  * NAME is any string; its XXH3-128 is the block key.  Exit status 0 on
  * success, 1 with a one-line reason on stderr otherwise, 2 for bad usage.
@@ -48,6 +49,9 @@ static void usage(FILE *out)
             "       kvpool bench  [--node HOST:PORT] [--block-size SIZE] [--blocks N]\n"
             "                     [--batch B] [--op put|get] [--transport T] [--json]\n"
             "       kvpool bench-index [--blocks N] [--json]\n"
+            "       kvpool bench-index --rpc [--coord HOST:PORT] [--threads N]\n"
+            "                     [--seconds S] [--chain-len L] [--chains C]\n"
+            "                     [--handles shared|thread] [--json]\n"
             "common options: --ns NAMESPACE (default \"default\"), --token TOKEN\n"
             "(or $KVPOOL_TOKEN)\n");
 }
