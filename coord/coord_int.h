@@ -143,6 +143,15 @@ kvp_status_t kv_coord_place(kv_coord_members_t *members, const kv_coord_place_re
 /* The coordinator (coord_service.c)                                       */
 /* ---------------------------------------------------------------------- */
 
+/** Memory a handler keeps from one request to the next (grow-only). */
+typedef struct kv_coord_buf {
+    void  *mem;
+    size_t len;
+} kv_coord_buf_t;
+
+/** Match's buffers: keys, counts, locations, blocks, node prefixes. */
+#define KV_COORD_MATCH_BUFS 5
+
 struct kv_coord {
     kv_coord_config_t   config;
     kv_evloop_t        *loop;
@@ -152,14 +161,18 @@ struct kv_coord {
     uint64_t            epoch;        /* random per process start */
     uint32_t            namespaces;   /* interned in the index */
     Kvpool__HelloReply  hello;        /* what every HelloReply adds */
-    uint32_t           *scratch;      /* Match: locations and node prefixes */
+    uint32_t           *scratch;      /* Publish: namespace ids */
     size_t              scratch_len;  /* in uint32_t */
+    kv_coord_buf_t      match_buf[KV_COORD_MATCH_BUFS]; /* Match's, kept */
     uint64_t            matches, matched_blocks, requested_blocks;
     uint64_t            events, lease_expiries;
 };
 
 /** @return @p count uint32_t of the coordinator's scratch memory. */
 uint32_t *kv_coord_scratch(kv_coord_t *coord, size_t count);
+
+/** @return @p len bytes of @p buf (its content is not kept when it grows). */
+void *kv_coord_buf(kv_coord_buf_t *buf, size_t len);
 
 /**
  * Check a namespace (1..KVP_NAMESPACE_MAX bytes, no NUL) and a list of

@@ -27,17 +27,17 @@ static kvp_key_t *chain_keys(const ProtobufCBinaryData *keys, size_t n)
 
 /*
  * Each node's prefix of the matched blocks: the number of leading blocks
- * it holds (in any tier).  @p locs[off[i] .. off[i] + cnt[i]) are block
- * i's locations.  Fills @p out (node ids holding block 0, with their
- * lengths) and returns how many.
+ * it holds (in any tier).  Block i's locations are the next @p cnt[i] of
+ * @p locs, block after block.  Fills @p out (node ids holding block 0,
+ * with their lengths) and returns how many.
  */
-static size_t node_prefixes(const uint32_t *locs, const size_t *off, const size_t *cnt,
-                            size_t matched, Kvpool__NodePrefix *out)
+static size_t node_prefixes(const uint32_t *locs, const uint32_t *cnt, size_t matched,
+                            Kvpool__NodePrefix *out)
 {
     size_t n = 0;
 
     for (size_t j = 0; matched > 0 && j < cnt[0]; j++) {
-        uint32_t node = KV_LOC_NODE(locs[off[0] + j]);
+        uint32_t node = KV_LOC_NODE(locs[j]);
         size_t   k    = 0;
 
         while (k < n && out[k].node_id != node) {
@@ -49,13 +49,14 @@ static size_t node_prefixes(const uint32_t *locs, const size_t *off, const size_
             out[n++].length = 1;
         }
     }
-    for (size_t i = 1; i < matched; i++) {
+    locs += matched > 0 ? cnt[0] : 0;
+    for (size_t i = 1; i < matched; locs += cnt[i++]) {
         for (size_t k = 0; k < n; k++) {
             if (out[k].length != i) {
                 continue; /* its run ended before block i */
             }
             for (size_t j = 0; j < cnt[i]; j++) {
-                if (KV_LOC_NODE(locs[off[i] + j]) == out[k].node_id) {
+                if (KV_LOC_NODE(locs[j]) == out[k].node_id) {
                     out[k].length++;
                     break;
                 }
@@ -65,16 +66,22 @@ static size_t node_prefixes(const uint32_t *locs, const size_t *off, const size_
     return n;
 }
 
+/*
+ * Match: the longest cached prefix, each of its blocks' locations (one
+ * walk up the index's parent links) and each node's prefix.  The reply is
+ * built in buffers the coordinator keeps, so a call allocates nothing.
+ */
 void kv_coord_handle_match(kv_rpc_call_t *call, const ProtobufCMessage *msg,
                            const void *payload, uint64_t payload_len, void *arg)
 {
     const Kvpool__MatchRequest *req   = (const Kvpool__MatchRequest *)msg;
     kv_coord_t                 *coord = arg;
+    kv_coord_buf_t             *bufs  = coord->match_buf;
     Kvpool__MatchReply          reply = KVPOOL__MATCH_REPLY__INIT;
     Kvpool__BlockLocations     *blocks, **block_ptrs;
     Kvpool__NodePrefix         *prefixes, **prefix_ptrs;
-    size_t                      matched, used = 0, cap, *off, *cnt;
-    uint32_t                    ns_id, *locs;
+    size_t                      matched, total, cap, off = 0, n_prefixes;
+    uint32_t                    ns_id, *locs, *cnt;
     kvp_key_t                  *keys;
 
     if (!kv_coord_check_chain(call, &req->ns, req->keys, req->n_keys,
@@ -86,40 +93,34 @@ void kv_coord_handle_match(kv_rpc_call_t *call, const ProtobufCMessage *msg,
                            "unknown namespace: no node has published a block of it");
         return;
     }
-    keys    = chain_keys(req->keys, req->n_keys);
+    keys = kv_coord_buf(&bufs[0], req->n_keys * sizeof(*keys) + 1);
+    for (size_t i = 0; i < req->n_keys; i++) {
+        memcpy(keys[i].bytes, req->keys[i].data, KVP_KEY_LEN);
+    }
     matched = kv_index_match(coord->index, ns_id, keys, req->n_keys);
 
-    /* every matched block's locations, into one growing array */
-    off  = kv_malloc(2 * matched * sizeof(*off) + 1, "match offsets");
-    cnt  = off + matched;
-    cap  = 4 * matched + 4;
-    locs = kv_malloc(cap * sizeof(*locs), "match locations");
-    for (size_t i = 0; i < matched; i++) {
-        size_t n = kv_index_locations(coord->index, ns_id, &keys[i], locs + used,
-                                      cap - used);
-        if (n > cap - used) {
-            cap  = 2 * (used + n);
-            locs = kv_realloc(locs, cap * sizeof(*locs), "match locations");
-            kv_index_locations(coord->index, ns_id, &keys[i], locs + used, n);
-        }
-        off[i] = used;
-        cnt[i] = n;
-        used += n;
+    /* every matched block's locations, block after block */
+    cnt   = kv_coord_buf(&bufs[1], matched * sizeof(*cnt) + 1);
+    locs  = kv_coord_buf(&bufs[2], (2 * matched + 1) * sizeof(*locs));
+    cap   = bufs[2].len / sizeof(*locs); /* what it holds: maybe more */
+    total = kv_index_chain_locations(coord->index, ns_id, keys, matched, cnt, locs, cap);
+    if (total > cap) {
+        locs = kv_coord_buf(&bufs[2], total * sizeof(*locs));
+        kv_index_chain_locations(coord->index, ns_id, keys, matched, cnt, locs, total);
     }
-    blocks      = kv_malloc(matched * (sizeof(*blocks) + sizeof(*block_ptrs)) + 1,
-                            "match blocks");
-    block_ptrs  = (Kvpool__BlockLocations **)(blocks + matched);
-    for (size_t i = 0; i < matched; i++) {
+    blocks     = kv_coord_buf(&bufs[3], matched * (sizeof(*blocks) + sizeof(*block_ptrs)) + 1);
+    block_ptrs = (Kvpool__BlockLocations **)(blocks + matched);
+    for (size_t i = 0; i < matched; off += cnt[i++]) {
         kvpool__block_locations__init(&blocks[i]);
         blocks[i].n_locations = cnt[i];
-        blocks[i].locations   = locs + off[i];
+        blocks[i].locations   = locs + off;
         block_ptrs[i]         = &blocks[i];
     }
-    prefixes    = kv_malloc((matched ? cnt[0] : 0) *
-                                (sizeof(*prefixes) + sizeof(*prefix_ptrs)) + 1,
-                            "match prefixes");
-    reply.n_nodes = node_prefixes(locs, off, cnt, matched, prefixes);
-    prefix_ptrs = (Kvpool__NodePrefix **)(prefixes + (matched ? cnt[0] : 0));
+    n_prefixes  = matched > 0 ? cnt[0] : 0;
+    prefixes    = kv_coord_buf(&bufs[4],
+                               n_prefixes * (sizeof(*prefixes) + sizeof(*prefix_ptrs)) + 1);
+    prefix_ptrs = (Kvpool__NodePrefix **)(prefixes + n_prefixes);
+    reply.n_nodes = node_prefixes(locs, cnt, matched, prefixes);
     for (size_t k = 0; k < reply.n_nodes; k++) {
         prefix_ptrs[k] = &prefixes[k];
     }
@@ -131,11 +132,6 @@ void kv_coord_handle_match(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     coord->matched_blocks += matched;
     coord->requested_blocks += req->n_keys;
     kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
-    kv_free(prefixes);
-    kv_free(blocks);
-    kv_free(locs);
-    kv_free(off);
-    kv_free(keys);
 }
 
 /* Checks of PlanPut beyond the chain's; 0 after an error reply. */

@@ -54,6 +54,16 @@ uint32_t *kv_coord_scratch(kv_coord_t *coord, size_t count)
     return coord->scratch;
 }
 
+void *kv_coord_buf(kv_coord_buf_t *buf, size_t len)
+{
+    if (len > buf->len) {
+        kv_free(buf->mem);
+        buf->len = KV_MAX(len, 2 * buf->len);
+        buf->mem = kv_malloc(buf->len, "handler buffer");
+    }
+    return buf->mem;
+}
+
 void kv_coord_node_info(const kv_coord_member_t *member, Kvpool__NodeInfo *info,
                         Kvpool__Tier *tiers)
 {
@@ -181,6 +191,9 @@ void kv_coord_destroy(kv_coord_t *coord)
     kv_coord_members_destroy(coord->members);
     kv_index_destroy(coord->index);
     kv_free(coord->scratch);
+    for (int i = 0; i < KV_COORD_MATCH_BUFS; i++) {
+        kv_free(coord->match_buf[i].mem);
+    }
     kv_free(coord);
 }
 

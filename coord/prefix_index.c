@@ -805,6 +805,48 @@ size_t kv_index_locations(const kv_prefix_index_t *index, uint32_t ns_id,
     return count;
 }
 
+size_t kv_index_chain_locations(const kv_prefix_index_t *index, uint32_t ns_id,
+                                const kvp_key_t *keys, size_t count, uint32_t *counts,
+                                uint32_t *locs, size_t max)
+{
+    uint32_t e = NONE;
+    size_t   total = 0;
+
+    if ((counts == NULL) || (count > KV_INDEX_MAX_CHAIN)) {
+        return 0;
+    }
+    if ((index == NULL) || (keys == NULL) || (ns_id >= index->ns_count)) {
+        memset(counts, 0, count * sizeof(*counts));
+        return 0;
+    }
+    /* last key first: each entry's parent is most likely the key before */
+    for (size_t i = count; i-- > 0;) {
+        uint32_t p = e != NONE ? index->entries[e].parent : NONE;
+
+        if ((p != NONE) && (index->entries[p].ns_id == ns_id) &&
+            (memcmp(index->entries[p].key.bytes, keys[i].bytes, KVP_KEY_LEN) == 0)) {
+            e = p;
+        } else {
+            e = index_find(index, ns_id, &keys[i]);
+        }
+        counts[i] = e; /* the entry, until the pass below */
+    }
+    for (size_t i = 0; i < count; i++) {
+        const uint32_t *held = NULL;
+        uint32_t        n    = 0;
+
+        if (counts[i] != NONE) {
+            held = entry_locs(index, &index->entries[counts[i]], &n);
+        }
+        if ((n > 0) && (locs != NULL) && (n <= max) && (total <= max - n)) {
+            memcpy(locs + total, held, n * sizeof(*locs));
+        }
+        counts[i] = n;
+        total += n;
+    }
+    return total;
+}
+
 int kv_index_cached(const kv_prefix_index_t *index, uint32_t ns_id,
                     const kvp_key_t *key)
 {

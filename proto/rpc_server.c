@@ -11,9 +11,16 @@
  * is decoded, the method's sink says where the payload goes (the node
  * reserves the block in its arena, so the bytes land there with no copy).
  * A refused payload (too large, no space, bad message) is read and dropped
- * so the stream stays in sync, then the caller gets the reason.  Replies are queued per connection and sent with
- * writev; a reply's payload is sent straight from the handler's memory and
- * its done callback runs once it left (or the connection died).  A
+ * so the stream stays in sync, then the caller gets the reason.
+ *
+ * Small reads go through a per-connection read-ahead buffer (one recv
+ * brings a header, its message and often the next frames); a large
+ * message or payload is read straight into its place.  A request is
+ * decoded into a per-connection arena freed at once after its handler
+ * ran.  The replies of the frames run in one wakeup are queued per
+ * connection and sent together with writev; a reply's payload is sent
+ * straight from the handler's memory and its done callback runs once it
+ * left (or the connection died).  A
  * connection is not read while it has OUT_HIGH_WATER bytes queued (each
  * frame also charged its bookkeeping), or while it has anything queued and
  * all connections together hold OUT_TOTAL_HIGH_WATER: clients that do not
@@ -46,10 +53,13 @@
 #define HANDSHAKE_TIMEOUT_NS (5ull * 1000000000ull)
 #define FRAME_TIMEOUT_NS     (60ull * 1000000000ull)
 #define FRAMES_PER_WAKEUP   32
+#define MSG_KEEP            (64u << 10)    /* a larger message buffer is freed */
+#define ARENA_CHUNK         (16u << 10)    /* decoding arena: the chunk kept */
+#define IN_BUF              (16u << 10)    /* read-ahead per connection */
 
 typedef struct out_frame {
     struct out_frame  *next;
-    uint8_t           *head;     /* frame header + packed message */
+    uint8_t           *head;     /* frame header + packed message, after this */
     size_t             head_len;
     const uint8_t     *payload;
     uint64_t           payload_len;
@@ -60,6 +70,18 @@ typedef struct out_frame {
 } out_frame_t;
 
 typedef enum { READ_HEADER, READ_MESSAGE, READ_PAYLOAD } read_phase_t;
+
+/*
+ * Where a request is decoded: chunks handed out in order and all freed at
+ * once when the frame is done (a request of many keys or events costs a
+ * few allocations, not one per field).  The first chunk, ARENA_CHUNK
+ * bytes, is kept for the connection's next frame.
+ */
+typedef struct arena_chunk {
+    struct arena_chunk *next;
+    size_t              size, used;
+    max_align_t         data[];
+} arena_chunk_t;
 
 typedef struct conn {
     kv_rpc_server_t   *server;
@@ -76,13 +98,18 @@ typedef struct conn {
     uint8_t            hdr_buf[KV_FRAME_HEADER_LEN];
     size_t             got;           /* bytes of the current phase */
     kv_frame_header_t  hdr;
-    uint8_t           *msg;
+    uint8_t           *msg;           /* msg_cap bytes, kept between frames */
+    size_t             msg_cap;
     ProtobufCMessage  *request;       /* decoded once the message is in */
+    ProtobufCAllocator alloc;         /* decodes into arena */
+    arena_chunk_t     *arena;
     uint8_t           *payload;       /* sink memory; NULL: being dropped */
     void              *payload_ctx;   /* the sink's, until a handler takes it */
     kvp_status_t       drop_status;   /* why the frame is refused */
     char               drop_reason[160];
     uint64_t           frame_start_ns;
+    uint8_t           *in;            /* IN_BUF bytes read ahead ... */
+    size_t             in_start, in_end; /* ... of which these are not taken */
 
     out_frame_t       *out_head, *out_tail;
     uint64_t           out_bytes;
@@ -113,12 +140,59 @@ struct kv_rpc_server {
 static void conn_close(conn_t *conn);
 static int  conn_flush(conn_t *conn);
 
+static void *arena_alloc(void *data, size_t size)
+{
+    conn_t        *conn  = data;
+    arena_chunk_t *chunk = conn->arena;
+    void          *p;
+
+    size = (size + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+    if (chunk == NULL || chunk->size - chunk->used < size) {
+        size_t want = KV_MAX(size, chunk == NULL ? (size_t)ARENA_CHUNK : 2 * chunk->size);
+
+        chunk       = kv_malloc(sizeof(*chunk) + want, "request arena");
+        chunk->size = want;
+        chunk->used = 0;
+        chunk->next = conn->arena;
+        conn->arena = chunk;
+    }
+    p = (uint8_t *)chunk->data + chunk->used;
+    chunk->used += size;
+    return p;
+}
+
+static void arena_free(void *data, void *ptr)
+{
+    (void)data;
+    (void)ptr; /* freed with the whole arena */
+}
+
+/* Free what the frame's decoding took; keep one ARENA_CHUNK chunk. */
+static void arena_reset(conn_t *conn, int keep)
+{
+    while (conn->arena != NULL) {
+        arena_chunk_t *chunk = conn->arena;
+
+        if (keep && chunk->next == NULL && chunk->size == ARENA_CHUNK) {
+            chunk->used = 0;
+            break;
+        }
+        conn->arena = chunk->next;
+        kv_free(chunk);
+    }
+}
+
+/* Reading may go on: not closing, and not too much queued to send. */
+static int conn_may_read(const conn_t *conn)
+{
+    return !conn->closing && conn->out_bytes < OUT_HIGH_WATER &&
+           (conn->out_bytes == 0 || conn->server->out_total < OUT_TOTAL_HIGH_WATER);
+}
+
 static void conn_update_events(conn_t *conn)
 {
     uint32_t events  = 0;
-    int      reading = !conn->closing && conn->out_bytes < OUT_HIGH_WATER &&
-                  (conn->out_bytes == 0 ||
-                   conn->server->out_total < OUT_TOTAL_HIGH_WATER);
+    int      reading = conn_may_read(conn);
 
     if (reading) {
         events |= EPOLLIN;
@@ -139,11 +213,13 @@ static void conn_reset_frame(conn_t *conn)
         /* the frame never reached its handler: give the memory back */
         conn->server->params.sink_cancel(conn->payload_ctx, conn->server->params.arg);
     }
-    if (conn->request != NULL) {
-        protobuf_c_message_free_unpacked(conn->request, NULL);
+    /* the request lives in the arena: nothing to free piece by piece */
+    arena_reset(conn, 1);
+    if (conn->msg_cap > MSG_KEEP) {
+        kv_free(conn->msg);
+        conn->msg     = NULL;
+        conn->msg_cap = 0;
     }
-    kv_free(conn->msg);
-    conn->msg         = NULL;
     conn->request     = NULL;
     conn->payload     = NULL;
     conn->payload_ctx = NULL;
@@ -159,7 +235,7 @@ static void queue_frame(conn_t *conn, uint64_t id, uint16_t method,
                         kv_rpc_done_func_t done, void *done_arg)
 {
     size_t            msg_len = msg ? protobuf_c_message_get_packed_size(msg) : 0;
-    out_frame_t      *frame   = kv_calloc(1, sizeof(*frame), "reply frame");
+    out_frame_t      *frame;
     kv_frame_header_t hdr     = {
         .kind        = KV_FRAME_RESPONSE,
         .method      = method,
@@ -169,8 +245,11 @@ static void queue_frame(conn_t *conn, uint64_t id, uint16_t method,
         .payload_len = payload ? payload_len : 0,
     };
 
+    /* one allocation: the frame's bookkeeping, then its bytes */
+    frame = kv_malloc(sizeof(*frame) + KV_FRAME_HEADER_LEN + msg_len, "reply frame");
+    memset(frame, 0, sizeof(*frame));
     frame->head_len = KV_FRAME_HEADER_LEN + msg_len;
-    frame->head     = kv_malloc(frame->head_len, "reply header");
+    frame->head     = (uint8_t *)(frame + 1);
     kv_frame_header_pack(&hdr, frame->head);
     if (msg) {
         protobuf_c_message_pack(msg, frame->head + KV_FRAME_HEADER_LEN);
@@ -202,7 +281,6 @@ static void frame_release(conn_t *conn, out_frame_t *frame)
     if (frame->done) {
         frame->done(frame->done_arg);
     }
-    kv_free(frame->head);
     kv_free(frame);
 }
 
@@ -420,7 +498,11 @@ static int conn_header_done(conn_t *conn)
         conn_refuse(conn, KVP_ERR_UNKNOWN_METHOD, "no method %u in %s",
                     hdr->method, svc->name);
     }
-    conn->msg   = kv_malloc(hdr->msg_len, "request message");
+    if (hdr->msg_len > conn->msg_cap) {
+        kv_free(conn->msg);
+        conn->msg_cap = KV_MAX((size_t)hdr->msg_len, (size_t)1024);
+        conn->msg     = kv_malloc(conn->msg_cap, "request message");
+    }
     conn->phase = READ_MESSAGE;
     conn->got   = 0;
     return 1;
@@ -439,8 +521,8 @@ static void conn_message_done(conn_t *conn)
         return;
     }
     method        = &server->params.service->methods[conn->hdr.method];
-    conn->request = protobuf_c_message_unpack(method->input, NULL, conn->hdr.msg_len,
-                                              conn->msg);
+    conn->request = protobuf_c_message_unpack(method->input, &conn->alloc,
+                                              conn->hdr.msg_len, conn->msg);
     if (conn->request == NULL) {
         conn_refuse(conn, KVP_ERR_PROTOCOL, "cannot decode %s for %s",
                     method->input->name, method->name);
@@ -468,12 +550,70 @@ static void conn_message_done(conn_t *conn)
     conn->payload = buf;
 }
 
-/* Read what the socket has, a phase at a time.  Returns 0 once closed. */
-static int conn_read(conn_t *conn)
+/*
+ * Take up to @p want bytes for the current phase into @p dst: from what
+ * was read ahead into conn->in first; else a large want is read from the
+ * socket straight into @p dst, a small one by filling conn->in (so that
+ * one recv brings a header, its message, and often the frames after it).
+ * @return bytes taken (> 0), 0 when the socket has nothing now, -1 once
+ *         the connection is closed.
+ */
+static ssize_t conn_take(conn_t *conn, uint8_t *dst, size_t want, int may_recv)
+{
+    ssize_t n;
+
+    if (conn->in_start == conn->in_end) {
+        if (!may_recv) {
+            return 0;
+        }
+        if (want >= IN_BUF) {
+            n = recv(conn->fd, dst, want, 0);
+        } else {
+            conn->in_start = conn->in_end = 0;
+            n = recv(conn->fd, conn->in, IN_BUF, 0);
+        }
+        if (n == 0) {
+            if (conn->phase != READ_HEADER || conn->got != 0) {
+                kv_log_info("%s: closed in the middle of a frame", conn->peer);
+            }
+            conn_close(conn);
+            return -1;
+        }
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                return 0;
+            }
+            kv_log_info("%s: recv: %m", conn->peer);
+            conn_close(conn);
+            return -1;
+        }
+        if (want >= IN_BUF) {
+            return n;
+        }
+        conn->in_end = (size_t)n;
+    }
+    n = (ssize_t)KV_MIN(want, conn->in_end - conn->in_start);
+    memcpy(dst, conn->in + conn->in_start, (size_t)n);
+    conn->in_start += (size_t)n;
+    return n;
+}
+
+/*
+ * Read what the socket has, a phase at a time, and run the frames that
+ * are complete.  Every frame already read ahead is run (epoll would not
+ * say they are there); the socket is read again only until
+ * FRAMES_PER_WAKEUP frames ran, so one busy client cannot starve the
+ * others.  Returns 0 once closed.
+ */
+static int conn_read_frames(conn_t *conn)
 {
     static uint8_t sink[65536]; /* dropped payload bytes land here */
+    int            frames = 0;
 
-    for (int frames = 0; frames < FRAMES_PER_WAKEUP && conn->reading;) {
+    if (conn->in == NULL) {
+        conn->in = kv_malloc(IN_BUF, "read-ahead buffer");
+    }
+    while (conn_may_read(conn)) {
         uint8_t *dst;
         size_t   want;
 
@@ -497,21 +637,10 @@ static int conn_read(conn_t *conn)
             break;
         }
         if (want > 0) {
-            ssize_t n = recv(conn->fd, dst, want, 0);
-            if (n == 0) {
-                if (conn->phase != READ_HEADER || conn->got != 0) {
-                    kv_log_info("%s: closed in the middle of a frame", conn->peer);
-                }
-                conn_close(conn);
-                return 0;
-            }
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EINTR) {
-                    return 1;
-                }
-                kv_log_info("%s: recv: %m", conn->peer);
-                conn_close(conn);
-                return 0;
+            ssize_t n = conn_take(conn, dst, want, frames < FRAMES_PER_WAKEUP);
+
+            if (n <= 0) {
+                return n == 0;
             }
             conn->got += (size_t)n;
             if ((size_t)n < want) {
@@ -536,12 +665,15 @@ static int conn_read(conn_t *conn)
             conn_dispatch(conn);
             conn_reset_frame(conn);
             frames++;
-            if (!conn_flush(conn)) {
-                return 0;
-            }
         }
     }
     return 1;
+}
+
+/* Run what can be read, then send the replies together.  0 once closed. */
+static int conn_read(conn_t *conn)
+{
+    return conn_read_frames(conn) && conn_flush(conn);
 }
 
 /* Write as much of the queue as the socket takes.  Returns 0 once closed. */
@@ -614,6 +746,9 @@ static void conn_close(conn_t *conn)
         frame_release(conn, frame);
     }
     conn_reset_frame(conn);
+    arena_reset(conn, 0);
+    kv_free(conn->msg);
+    kv_free(conn->in);
     if (conn->data != NULL && server->params.conn_closed != NULL) {
         server->params.conn_closed(conn->data, server->params.arg);
     }
@@ -634,13 +769,13 @@ static void conn_event(int fd, uint32_t events, void *arg)
 {
     conn_t *conn = arg;
 
-    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-        if (!conn_read(conn)) {
-            return;
-        }
+    if ((events & EPOLLOUT) && !conn_flush(conn)) {
+        return;
     }
-    if (events & EPOLLOUT) {
-        conn_flush(conn);
+    /* frames read ahead while reading was paused are not in the socket */
+    if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) ||
+        (conn->reading && conn->in_start < conn->in_end)) {
+        conn_read(conn);
     }
 }
 
@@ -686,6 +821,9 @@ static void listen_event(int fd, uint32_t events, void *arg)
         conn_t *conn      = kv_calloc(1, sizeof(*conn), "connection");
         conn->server      = server;
         conn->fd          = cfd;
+        conn->alloc.alloc = arena_alloc;
+        conn->alloc.free  = arena_free;
+        conn->alloc.allocator_data = conn;
         conn->accepted_ns = kv_time_ns();
         format_peer(&addr, conn->peer, sizeof(conn->peer));
         if (kv_evloop_add(server->loop, cfd, EPOLLIN, conn_event, conn) != KVP_OK) {

@@ -239,6 +239,23 @@ static void test_bad_arguments(void)
     ASSERT_EQ(kv_index_locations(index, ns + 1, &k[0], locs, 4), 0);
     ASSERT_EQ(kv_index_locations(index, ns, &k[0], NULL, 4), 1);
     ASSERT_EQ(kv_index_locations(index, ns, &k[0], NULL, 0), 1);
+    {
+        /* the chain 0 <- 2 <- 1 <- 3: one walk; k[0] alone; then no index */
+        kvp_key_t chain[4] = {k[0], k[2], k[1], k[3]};
+        uint32_t  counts[4];
+
+        ASSERT_EQ(kv_index_chain_locations(index, ns, chain, 4, counts, locs, 4), 4);
+        ASSERT_EQ(locs[0], KV_LOC(KV_COORD_NODE_MAX, 255));
+        ASSERT_EQ(locs[3], KV_LOC(1, 0));
+        ASSERT_EQ(kv_index_chain_locations(index, ns, chain, 4, counts, NULL, 0), 4);
+        ASSERT_EQ(counts[3], 1);
+        ASSERT_EQ(kv_index_chain_locations(index, ns, chain, 0, counts, locs, 4), 0);
+        ASSERT_EQ(kv_index_chain_locations(NULL, ns, chain, 4, counts, locs, 4), 0);
+        ASSERT_EQ(counts[0] + counts[1] + counts[2] + counts[3], 0);
+        ASSERT_EQ(kv_index_chain_locations(index, ns + 1, chain, 4, counts, locs, 4), 0);
+        ASSERT_EQ(kv_index_chain_locations(index, ns, NULL, 4, counts, locs, 4), 0);
+        ASSERT_EQ(kv_index_chain_locations(index, ns, chain, 4, NULL, locs, 4), 0);
+    }
     kv_index_foreach_node(NULL, 1, count_cb, &calls);
     kv_index_foreach_node(index, 1, NULL, &calls);
     kv_index_foreach_node(index, 0, count_cb, &calls);
@@ -594,6 +611,33 @@ static int check_node_cb(uint32_t ns_id, const kvp_key_t *key,
     return 0;
 }
 
+/* kv_index_chain_locations() gives what kv_index_locations() of each key does. */
+static void check_chain_locations(const kv_prefix_index_t *index, uint32_t ns,
+                                  const kvp_key_t *chain, size_t len)
+{
+    static uint32_t counts[KEYS_MAX], locs[KEYS_MAX * (MODEL_LOCS + 1)];
+    uint32_t        one[MODEL_LOCS + 1];
+    size_t          total = kv_index_chain_locations(index, ns, chain, len, counts, locs,
+                                                     KEYS_MAX * (MODEL_LOCS + 1));
+    size_t          at    = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        size_t n = kv_index_locations(index, ns, &chain[i], one, MODEL_LOCS + 1);
+
+        ASSERT_EQ(counts[i], n);
+        for (size_t j = 0; j < n; j++) {
+            ASSERT(has_loc(&locs[at], n, one[j]));
+        }
+        at += n;
+    }
+    ASSERT_EQ(total, at);
+    /* too little room: the total still, for a second call */
+    if (total > 0) {
+        ASSERT_EQ(kv_index_chain_locations(index, ns, chain, len, counts, locs, total - 1),
+                  total);
+    }
+}
+
 /* Every key, every node and a few chains against the model. */
 static void model_check(model_t *m, uint64_t *rng)
 {
@@ -601,6 +645,7 @@ static void model_check(model_t *m, uint64_t *rng)
     kv_index_stats_t s = stats_of(m->index);
     uint32_t         got[MODEL_LOCS + 1];
     kvp_key_t        chain[KEYS_MAX];
+    static kvp_key_t shuffled[KEYS_MAX];
     int              idx[KEYS_MAX];
 
     model_count(m, &entries, &cached, &locs);
@@ -646,6 +691,12 @@ static void model_check(model_t *m, uint64_t *rng)
             ASSERT(!kv_index_cached(m->index, m->ns_ids[n], &chain[i]));
         }
         ASSERT_EQ(kv_index_match(m->index, m->ns_ids[n], chain, len), brute);
+        check_chain_locations(m->index, m->ns_ids[n], chain, len);
+        /* keys that are not a chain: each found by its own lookup */
+        for (size_t i = 0; i < len; i++) {
+            shuffled[i] = chain[(i ^ 1) < len ? (i ^ 1) : i];
+        }
+        check_chain_locations(m->index, m->ns_ids[n], shuffled, len);
         for (size_t cut = 0; cut <= len; cut += 1 + rng_below(rng, 4)) {
             ASSERT_EQ(kv_index_match(m->index, m->ns_ids[n], chain, cut),
                       cut < brute ? cut : brute);

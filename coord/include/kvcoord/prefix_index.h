@@ -132,6 +132,25 @@ size_t kv_index_match(const kv_prefix_index_t *index, uint32_t ns_id,
 size_t kv_index_locations(const kv_prefix_index_t *index, uint32_t ns_id,
                           const kvp_key_t *key, uint32_t *locs, size_t max);
 
+/**
+ * @brief The locations of every key of a chain, as kv_index_locations() of
+ * each key gives them, in one call: it walks up the parent links from the
+ * last key, so where each keys[i - 1] is the parent keys[i] is held with
+ * (as in a prefix kv_index_match() matched) it costs one hash lookup, not
+ * @p count; a key whose held parent differs is looked up on its own.
+ * @param [in]  keys   @p count keys (0..KV_INDEX_MAX_CHAIN).
+ * @param [out] counts @p count numbers: how many locations keys[i] has (0
+ *                     if it is unknown or a placeholder).
+ * @param [out] locs   the locations of keys[0], then those of keys[1]...,
+ *                     at most @p max (may be NULL when @p max is 0).
+ * @return how many locations the keys have in all; above @p max, @p locs
+ *         holds only some of them (call again with room for all).  0, with
+ *         @p counts zeroed, for an unknown ns id or NULL @p keys.
+ */
+size_t kv_index_chain_locations(const kv_prefix_index_t *index, uint32_t ns_id,
+                                const kvp_key_t *keys, size_t count, uint32_t *counts,
+                                uint32_t *locs, size_t max);
+
 /** @return non-zero if @p key is cached (see above). */
 int kv_index_cached(const kv_prefix_index_t *index, uint32_t ns_id,
                     const kvp_key_t *key);
