@@ -123,6 +123,14 @@ static void coord_release(kvp__cluster_t *cl, kv_rpc_client_t *rpc, kvp_status_t
 kvp_status_t kvp__coord_call(kvp__cluster_t *cl, unsigned method,
                              const ProtobufCMessage *request, ProtobufCMessage **reply_p)
 {
+    return kvp__coord_call_with(cl, method, request, NULL, reply_p);
+}
+
+kvp_status_t kvp__coord_call_with(kvp__cluster_t *cl, unsigned method,
+                                  const ProtobufCMessage *request,
+                                  ProtobufCAllocator *allocator, ProtobufCMessage **reply_p)
+{
+    kv_rpc_recv_t    recv   = {.allocator = allocator};
     kv_rpc_client_t *rpc;
     kvp_status_t     status = KVP_OK;
 
@@ -133,7 +141,7 @@ kvp_status_t kvp__coord_call(kvp__cluster_t *cl, unsigned method,
             return status;
         }
         status = kv_rpc_call(rpc, method, request, NULL, 0, cl->opts.timeout_ms, reply_p,
-                             NULL);
+                             &recv);
         coord_release(cl, rpc, status);
         if (!KVP_STATUS_IS_CONNECTION_ERROR(status)) {
             break;

@@ -54,6 +54,15 @@ kvp_status_t kvp__coord_call(kvp__cluster_t *cl, unsigned method,
                              const ProtobufCMessage *request, ProtobufCMessage **reply_p);
 
 /**
+ * kvp__coord_call() with the reply decoded by @p allocator (a
+ * kv_pb_arena_t's: the caller resets the arena instead of freeing the
+ * reply; NULL: as kvp__coord_call()).
+ */
+kvp_status_t kvp__coord_call_with(kvp__cluster_t *cl, unsigned method,
+                                  const ProtobufCMessage *request,
+                                  ProtobufCAllocator *allocator, ProtobufCMessage **reply_p);
+
+/**
  * @p n coordinator calls sent together, then awaited (one round trip).
  * @return KVP_OK, with each call's result in statuses[i] and replies[i]
  *         (set on its KVP_OK; free with protobuf_c_message_free_unpacked);

@@ -35,12 +35,16 @@
 #include <kv/alloc.h>
 #include <kv/log.h>
 #include <kvproto/coord_service.h>
+#include <kvproto/pb_arena.h>
 
 #include <stdlib.h>
 #include <string.h>
 
 /* Most locations one block may have in a Match reply. */
 #define LOCATIONS_MAX 256
+
+/* Stack bytes a Match reply is decoded into first (~70 bytes a block). */
+#define MATCH_ARENA (8u << 10)
 
 /* ---------------------------------------------------------------------- */
 /* Spreading a call's blocks over nodes                                    */
@@ -265,8 +269,13 @@ static kvp_status_t match_check(const Kvpool__MatchReply *r, size_t count)
     return KVP_OK;
 }
 
+/*
+ * Match, the reply decoded into @p arena (a few chunks, not one malloc per
+ * block): the caller resets the arena once done, whatever this returns.
+ */
 static kvp_status_t match_call(kvp__cluster_t *cl, const char *ns, const kvp_key_t *keys,
-                               size_t count, Kvpool__MatchReply **reply_p)
+                               size_t count, kv_pb_arena_t *arena,
+                               Kvpool__MatchReply **reply_p)
 {
     Kvpool__MatchRequest req    = KVPOOL__MATCH_REQUEST__INIT;
     Kvpool__MatchReply  *reply  = NULL;
@@ -275,11 +284,12 @@ static kvp_status_t match_call(kvp__cluster_t *cl, const char *ns, const kvp_key
     req.ns     = kvp__ns_bytes(ns);
     req.n_keys = count;
     req.keys   = kvp__keys_borrow(keys, count);
-    status = kvp__coord_call(cl, KV_COORD_MATCH, &req.base, (ProtobufCMessage **)&reply);
+    status = kvp__coord_call_with(cl, KV_COORD_MATCH, &req.base, &arena->allocator,
+                                  (ProtobufCMessage **)&reply);
     kv_free(req.keys);
     if (status == KVP_ERR_NOT_FOUND) {
         /* no node has published a block of the namespace: nothing matches */
-        reply = kvpool__match_reply__unpack(NULL, 0, NULL); /* all fields 0 */
+        reply = kvpool__match_reply__unpack(&arena->allocator, 0, NULL); /* all 0 */
         if (reply == NULL) {
             return KVP_ERR_NO_MEMORY;
         }
@@ -291,7 +301,6 @@ static kvp_status_t match_call(kvp__cluster_t *cl, const char *ns, const kvp_key
     }
     status = match_check(reply, count);
     if (status != KVP_OK) {
-        kvpool__match_reply__free_unpacked(reply, NULL);
         return status;
     }
     *reply_p = reply;
@@ -336,15 +345,17 @@ kvp_status_t kvp__cluster_match(kvp_client_h client, const char *ns,
                                 const kvp_key_t *keys, size_t count, size_t *matched_p)
 {
     Kvpool__MatchReply *reply;
+    kv_pb_arena_t       arena;
+    uint8_t             first[MATCH_ARENA];
     kvp_status_t        status;
 
-    status = match_call(client->cluster, ns, keys, count, &reply);
-    if (status != KVP_OK) {
-        return status;
+    kv_pb_arena_init(&arena, first, sizeof(first));
+    status = match_call(client->cluster, ns, keys, count, &arena, &reply);
+    if (status == KVP_OK) {
+        *matched_p = reply->matched;
     }
-    *matched_p = reply->matched;
-    kvpool__match_reply__free_unpacked(reply, NULL);
-    return KVP_OK;
+    kv_pb_arena_reset(&arena);
+    return status;
 }
 
 kvp_status_t kvp__cluster_put_chain(kvp_client_h client, const char *ns,
@@ -541,6 +552,8 @@ kvp_status_t kvp__cluster_get_chain(kvp_client_h client, const char *ns,
 {
     kvp__cluster_t     *cl = client->cluster;
     Kvpool__MatchReply *match;
+    kv_pb_arena_t       arena;
+    uint8_t             first[MATCH_ARENA];
     kvp__peer_t       **source;
     holders_t           h;
     spread_t            s = {.cl = cl, .ns = ns, .keys = keys, .lens = capacities,
@@ -548,8 +561,10 @@ kvp_status_t kvp__cluster_get_chain(kvp_client_h client, const char *ns,
     size_t              loaded = 0;
     kvp_status_t        status;
 
-    status = match_call(cl, ns, keys, count, &match);
+    kv_pb_arena_init(&arena, first, sizeof(first));
+    status = match_call(cl, ns, keys, count, &arena, &match);
     if (status != KVP_OK) {
+        kv_pb_arena_reset(&arena);
         return status;
     }
     holders_init(&h, cl, match);
@@ -586,7 +601,7 @@ kvp_status_t kvp__cluster_get_chain(kvp_client_h client, const char *ns,
     kv_free(s.statuses);
     kv_free(source);
     holders_cleanup(&h);
-    kvpool__match_reply__free_unpacked(match, NULL);
+    kv_pb_arena_reset(&arena);
     *loaded_p = loaded;
     return KVP_OK;
 }

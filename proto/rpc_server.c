@@ -30,6 +30,7 @@
 #include <kv/log.h>
 #include <kv/util.h>
 #include <kvproto/frame.h>
+#include <kvproto/pb_arena.h>
 #include <kvproto/rpc_server.h>
 
 #include "kvpool.pb-c.h"
@@ -54,7 +55,7 @@
 #define FRAME_TIMEOUT_NS     (60ull * 1000000000ull)
 #define FRAMES_PER_WAKEUP   32
 #define MSG_KEEP            (64u << 10)    /* a larger message buffer is freed */
-#define ARENA_CHUNK         (16u << 10)    /* decoding arena: the chunk kept */
+#define ARENA_CHUNK         (16u << 10)    /* decoding arena: its first buffer */
 #define IN_BUF              (16u << 10)    /* read-ahead per connection */
 
 typedef struct out_frame {
@@ -70,18 +71,6 @@ typedef struct out_frame {
 } out_frame_t;
 
 typedef enum { READ_HEADER, READ_MESSAGE, READ_PAYLOAD } read_phase_t;
-
-/*
- * Where a request is decoded: chunks handed out in order and all freed at
- * once when the frame is done (a request of many keys or events costs a
- * few allocations, not one per field).  The first chunk, ARENA_CHUNK
- * bytes, is kept for the connection's next frame.
- */
-typedef struct arena_chunk {
-    struct arena_chunk *next;
-    size_t              size, used;
-    max_align_t         data[];
-} arena_chunk_t;
 
 typedef struct conn {
     kv_rpc_server_t   *server;
@@ -101,8 +90,8 @@ typedef struct conn {
     uint8_t           *msg;           /* msg_cap bytes, kept between frames */
     size_t             msg_cap;
     ProtobufCMessage  *request;       /* decoded once the message is in */
-    ProtobufCAllocator alloc;         /* decodes into arena */
-    arena_chunk_t     *arena;
+    kv_pb_arena_t      arena;         /* where requests are decoded */
+    uint8_t           *arena_first;   /* its first ARENA_CHUNK bytes, kept */
     uint8_t           *payload;       /* sink memory; NULL: being dropped */
     void              *payload_ctx;   /* the sink's, until a handler takes it */
     kvp_status_t       drop_status;   /* why the frame is refused */
@@ -140,48 +129,6 @@ struct kv_rpc_server {
 static void conn_close(conn_t *conn);
 static int  conn_flush(conn_t *conn);
 
-static void *arena_alloc(void *data, size_t size)
-{
-    conn_t        *conn  = data;
-    arena_chunk_t *chunk = conn->arena;
-    void          *p;
-
-    size = (size + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
-    if (chunk == NULL || chunk->size - chunk->used < size) {
-        size_t want = KV_MAX(size, chunk == NULL ? (size_t)ARENA_CHUNK : 2 * chunk->size);
-
-        chunk       = kv_malloc(sizeof(*chunk) + want, "request arena");
-        chunk->size = want;
-        chunk->used = 0;
-        chunk->next = conn->arena;
-        conn->arena = chunk;
-    }
-    p = (uint8_t *)chunk->data + chunk->used;
-    chunk->used += size;
-    return p;
-}
-
-static void arena_free(void *data, void *ptr)
-{
-    (void)data;
-    (void)ptr; /* freed with the whole arena */
-}
-
-/* Free what the frame's decoding took; keep one ARENA_CHUNK chunk. */
-static void arena_reset(conn_t *conn, int keep)
-{
-    while (conn->arena != NULL) {
-        arena_chunk_t *chunk = conn->arena;
-
-        if (keep && chunk->next == NULL && chunk->size == ARENA_CHUNK) {
-            chunk->used = 0;
-            break;
-        }
-        conn->arena = chunk->next;
-        kv_free(chunk);
-    }
-}
-
 /* Reading may go on: not closing, and not too much queued to send. */
 static int conn_may_read(const conn_t *conn)
 {
@@ -214,7 +161,7 @@ static void conn_reset_frame(conn_t *conn)
         conn->server->params.sink_cancel(conn->payload_ctx, conn->server->params.arg);
     }
     /* the request lives in the arena: nothing to free piece by piece */
-    arena_reset(conn, 1);
+    kv_pb_arena_reset(&conn->arena);
     if (conn->msg_cap > MSG_KEEP) {
         kv_free(conn->msg);
         conn->msg     = NULL;
@@ -521,7 +468,7 @@ static void conn_message_done(conn_t *conn)
         return;
     }
     method        = &server->params.service->methods[conn->hdr.method];
-    conn->request = protobuf_c_message_unpack(method->input, &conn->alloc,
+    conn->request = protobuf_c_message_unpack(method->input, &conn->arena.allocator,
                                               conn->hdr.msg_len, conn->msg);
     if (conn->request == NULL) {
         conn_refuse(conn, KVP_ERR_PROTOCOL, "cannot decode %s for %s",
@@ -746,7 +693,7 @@ static void conn_close(conn_t *conn)
         frame_release(conn, frame);
     }
     conn_reset_frame(conn);
-    arena_reset(conn, 0);
+    kv_free(conn->arena_first);
     kv_free(conn->msg);
     kv_free(conn->in);
     if (conn->data != NULL && server->params.conn_closed != NULL) {
@@ -821,13 +768,13 @@ static void listen_event(int fd, uint32_t events, void *arg)
         conn_t *conn      = kv_calloc(1, sizeof(*conn), "connection");
         conn->server      = server;
         conn->fd          = cfd;
-        conn->alloc.alloc = arena_alloc;
-        conn->alloc.free  = arena_free;
-        conn->alloc.allocator_data = conn;
+        conn->arena_first = kv_malloc(ARENA_CHUNK, "request arena");
+        kv_pb_arena_init(&conn->arena, conn->arena_first, ARENA_CHUNK);
         conn->accepted_ns = kv_time_ns();
         format_peer(&addr, conn->peer, sizeof(conn->peer));
         if (kv_evloop_add(server->loop, cfd, EPOLLIN, conn_event, conn) != KVP_OK) {
             close(cfd);
+            kv_free(conn->arena_first);
             kv_free(conn);
             continue;
         }

@@ -3,9 +3,13 @@
  * @brief The client side of the RPC channel.
  *
  * One TCP connection carries many calls at once: each call gets a request
- * id, its thread sends the frame and sleeps until a receiver thread (one per
- * connection) delivers the reply with that id, or the call's deadline
- * passes.  Reply payloads are read straight into the caller's buffer.
+ * id, its thread sends the frame and waits until the reply with that id
+ * is read, or the call's deadline passes.  One thread reads the socket at
+ * a time: the caller of kv_rpc_call() itself when nobody else is reading
+ * (a call alone on its connection costs no thread handoff), else whoever
+ * reads hands it its reply; calls started with kv_rpc_call_start() are
+ * read for by the connection's receiver thread when no caller reads.
+ * Reply payloads are read straight into the caller's buffer.
  */
 #ifndef KVPROTO_RPC_CLIENT_H
 #define KVPROTO_RPC_CLIENT_H
@@ -59,6 +63,12 @@ typedef struct kv_rpc_recv {
     uint64_t capacity;
     uint64_t len;        /**< out: payload bytes written */
     uint64_t error_size; /**< out: ErrorReply.size on BUFFER_TOO_SMALL */
+    /**
+     * What the reply message is decoded with (e.g. a kv_pb_arena_t's
+     * allocator); NULL: malloc, and the caller frees the reply with
+     * protobuf_c_message_free_unpacked(reply, NULL).
+     */
+    ProtobufCAllocator *allocator;
 } kv_rpc_recv_t;
 
 /**
