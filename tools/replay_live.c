@@ -45,6 +45,7 @@ typedef struct {
     uint64_t                    requests, blocks, hit_blocks, input_tokens,
                                 hit_tokens, bytes, errors;
     size_t                      finished;        /* requests replayed */
+    int                         shown;           /* errors printed */
     uint64_t                   *get_us, *put_us; /* one per finished request */
     size_t                      lat_cap;
     uint64_t                    end_ns;
@@ -149,6 +150,20 @@ static void pace(const live_t *live, const record_t *rec)
     }
 }
 
+/* Errors printed in full; later ones are only counted. */
+#define ERRORS_SHOWN 5
+
+/* Report an error of the replay (the first ERRORS_SHOWN of them). */
+static void live_error(live_t *live, const char *what, const char *why)
+{
+    pthread_mutex_lock(&live->lock);
+    if (live->shown < ERRORS_SHOWN) {
+        fprintf(stderr, "kvpool replay: %s: %s%s\n", what, why,
+                ++live->shown == ERRORS_SHOWN ? " (further errors are only counted)" : "");
+    }
+    pthread_mutex_unlock(&live->lock);
+}
+
 /* One record: load the cached prefix, check it, save the chain. */
 static void replay_record(live_t *live, live_buffers_t *b, const record_t *rec)
 {
@@ -163,14 +178,14 @@ static void replay_record(live_t *live, live_buffers_t *b, const record_t *rec)
                            b->caps, rec->n, b->sizes, &loaded);
     t1     = kv_time_ns();
     if (status != KVP_OK) {
-        fprintf(stderr, "kvpool replay: get_chain: %s\n", kvp_status_string(status));
+        live_error(live, "get_chain", kvp_status_string(status));
         errors++;
         loaded = 0;
     }
     for (size_t i = 0; i < loaded; i++) {
         kv_workload_block_bytes(&rec->keys[i], b->want, bs);
         if (b->sizes[i] != bs || memcmp(b->want, b->bufs[i], bs) != 0) {
-            fprintf(stderr, "kvpool replay: block %zu of a chain: wrong bytes\n", i);
+            live_error(live, "get_chain", "a loaded block has wrong bytes");
             errors++;
         }
     }
@@ -187,7 +202,7 @@ static void replay_record(live_t *live, live_buffers_t *b, const record_t *rec)
         status = b->statuses[i];
     }
     if (status != KVP_OK) {
-        fprintf(stderr, "kvpool replay: put_chain: %s\n", kvp_status_string(status));
+        live_error(live, "put_chain", kvp_status_string(status));
         errors++;
     }
 
