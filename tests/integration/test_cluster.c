@@ -701,8 +701,11 @@ static double json_number(const char *line, const char *field)
     return strtod(at + strlen(pattern), NULL);
 }
 
+/* Milliseconds between the records of the synthetic trace. */
+#define GAP_MS 40
+
 /*
- * Write a synthetic Mooncake-format trace of @p records records, 20 ms
+ * Write a synthetic Mooncake-format trace of @p records records, GAP_MS
  * apart: conversations over shared system prompts, each turn's hash_ids
  * its conversation so far plus new blocks.  Returns the block- and
  * token-level hit ratios of replaying it with nothing evicted (a block
@@ -739,7 +742,7 @@ static void synthetic_trace(const char *path, int records, double *hit_p, double
         }
         input = len[c] * 512 - rng_range(&rng, 0, 511);
         fprintf(f, "{\"timestamp\": %d, \"input_length\": %llu, \"output_length\": 10, "
-                   "\"hash_ids\": [", 20 * r, (unsigned long long)input);
+                   "\"hash_ids\": [", GAP_MS * r, (unsigned long long)input);
         for (size_t i = 0; i < len[c]; i++) {
             fprintf(f, "%s%llu", i ? ", " : "", (unsigned long long)conv[c][i]);
         }
@@ -769,29 +772,36 @@ static void test_cluster_replay_live(void)
     cli_files_t f;
     char        trace[160], *last;
     double      hit, token_hit;
+    int         rc;
 
     if (getenv("KVPOOL_CLI_BIN") == NULL) {
         KV_SKIP("KVPOOL_CLI_BIN is not set");
     }
     cli_files_make(&f);
     snprintf(trace, sizeof(trace), "%s/trace.jsonl", f.dir);
-    synthetic_trace(trace, 200, &hit, &token_hit);
+    synthetic_trace(trace, 150, &hit, &token_hit);
     pool_up(&pool, 2, "128MiB", "3000");
     {
-        /* one thread, paced (20 ms between records): each record sees the
+        /* one thread, paced (GAP_MS between records): each record sees the
          * index after the nodes published the previous one */
         const char *replay[] = {"replay", trace, "--coord", pool.coord.address,
-                                "--block-size", "16KiB", "--requests", "200",
+                                "--block-size", "16KiB", "--requests", "150",
                                 "--threads", "1", "--time-scale", "1", "--json", NULL};
         kvp_client_h client = connect_to(pool.coord.address);
         wait_joined(client, 2);
         kvp_client_disconnect(client);
-        ASSERT_EQ(run_cli(replay, f.so, f.se), 0);
+        rc = run_cli(replay, f.so, f.se);
     }
+    if (rc != 0) {
+        char *err = read_last_line(f.se);
+        fprintf(stderr, "kvpool replay failed: %s\n", err);
+        free(err);
+    }
+    ASSERT_EQ(rc, 0);
     last = read_last_line(f.so);
     fprintf(stderr, "kvpool replay said: %s\n(offline: %.6f, %.6f)\n", last, hit, token_hit);
     ASSERT(last[0] == '{' && last[strlen(last) - 1] == '}');
-    ASSERT_EQ(json_number(last, "requests"), 200);
+    ASSERT_EQ(json_number(last, "requests"), 150);
     ASSERT_EQ(json_number(last, "errors"), 0);
     ASSERT(fabs(json_number(last, "hit_ratio") - hit) < 1e-5);
     ASSERT(fabs(json_number(last, "token_hit_ratio") - token_hit) < 1e-5);
