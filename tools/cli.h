@@ -50,6 +50,10 @@ int kv_cli_replay_live(const kv_cli_replay_opts_t *opts);
 /** `kvpool bench ...`; returns the process exit status. */
 int kv_cli_bench(int argc, char **argv);
 
+/** `kvpool bench-index ...` (the prefix index in process); returns the
+ * process exit status. */
+int kv_cli_bench_index(int argc, char **argv);
+
 /**
  * Start kvpool-node ($KVPOOL_NODE_BIN, else next to this program, else in
  * the build tree) on a free loopback port with @p memory bytes, joining
