@@ -38,17 +38,16 @@ typedef struct {
     kvp_client_h                client;
     kv_workload_t              *trace;
     uint64_t                    start_ns;
-    pthread_mutex_t             lock;   /* the trace and everything below */
+    pthread_mutex_t             lock; /* the trace and everything below */
     int                         done;
     int                         trace_failed;
     uint64_t                    first_ts_ms;
-    uint64_t                    requests, blocks, hit_blocks, input_tokens,
-                                hit_tokens, bytes, errors;
-    size_t                      finished;        /* requests replayed */
-    int                         shown;           /* errors printed */
-    uint64_t                   *get_us, *put_us; /* one per finished request */
-    size_t                      lat_cap;
-    uint64_t                    end_ns;
+    uint64_t  requests, blocks, hit_blocks, input_tokens, hit_tokens, bytes, errors;
+    size_t    finished;        /* requests replayed */
+    int       shown;           /* errors printed */
+    uint64_t *get_us, *put_us; /* one per finished request */
+    size_t    lat_cap;
+    uint64_t  end_ns;
 } live_t;
 
 /* One record, copied out of the trace. */
@@ -105,7 +104,8 @@ static int next_record(live_t *live, record_t *rec)
     int          ok = 0;
 
     pthread_mutex_lock(&live->lock);
-    if (!live->done && (live->opts->requests == 0 || live->requests < live->opts->requests)) {
+    if (!live->done &&
+        (live->opts->requests == 0 || live->requests < live->opts->requests)) {
         status = kv_workload_next(live->trace, &req);
         if (status == KVP_OK) {
             if (live->requests == 0) {
@@ -117,7 +117,7 @@ static int next_record(live_t *live, record_t *rec)
                 rec->keys = kv_realloc(rec->keys, rec->cap * sizeof(kvp_key_t), "keys");
             }
             memcpy(rec->keys, req.keys, rec->n * sizeof(kvp_key_t));
-            rec->ts_ms        = req.timestamp_ms - KV_MIN(req.timestamp_ms, live->first_ts_ms);
+            rec->ts_ms = req.timestamp_ms - KV_MIN(req.timestamp_ms, live->first_ts_ms);
             rec->input_tokens = req.input_tokens;
             live->requests++;
             ok = 1;
@@ -159,7 +159,8 @@ static void live_error(live_t *live, const char *what, const char *why)
     pthread_mutex_lock(&live->lock);
     if (live->shown < ERRORS_SHOWN) {
         fprintf(stderr, "kvpool replay: %s: %s%s\n", what, why,
-                ++live->shown == ERRORS_SHOWN ? " (further errors are only counted)" : "");
+                ++live->shown == ERRORS_SHOWN ? " (further errors are only counted)"
+                                              : "");
     }
     pthread_mutex_unlock(&live->lock);
 }
@@ -167,15 +168,15 @@ static void live_error(live_t *live, const char *what, const char *why)
 /* One record: load the cached prefix, check it, save the chain. */
 static void replay_record(live_t *live, live_buffers_t *b, const record_t *rec)
 {
-    uint64_t     bs = live->opts->block_size, t0, t1, t2;
+    uint64_t     bs     = live->opts->block_size, t0, t1, t2;
     size_t       loaded = 0;
     uint64_t     errors = 0;
     kvp_status_t status;
 
     buffers_reserve(b, rec->n, bs);
     t0     = kv_time_ns();
-    status = kvp_get_chain(live->client, live->opts->ns, rec->keys, (void *const *)b->bufs,
-                           b->caps, rec->n, b->sizes, &loaded);
+    status = kvp_get_chain(live->client, live->opts->ns, rec->keys,
+                           (void *const *)b->bufs, b->caps, rec->n, b->sizes, &loaded);
     t1     = kv_time_ns();
     if (status != KVP_OK) {
         live_error(live, "get_chain", kvp_status_string(status));
@@ -197,7 +198,7 @@ static void replay_record(live_t *live, live_buffers_t *b, const record_t *rec)
     }
     status = kvp_put_chain(live->client, live->opts->ns, rec->keys,
                            (const void *const *)b->bufs, b->sizes, rec->n, b->statuses);
-    t2 = kv_time_ns();
+    t2     = kv_time_ns();
     for (size_t i = 0; status == KVP_OK && i < rec->n; i++) {
         status = b->statuses[i];
     }
@@ -209,8 +210,10 @@ static void replay_record(live_t *live, live_buffers_t *b, const record_t *rec)
     pthread_mutex_lock(&live->lock);
     if (live->finished == live->lat_cap) {
         live->lat_cap = KV_MAX(2 * live->lat_cap, 1024);
-        live->get_us  = kv_realloc(live->get_us, live->lat_cap * sizeof(uint64_t), "latencies");
-        live->put_us  = kv_realloc(live->put_us, live->lat_cap * sizeof(uint64_t), "latencies");
+        live->get_us =
+            kv_realloc(live->get_us, live->lat_cap * sizeof(uint64_t), "latencies");
+        live->put_us =
+            kv_realloc(live->put_us, live->lat_cap * sizeof(uint64_t), "latencies");
     }
     live->get_us[live->finished] = (t1 - t0) / 1000;
     live->put_us[live->finished] = (t2 - t1) / 1000;
@@ -272,7 +275,8 @@ static void print_progress(live_t *live)
     double seconds = (double)(kv_time_ns() - live->start_ns) / 1e9;
 
     pthread_mutex_lock(&live->lock);
-    fprintf(stderr, "  %8llu requests  %9llu blocks  hit %5.1f%%  %7.3f GB/s  %llu errors\n",
+    fprintf(stderr,
+            "  %8llu requests  %9llu blocks  hit %5.1f%%  %7.3f GB/s  %llu errors\n",
             (unsigned long long)live->finished, (unsigned long long)live->blocks,
             100.0 * ratio(live->hit_blocks, live->blocks),
             seconds > 0 ? (double)live->bytes / seconds / 1e9 : 0.0,
@@ -293,8 +297,10 @@ int kv_cli_replay_live(const kv_cli_replay_opts_t *opts)
 
     if (threads < 1 || threads > LIVE_THREADS_MAX || opts->block_size == 0 ||
         opts->block_size > KVP_BLOCK_MAX) {
-        fprintf(stderr, "kvpool replay: --threads must be 1..%d and --block-size "
-                        "1..256MiB\n", LIVE_THREADS_MAX);
+        fprintf(stderr,
+                "kvpool replay: --threads must be 1..%d and --block-size "
+                "1..256MiB\n",
+                LIVE_THREADS_MAX);
         return 2;
     }
     if (kv_workload_trace_open(opts->trace, &live.trace, err, sizeof(err)) != KVP_OK) {
@@ -344,7 +350,8 @@ int kv_cli_replay_live(const kv_cli_replay_opts_t *opts)
     printf("blocks           %llu asked, %llu hit\n", (unsigned long long)live.blocks,
            (unsigned long long)live.hit_blocks);
     printf("hit ratio        %.4f (blocks), %.4f (tokens)\n",
-           ratio(live.hit_blocks, live.blocks), ratio(live.hit_tokens, live.input_tokens));
+           ratio(live.hit_blocks, live.blocks),
+           ratio(live.hit_tokens, live.input_tokens));
     printf("moved            %.3f GB in %.2f s: %.3f GB/s\n", (double)live.bytes / 1e9,
            seconds, seconds > 0 ? (double)live.bytes / seconds / 1e9 : 0.0);
     printf("latency (us)     get p50 %llu p99 %llu, put p50 %llu p99 %llu\n",
@@ -393,20 +400,36 @@ int kv_cli_replay(int argc, char **argv)
         {"json", no_argument, NULL, 'j'},
         {NULL, 0, NULL, 0},
     };
-    kv_cli_replay_opts_t opts = {.ns = "replay", .token = getenv("KVPOOL_TOKEN"),
-                                 .block_size = 64 << 10, .threads = 4};
+    kv_cli_replay_opts_t opts = {.ns         = "replay",
+                                 .token      = getenv("KVPOOL_TOKEN"),
+                                 .block_size = 64 << 10,
+                                 .threads    = 4};
     int                  opt;
 
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
-        case 'c': opts.coord = optarg; break;
-        case 'r': opts.requests = strtoull(optarg, NULL, 10); break;
-        case 'x': opts.time_scale = strtod(optarg, NULL); break;
-        case 'w': opts.threads = atoi(optarg); break;
-        case 's': opts.ns = optarg; break;
-        case 't': opts.token = optarg; break;
-        case 'j': opts.json = 1; break;
+        case 'c':
+            opts.coord = optarg;
+            break;
+        case 'r':
+            opts.requests = strtoull(optarg, NULL, 10);
+            break;
+        case 'x':
+            opts.time_scale = strtod(optarg, NULL);
+            break;
+        case 'w':
+            opts.threads = atoi(optarg);
+            break;
+        case 's':
+            opts.ns = optarg;
+            break;
+        case 't':
+            opts.token = optarg;
+            break;
+        case 'j':
+            opts.json = 1;
+            break;
         case 'b':
             if (kv_size_parse(optarg, &opts.block_size) != KVP_OK) {
                 fprintf(stderr, "kvpool replay: bad --block-size '%s'\n", optarg);
@@ -418,8 +441,9 @@ int kv_cli_replay(int argc, char **argv)
         }
     }
     if (optind + 1 != argc || opts.coord == NULL) {
-        fprintf(stderr, "usage: kvpool replay TRACE --coord HOST:PORT [--block-size SIZE]\n"
-                        "       [--requests N] [--time-scale X] [--threads N] [--json]\n");
+        fprintf(stderr,
+                "usage: kvpool replay TRACE --coord HOST:PORT [--block-size SIZE]\n"
+                "       [--requests N] [--time-scale X] [--threads N] [--json]\n");
         return 2;
     }
     opts.trace = argv[optind];

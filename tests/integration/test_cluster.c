@@ -128,7 +128,7 @@ static void chain_make(chain_t *c, const char *name, size_t n, const chain_t *ba
             continue;
         }
         uint8_t label[KVP_KEY_LEN + 64];
-        size_t  len = (size_t)snprintf((char *)label + KVP_KEY_LEN, 64, "%s-%zu", name, i);
+        size_t len = (size_t)snprintf((char *)label + KVP_KEY_LEN, 64, "%s-%zu", name, i);
         memset(label, 0, KVP_KEY_LEN);
         if (i > 0) {
             memcpy(label, c->keys[i - 1].bytes, KVP_KEY_LEN);
@@ -418,16 +418,17 @@ static void test_cluster_block_calls(void)
     cluster_node_up(&pool.nodes[1], "64MiB", &pool.coord);
     cluster_node_up(&pool.nodes[2], "64MiB", &pool.coord);
     pool.alive[1] = pool.alive[2] = 1;
-    pool.n = 3;
+    pool.n                        = 3;
     wait_joined(client, 3);
 
     for (int i = 0; i < N; i++) {
         keys[i]  = key_of("block-%d", i);
         sizes[i] = caps[i] = (uint64_t)(8 + 5 * i) * KiB + 3;
-        data[i]  = make_block(sizes[i], 77 + (uint64_t)i);
-        got[i]   = malloc(caps[i]);
+        data[i]            = make_block(sizes[i], 77 + (uint64_t)i);
+        got[i]             = malloc(caps[i]);
     }
-    ASSERT_OK(kvp_put_batch(client, NS, keys, (const void *const *)data, sizes, N - 1, st));
+    ASSERT_OK(
+        kvp_put_batch(client, NS, keys, (const void *const *)data, sizes, N - 1, st));
     for (int i = 0; i < N - 1; i++) {
         ASSERT_OK(st[i]);
     }
@@ -445,7 +446,8 @@ static void test_cluster_block_calls(void)
     ASSERT_EQ(stats.blocks, N);
     ASSERT(nodes_with_blocks(&pool) >= 2); /* unrelated blocks spread */
 
-    ASSERT_OK(kvp_get_batch(client, NS, keys, (void *const *)got, caps, N, got_sizes, st));
+    ASSERT_OK(
+        kvp_get_batch(client, NS, keys, (void *const *)got, caps, N, got_sizes, st));
     for (int i = 0; i < N; i++) {
         ASSERT_OK(st[i]);
         ASSERT_EQ(got_sizes[i], sizes[i]);
@@ -460,8 +462,8 @@ static void test_cluster_block_calls(void)
                   KVP_ERR_NOT_FOUND);
 
     /* async batches run the same calls on the library's threads */
-    ASSERT_OK(kvp_get_batch_async(client, NS, keys, (void *const *)got, caps, N, got_sizes,
-                                  st, &req));
+    ASSERT_OK(kvp_get_batch_async(client, NS, keys, (void *const *)got, caps, N,
+                                  got_sizes, st, &req));
     ASSERT_OK(kvp_request_wait(req));
     kvp_request_free(req);
     for (int i = 0; i < N; i++) {
@@ -472,7 +474,8 @@ static void test_cluster_block_calls(void)
     /* delete on every node; the blocks are then misses */
     ASSERT_OK(kvp_delete(client, NS, keys, 5, &n));
     ASSERT_EQ(n, 5);
-    ASSERT_OK(kvp_get_batch(client, NS, keys, (void *const *)got, caps, 6, got_sizes, st));
+    ASSERT_OK(
+        kvp_get_batch(client, NS, keys, (void *const *)got, caps, 6, got_sizes, st));
     for (int i = 0; i < 5; i++) {
         ASSERT_STATUS(st[i], KVP_ERR_NOT_FOUND);
     }
@@ -508,7 +511,7 @@ static void fake_nodes(kv_rpc_call_t *call, const ProtobufCMessage *msg,
                        const void *payload, uint64_t payload_len, void *arg)
 {
     Kvpool__NodesReply reply = KVPOOL__NODES_REPLY__INIT;
-    Kvpool__NodeInfo   node  = KVPOOL__NODE_INFO__INIT, *nodes[] = {&node};
+    Kvpool__NodeInfo   node = KVPOOL__NODE_INFO__INIT, *nodes[] = {&node};
 
     node.node_id  = fake_bad_list ? 0 : 1;
     node.address  = "127.0.0.1:1";
@@ -523,9 +526,9 @@ static void fake_match(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     const Kvpool__MatchRequest *req   = (const Kvpool__MatchRequest *)msg;
     Kvpool__MatchReply          reply = KVPOOL__MATCH_REPLY__INIT;
     Kvpool__BlockLocations      blocks[KVP_BATCH_MAX + 1], *ptrs[KVP_BATCH_MAX + 1];
-    Kvpool__NodePrefix          prefix = KVPOOL__NODE_PREFIX__INIT, *prefixes[] = {&prefix};
-    uint32_t                    loc    = KV_LOC(1, 0);
-    size_t                      n      = req->n_keys;
+    Kvpool__NodePrefix prefix = KVPOOL__NODE_PREFIX__INIT, *prefixes[] = {&prefix};
+    uint32_t           loc = KV_LOC(1, 0);
+    size_t             n   = req->n_keys;
 
     if (ns_is(&req->ns, "too-many")) {
         n++;
@@ -557,8 +560,8 @@ static void fake_plan_put(kv_rpc_call_t *call, const ProtobufCMessage *msg,
 {
     const Kvpool__PlanPutRequest *req   = (const Kvpool__PlanPutRequest *)msg;
     Kvpool__PlanPutReply          reply = KVPOOL__PLAN_PUT_REPLY__INIT;
-    Kvpool__NodeInfo              node  = KVPOOL__NODE_INFO__INIT, *nodes[] = {&node};
-    uint32_t                      targets[KVP_BATCH_MAX + 1], replica = 1;
+    Kvpool__NodeInfo              node = KVPOOL__NODE_INFO__INIT, *nodes[] = {&node};
+    uint32_t                      targets[KVP_BATCH_MAX + 1], replica      = 1;
     size_t                        n = req->n_keys;
 
     for (size_t i = 0; i <= n; i++) {
@@ -597,26 +600,28 @@ static void fake_unsupported(kv_rpc_call_t *call, const ProtobufCMessage *msg,
 static void fake_up(kv_test_node_t *fake, int bad_list)
 {
     static const kv_rpc_handler_func_t handlers[KV_COORD_METHOD_COUNT] = {
-        [KV_COORD_JOIN] = fake_unsupported,     [KV_COORD_HEARTBEAT] = fake_unsupported,
-        [KV_COORD_PUBLISH] = fake_unsupported,  [KV_COORD_MATCH] = fake_match,
-        [KV_COORD_PLAN_PUT] = fake_plan_put,    [KV_COORD_NODES] = fake_nodes,
+        [KV_COORD_JOIN] = fake_unsupported,    [KV_COORD_HEARTBEAT] = fake_unsupported,
+        [KV_COORD_PUBLISH] = fake_unsupported, [KV_COORD_MATCH] = fake_match,
+        [KV_COORD_PLAN_PUT] = fake_plan_put,   [KV_COORD_NODES] = fake_nodes,
         [KV_COORD_STATS] = fake_unsupported,
     };
     Kvpool__HelloReply     hello  = KVPOOL__HELLO_REPLY__INIT;
-    kv_rpc_server_params_t params = {
-        .listen = "127.0.0.1", .name = "fake-coord", .max_payload = 1 << 20,
-        .service = &kvpool__coordinator__descriptor, .handlers = handlers,
-        .hello = &hello};
-    kv_rpc_server_t *server;
-    kv_evloop_t     *loop;
-    int              pipefd[2], port = 0;
+    kv_rpc_server_params_t params = {.listen      = "127.0.0.1",
+                                     .name        = "fake-coord",
+                                     .max_payload = 1 << 20,
+                                     .service     = &kvpool__coordinator__descriptor,
+                                     .handlers    = handlers,
+                                     .hello       = &hello};
+    kv_rpc_server_t       *server;
+    kv_evloop_t           *loop;
+    int                    pipefd[2], port = 0;
 
     ASSERT_EQ(pipe(pipefd), 0);
     fake->pid = fork();
     ASSERT(fake->pid >= 0);
     if (fake->pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        fake_bad_list    = bad_list;
+        fake_bad_list     = bad_list;
         hello.coordinator = 1;
         ASSERT_OK(kv_evloop_create(&loop));
         ASSERT_OK(kv_rpc_server_create(loop, &params, &server));
@@ -645,17 +650,17 @@ static void test_cluster_bad_replies(void)
     static const char *const bad_match[] = {"too-many", "lists-short", "node-zero",
                                             "prefix-long"};
     static const char *const bad_plan[]  = {"targets-short", "cached-too-many",
-                                            "target-zero", "target-unknown", "replicas",
-                                            "bad-node"};
-    kv_test_node_t fake;
-    kvp_client_h   client;
-    kvp_key_t      keys[3] = {key_of("k0"), key_of("k1"), key_of("k2")};
-    uint8_t        block[64] = {1}, buf[3][64];
-    const void    *datas[3] = {block, block, block};
-    void          *bufs[3]  = {buf[0], buf[1], buf[2]};
-    uint64_t       sizes[3] = {64, 64, 64}, got[3];
-    kvp_status_t   st[3];
-    size_t         n;
+                                            "target-zero",   "target-unknown",
+                                            "replicas",      "bad-node"};
+    kv_test_node_t           fake;
+    kvp_client_h             client;
+    kvp_key_t                keys[3]   = {key_of("k0"), key_of("k1"), key_of("k2")};
+    uint8_t                  block[64] = {1}, buf[3][64];
+    const void              *datas[3]  = {block, block, block};
+    void                    *bufs[3]   = {buf[0], buf[1], buf[2]};
+    uint64_t                 sizes[3]  = {64, 64, 64}, got[3];
+    kvp_status_t             st[3];
+    size_t                   n;
 
     fake_up(&fake, 1); /* a node with id 0 in the list: no client */
     ASSERT_STATUS(kvp_client_connect(fake.address, NULL, &client), KVP_ERR_PROTOCOL);
@@ -741,8 +746,10 @@ static void synthetic_trace(const char *path, int records, double *hit_p, double
             conv[c][len[c]++] = next_id++;
         }
         input = len[c] * 512 - rng_range(&rng, 0, 511);
-        fprintf(f, "{\"timestamp\": %d, \"input_length\": %llu, \"output_length\": 10, "
-                   "\"hash_ids\": [", GAP_MS * r, (unsigned long long)input);
+        fprintf(f,
+                "{\"timestamp\": %d, \"input_length\": %llu, \"output_length\": 10, "
+                "\"hash_ids\": [",
+                GAP_MS * r, (unsigned long long)input);
         for (size_t i = 0; i < len[c]; i++) {
             fprintf(f, "%s%llu", i ? ", " : "", (unsigned long long)conv[c][i]);
         }
@@ -784,9 +791,11 @@ static void test_cluster_replay_live(void)
     {
         /* one thread, paced (GAP_MS between records): each record sees the
          * index after the nodes published the previous one */
-        const char *replay[] = {"replay", trace, "--coord", pool.coord.address,
-                                "--block-size", "16KiB", "--requests", "150",
-                                "--threads", "1", "--time-scale", "1", "--json", NULL};
+        const char *replay[] = {
+            "replay",       trace,   "--coord",      pool.coord.address,
+            "--block-size", "16KiB", "--requests",   "150",
+            "--threads",    "1",     "--time-scale", "1",
+            "--json",       NULL};
         kvp_client_h client = connect_to(pool.coord.address);
         wait_joined(client, 2);
         kvp_client_disconnect(client);
@@ -799,7 +808,8 @@ static void test_cluster_replay_live(void)
     }
     ASSERT_EQ(rc, 0);
     last = read_last_line(f.so);
-    fprintf(stderr, "kvpool replay said: %s\n(offline: %.6f, %.6f)\n", last, hit, token_hit);
+    fprintf(stderr, "kvpool replay said: %s\n(offline: %.6f, %.6f)\n", last, hit,
+            token_hit);
     ASSERT(last[0] == '{' && last[strlen(last) - 1] == '}');
     ASSERT_EQ(json_number(last, "requests"), 150);
     ASSERT_EQ(json_number(last, "errors"), 0);
@@ -818,8 +828,8 @@ static void test_cluster_demo_json(void)
 {
     cli_files_t f;
     char       *last;
-    const char *demo[] = {"demo", "--requests", "300", "--nodes", "3", "--memory", "64MiB",
-                          "--block-size", "16KiB", "--json", NULL};
+    const char *demo[] = {"demo",  "--requests",   "300",   "--nodes", "3", "--memory",
+                          "64MiB", "--block-size", "16KiB", "--json",  NULL};
 
     if (getenv("KVPOOL_CLI_BIN") == NULL) {
         KV_SKIP("KVPOOL_CLI_BIN is not set");
