@@ -1,10 +1,11 @@
 /**
  * @file node_proc.h
- * @brief Start and stop a real kvpool-node process for integration tests.
+ * @brief Start and stop real kvpool-node and kvpool-coord processes for
+ * integration tests.
  *
- * The binary comes from $KVPOOL_NODE_BIN (set by ctest).  The node listens
- * on a free loopback port (--port 0) and its address is read from the line
- * it prints once it serves.
+ * The binaries come from $KVPOOL_NODE_BIN and $KVPOOL_COORD_BIN (set by
+ * ctest).  A process listens on a loopback port (--port 0: a free one) and
+ * its address is read from the line it prints once it serves.
  */
 #ifndef KV_TEST_NODE_PROC_H
 #define KV_TEST_NODE_PROC_H
@@ -18,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/** A node or coordinator process. */
 typedef struct {
     pid_t pid;
     int   port;
@@ -25,37 +27,35 @@ typedef struct {
 } kv_test_node_t;
 
 /**
- * Start a node with extra flags (NULL-terminated list, may be empty).
- * Returns 0 on success; on failure prints why and returns -1.
+ * Start the program named by $@p bin_env with @p args (NULL-terminated,
+ * after the program name) and wait for the line "@p banner listening on
+ * HOST:PORT" it prints once it serves.  Returns 0 on success; on failure
+ * prints why and returns -1.
  */
-static inline int kv_test_node_start(kv_test_node_t *node, const char *memory,
-                                     const char *const *extra)
+static inline int kv_test_proc_start(kv_test_node_t *proc, const char *bin_env,
+                                     const char *banner, const char *const *args)
 {
-    const char *bin = getenv("KVPOOL_NODE_BIN");
-    const char *argv[32];
-    char        line[256];
+    const char *bin = getenv(bin_env);
+    const char *argv[40];
+    char        line[256], format[96];
     int         argc = 0, pipefd[2];
     FILE       *out;
 
     if (bin == NULL) {
-        fprintf(stderr, "KVPOOL_NODE_BIN is not set\n");
+        fprintf(stderr, "%s is not set\n", bin_env);
         return -1;
     }
     argv[argc++] = bin;
-    argv[argc++] = "--port";
-    argv[argc++] = "0";
-    argv[argc++] = "--memory";
-    argv[argc++] = memory;
-    for (int i = 0; extra != NULL && extra[i] != NULL && argc < 30; i++) {
-        argv[argc++] = extra[i];
+    for (int i = 0; args != NULL && args[i] != NULL && argc < 39; i++) {
+        argv[argc++] = args[i];
     }
     argv[argc] = NULL;
     if (pipe(pipefd) != 0) {
         return -1;
     }
-    node->pid = fork();
-    if (node->pid == 0) {
-        /* the node must not outlive a test that dies (sanitizer exits too) */
+    proc->pid = fork();
+    if (proc->pid == 0) {
+        /* it must not outlive a test that dies (sanitizer exits too) */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(pipefd[1], STDOUT_FILENO);
         close(pipefd[0]);
@@ -65,17 +65,56 @@ static inline int kv_test_node_start(kv_test_node_t *node, const char *memory,
     }
     close(pipefd[1]);
     out = fdopen(pipefd[0], "r");
+    snprintf(format, sizeof(format), "%s listening on %%*[^:]:%%d", banner);
     if (fgets(line, sizeof(line), out) == NULL ||
-        sscanf(line, "kvpool-node listening on %*[^:]:%d", &node->port) != 1) {
-        fprintf(stderr, "kvpool-node did not start\n");
+        sscanf(line, format, &proc->port) != 1) {
+        fprintf(stderr, "%s did not start\n", banner);
         fclose(out);
-        kill(node->pid, SIGKILL);
-        waitpid(node->pid, NULL, 0);
+        kill(proc->pid, SIGKILL);
+        waitpid(proc->pid, NULL, 0);
         return -1;
     }
     fclose(out);
-    snprintf(node->address, sizeof(node->address), "127.0.0.1:%d", node->port);
+    snprintf(proc->address, sizeof(proc->address), "127.0.0.1:%d", proc->port);
     return 0;
+}
+
+/**
+ * Start a node ($KVPOOL_NODE_BIN) on a free port with extra flags
+ * (NULL-terminated list, may be empty).  Returns 0, or -1 after saying why.
+ */
+static inline int kv_test_node_start(kv_test_node_t *node, const char *memory,
+                                     const char *const *extra)
+{
+    const char *args[36] = {"--port", "0", "--memory", memory};
+    int         argc     = 4;
+
+    for (int i = 0; extra != NULL && extra[i] != NULL && argc < 35; i++) {
+        args[argc++] = extra[i];
+    }
+    args[argc] = NULL;
+    return kv_test_proc_start(node, "KVPOOL_NODE_BIN", "kvpool-node", args);
+}
+
+/**
+ * Start a coordinator ($KVPOOL_COORD_BIN) on @p port (0: a free one) with
+ * extra flags (NULL-terminated list, may be empty).  Returns 0, or -1
+ * after saying why.
+ */
+static inline int kv_test_coord_start(kv_test_node_t *coord, int port,
+                                      const char *const *extra)
+{
+    const char *args[36] = {"--port"};
+    char        port_text[16];
+    int         argc = 2;
+
+    snprintf(port_text, sizeof(port_text), "%d", port);
+    args[1] = port_text;
+    for (int i = 0; extra != NULL && extra[i] != NULL && argc < 35; i++) {
+        args[argc++] = extra[i];
+    }
+    args[argc] = NULL;
+    return kv_test_proc_start(coord, "KVPOOL_COORD_BIN", "kvpool-coord", args);
 }
 
 /** @return non-zero if the node process is still running. */
@@ -85,7 +124,7 @@ static inline int kv_test_node_alive(const kv_test_node_t *node)
 }
 
 /**
- * Stop the node with SIGTERM and wait.  Returns its exit status, or -1 if
+ * Stop the node (or coordinator) with SIGTERM and wait.  Returns its exit status, or -1 if
  * it died of a signal or did not stop within 10 s (then it is killed).
  */
 static inline int kv_test_node_stop(kv_test_node_t *node)

@@ -2,7 +2,7 @@
  * @file test_util.h
  * @brief Helpers shared by the test files: time, a deterministic random
  * generator and block contents, keys, socket reads, and starting and
- * stopping nodes with an orphan reaper.  Include it after "test.h".
+ * stopping nodes and coordinators with an orphan reaper.  Include it after "test.h".
  *
  * Everything is static (inline), for test executables of one file each.
  */
@@ -201,7 +201,7 @@ static inline void reap_forget_all(void)
 }
 
 /* ---------------------------------------------------------------------- */
-/* Nodes                                                                   */
+/* Nodes and coordinators                                                  */
 /* ---------------------------------------------------------------------- */
 
 /** Start a node (@p extra NULL: quiet logs; skip without $KVPOOL_NODE_BIN), reaped. */
@@ -219,13 +219,38 @@ static inline void node_up(kv_test_node_t *node, const char *memory,
     reap_add(node->pid);
 }
 
-/** SIGTERM the node; it must exit cleanly with status 0. */
+/** SIGTERM the node (or coordinator); it must exit cleanly with status 0. */
 static inline void node_down(kv_test_node_t *node)
 {
     int rc = kv_test_node_stop(node);
 
     reap_del(node->pid);
     ASSERT_EQ(rc, 0);
+}
+
+/**
+ * Start a coordinator on @p port (0: a free one) with @p extra flags (NULL:
+ * quiet logs); skip without $KVPOOL_COORD_BIN; reaped.
+ */
+static inline void coord_up(kv_test_node_t *coord, int port, const char *const *extra)
+{
+    static const char *const quiet[] = {"--log-level", "warn", NULL};
+    int                      rc;
+
+    if (getenv("KVPOOL_COORD_BIN") == NULL) {
+        KV_SKIP("KVPOOL_COORD_BIN is not set (run through ctest)");
+    }
+    rc = kv_test_coord_start(coord, port, extra ? extra : quiet);
+    ASSERT_EQ(rc, 0);
+    reap_add(coord->pid);
+}
+
+/** Kill a node or coordinator with SIGKILL (no clean-up runs) and reap it. */
+static inline void proc_kill(kv_test_node_t *proc)
+{
+    kill(proc->pid, SIGKILL);
+    waitpid(proc->pid, NULL, 0);
+    reap_del(proc->pid);
 }
 
 #endif
