@@ -68,9 +68,7 @@ static void pool_down(pool_t *pool)
 /* SIGKILL node @p i, as a crash would. */
 static void pool_kill(pool_t *pool, int i)
 {
-    kill(pool->nodes[i].pid, SIGKILL);
-    waitpid(pool->nodes[i].pid, NULL, 0);
-    reap_del(pool->nodes[i].pid);
+    proc_kill(&pool->nodes[i]);
     pool->alive[i] = 0;
 }
 
@@ -637,13 +635,6 @@ static void fake_up(kv_test_node_t *fake, int bad_list)
     snprintf(fake->address, sizeof(fake->address), "127.0.0.1:%d", port);
 }
 
-static void fake_down(kv_test_node_t *fake)
-{
-    kill(fake->pid, SIGKILL);
-    waitpid(fake->pid, NULL, 0);
-    reap_del(fake->pid);
-}
-
 /* Malformed replies fail the call with KVP_ERR_PROTOCOL; nothing moves. */
 static void test_cluster_bad_replies(void)
 {
@@ -664,7 +655,7 @@ static void test_cluster_bad_replies(void)
 
     fake_up(&fake, 1); /* a node with id 0 in the list: no client */
     ASSERT_STATUS(kvp_client_connect(fake.address, NULL, &client), KVP_ERR_PROTOCOL);
-    fake_down(&fake);
+    proc_kill(&fake);
 
     fake_up(&fake, 0);
     client = connect_to(fake.address);
@@ -687,7 +678,7 @@ static void test_cluster_bad_replies(void)
     ASSERT_OK(kvp_put_chain(client, "good", keys, datas, sizes, 3, st));
     ASSERT(KVP_STATUS_IS_CONNECTION_ERROR(st[0]));
     kvp_client_disconnect(client);
-    fake_down(&fake);
+    proc_kill(&fake);
 }
 
 /* ---------------------------------------------------------------------- */
