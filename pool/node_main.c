@@ -4,6 +4,7 @@
  *   kvpool-node [--config FILE] [--port P] [--memory SIZE] [--listen ADDR]
  *               [--token T] [--name N] [--log-level L]
  *               [--shared-memory on|off] [--lease-ms MS] [--data-plane ucx|off]
+ *               [--eviction-policy NAME]
  *
  * Flags override the config file.  Once it serves, the node prints
  * "kvpool-node listening on ADDR:PORT" on stdout (tests and the demo read
@@ -30,10 +31,11 @@ static void usage(FILE *out)
             "                   [--listen ADDR] [--token TOKEN] [--name NAME]\n"
             "                   [--log-level error|warn|info|debug]\n"
             "                   [--shared-memory on|off] [--lease-ms MS]\n"
-            "                   [--data-plane ucx|off]\n"
+            "                   [--data-plane ucx|off] [--eviction-policy NAME]\n"
             "Defaults: port %d, memory 256MiB, listen 127.0.0.1, no token\n"
-            "(without a token only loopback addresses may be used).\n",
-            KV_NODE_DEFAULT_PORT);
+            "(without a token only loopback addresses may be used), eviction\n"
+            "policy %s (kvpool replay --list-policies lists them).\n",
+            KV_NODE_DEFAULT_PORT, KV_EVICT_DEFAULT_POLICY);
 }
 
 static void on_signal(int fd, uint32_t events, void *arg)
@@ -64,6 +66,7 @@ int main(int argc, char **argv)
         {"shared-memory", required_argument, NULL, 'S'},
         {"lease-ms", required_argument, NULL, 'E'},
         {"data-plane", required_argument, NULL, 'D'},
+        {"eviction-policy", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -71,6 +74,7 @@ int main(int argc, char **argv)
         ['p'] = "port", ['m'] = "memory", ['l'] = "listen",
         ['t'] = "token", ['n'] = "name", ['L'] = "log_level",
         ['S'] = "shared_memory", ['E'] = "lease_ms", ['D'] = "data_plane",
+        ['P'] = "eviction_policy",
     };
     kv_node_config_t config;
     const char      *config_path = NULL;
@@ -82,7 +86,7 @@ int main(int argc, char **argv)
     int              sfd, opt, rc = 1;
 
     kv_node_config_defaults(&config);
-    while ((opt = getopt_long(argc, argv, "c:p:m:l:t:n:L:S:E:D:h", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:p:m:l:t:n:L:S:E:D:P:h", options, NULL)) != -1) {
         if (opt == 'c') {
             config_path = optarg;
         } else if (opt == 'h') {

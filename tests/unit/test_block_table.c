@@ -17,11 +17,17 @@ typedef struct fixture {
     uint32_t          ns;
 } fixture_t;
 
-static void setup(fixture_t *f, uint64_t arena_size)
+static void setup_policy(fixture_t *f, uint64_t arena_size, const char *policy)
 {
     ASSERT_OK(kv_arena_create(arena_size, &f->arena));
-    ASSERT_OK(kv_block_table_create(f->arena, &f->table));
+    ASSERT_OK(kv_block_table_create(f->arena, policy, &f->table));
     ASSERT_OK(kv_block_table_ns_id(f->table, "default", 7, 1, &f->ns));
+}
+
+/* A table with the default policy (lru). */
+static void setup(fixture_t *f, uint64_t arena_size)
+{
+    setup_policy(f, arena_size, NULL);
 }
 
 static void teardown(fixture_t *f)
@@ -72,9 +78,13 @@ static void test_create_params(void)
     kv_block_table_t *table = NULL;
 
     ASSERT_OK(kv_arena_create(MiB, &arena));
-    ASSERT_STATUS(kv_block_table_create(NULL, &table), KVP_ERR_INVALID_PARAM);
-    ASSERT_STATUS(kv_block_table_create(arena, NULL), KVP_ERR_INVALID_PARAM);
+    ASSERT_STATUS(kv_block_table_create(NULL, NULL, &table), KVP_ERR_INVALID_PARAM);
+    ASSERT_STATUS(kv_block_table_create(arena, NULL, NULL), KVP_ERR_INVALID_PARAM);
+    ASSERT_STATUS(kv_block_table_create(arena, "nope", &table), KVP_ERR_NOT_FOUND);
+    ASSERT_STATUS(kv_block_table_create(arena, "", &table), KVP_ERR_NOT_FOUND);
     ASSERT(table == NULL);
+    ASSERT_OK(kv_block_table_create(arena, "lfuda", &table));
+    kv_block_table_destroy(table);
     kv_block_table_destroy(NULL);
     kv_arena_destroy(arena);
 }
@@ -808,10 +818,11 @@ static void test_listener_parent_foreach(void)
     put(&f, f.ns, 2, PAGE, 2);           /* replace: removal first */
     put(&f, f.ns, 3, PAGE, 3);
     put(&f, f.ns, 4, PAGE, 4);
-    put(&f, f.ns, 5, PAGE, 5);           /* evicts the LRU block, 1 */
-    ASSERT(kv_block_table_remove(f.table, f.ns, &k2));
+    /* evicts the least recently used leaf, 2: 1 is older, but 2's parent */
+    put(&f, f.ns, 5, PAGE, 5);
+    ASSERT(kv_block_table_remove(f.table, f.ns, &k1));
     {
-        const int64_t want[] = { 1, 2, -2, 2, 3, 4, -1, 5, -2 };
+        const int64_t want[] = { 1, 2, -2, 2, 3, 4, -2, 5, -1 };
         ASSERT_EQ(ev.n, (int)(sizeof(want) / sizeof(want[0])));
         for (int i = 0; i < ev.n; i++) {
             ASSERT_EQ(ev.seen[i], want[i]);
