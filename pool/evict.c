@@ -8,13 +8,17 @@
  *    entry can unlink it and orphan its children in O(children);
  *
  *  - one binary min-heap of every unpinned entry, ordered by
- *        (has children, prio, stamp)
- *    so leaves come before non-leaves, and among them the lower priority,
- *    then the older use.  The top is the victim.  An entry's key changes
- *    when it is used (prio, stamp) and when it gains its first child or
- *    loses its last one; each change re-sifts that one entry.  A pinned
- *    entry is out of the heap (pos == SIZE_MAX) but stays in the tree, so
- *    its parent still has a child.
+ *        (rank, prio, stamp)
+ *    where rank is 0 for a leaf, 1 for an entry whose children are all
+ *    pinned, 2 for one with an unpinned child: leaves go first, and when
+ *    every leaf is pinned, the parents of pinned entries go before their
+ *    own ancestors, so what stays cached is still as long a prefix as can
+ *    be.  Within a rank, the lower priority, then the older use goes first.
+ *    The top is the victim.  An entry's key changes when it is used (prio,
+ *    stamp) and when its rank does (a child linked, unlinked, pinned or
+ *    unpinned); each change re-sifts that one entry.  A pinned entry is out
+ *    of the heap (pos == SIZE_MAX) but stays in the tree, so its parent
+ *    still has a child.
  *
  *  - a priority function called at each use (insert, touch, replace):
  *      lru:   0, so the order is the stamp: least recently used first;
@@ -153,13 +157,21 @@ _Static_assert(sizeof(evict_names) / sizeof(evict_names[0]) == NUM_POLICIES + 1,
 
 /* ---- the heap ---------------------------------------------------------- */
 
+static int entry_rank(const kv_evict_entry_t *entry)
+{
+    if (entry->child == NULL) {
+        return 0;
+    }
+    return entry->free_children == 0 ? 1 : 2;
+}
+
 /* a goes before b */
 static int entry_before(const kv_evict_entry_t *a, const kv_evict_entry_t *b)
 {
-    int a_inner = a->child != NULL, b_inner = b->child != NULL;
+    int a_rank = entry_rank(a), b_rank = entry_rank(b);
 
-    if (a_inner != b_inner) {
-        return a_inner < b_inner;
+    if (a_rank != b_rank) {
+        return a_rank < b_rank;
     }
     if (a->prio != b->prio) {
         return a->prio < b->prio;
@@ -248,28 +260,37 @@ static void heap_delete(kv_evict_t *policy, kv_evict_entry_t *entry)
 
 /* ---- the tree ---------------------------------------------------------- */
 
+/* One more (@delta 1) or one fewer (-1) unpinned child of @parent. */
+static void tree_count_free(kv_evict_t *policy, kv_evict_entry_t *parent, int delta)
+{
+    if (parent == NULL) {
+        return;
+    }
+    parent->free_children = (uint32_t)((int64_t)parent->free_children + delta);
+    heap_fix(policy, parent); /* its rank may have changed */
+}
+
+/* Link an unpinned @entry under @parent (or make it a root). */
 static void tree_link(kv_evict_t *policy, kv_evict_entry_t *entry,
                       kv_evict_entry_t *parent)
 {
-    kv_evict_entry_t *first;
-
     entry->parent = parent;
     entry->prev   = NULL;
     entry->next   = NULL;
     if (parent == NULL) {
         return;
     }
-    first         = parent->child;
-    entry->next   = first;
-    parent->child = entry;
-    if (first != NULL) {
-        first->prev = entry;
-    } else {
-        heap_fix(policy, parent); /* no longer a leaf */
+    assert(parent->free_children < UINT32_MAX);
+    entry->next = parent->child;
+    if (parent->child != NULL) {
+        parent->child->prev = entry;
     }
+    parent->child = entry;
+    tree_count_free(policy, parent, 1);
 }
 
-static void tree_unlink(kv_evict_t *policy, kv_evict_entry_t *entry)
+/* Unlink @entry from its parent; @was_free: it was not pinned. */
+static void tree_unlink(kv_evict_t *policy, kv_evict_entry_t *entry, int was_free)
 {
     kv_evict_entry_t *parent = entry->parent;
 
@@ -285,18 +306,23 @@ static void tree_unlink(kv_evict_t *policy, kv_evict_entry_t *entry)
         entry->next->prev = entry->prev;
     }
     entry->parent = entry->prev = entry->next = NULL;
-    if (parent->child == NULL) {
-        heap_fix(policy, parent); /* a leaf now */
+    if (was_free) {
+        tree_count_free(policy, parent, -1);
+    } else {
+        heap_fix(policy, parent); /* a pinned child left: maybe a leaf now */
     }
 }
 
-/* Set every child of @entry's parent pointer to @parent. */
-static void tree_reparent_children(kv_evict_entry_t *entry,
-                                   kv_evict_entry_t *parent)
+/* Make every child of @entry a root (no parent, no siblings). */
+static void tree_orphan_children(kv_evict_entry_t *entry)
 {
-    for (kv_evict_entry_t *c = entry->child; c != NULL; c = c->next) {
-        c->parent = parent;
+    kv_evict_entry_t *child = entry->child, *next;
+
+    for (; child != NULL; child = next) {
+        next         = child->next;
+        child->parent = child->prev = child->next = NULL;
     }
+    entry->child = NULL;
 }
 
 /* ---- the calls --------------------------------------------------------- */
@@ -374,13 +400,14 @@ void kv_evict_insert(kv_evict_t *policy, kv_evict_entry_t *entry,
                      kv_evict_entry_t *parent, uint64_t key_hash)
 {
     assert(parent != entry);
-    entry->child = NULL;
-    entry->hash  = key_hash;
-    entry->pos   = NOT_IN_HEAP;
+    entry->child         = NULL;
+    entry->free_children = 0;
+    entry->hash          = key_hash;
+    entry->pos           = NOT_IN_HEAP;
     policy->count++;
     evict_use(policy, entry);
-    tree_link(policy, entry, parent);
     heap_push(policy, entry);
+    tree_link(policy, entry, parent);
 }
 
 void kv_evict_touch(kv_evict_t *policy, kv_evict_entry_t *entry)
@@ -391,13 +418,14 @@ void kv_evict_touch(kv_evict_t *policy, kv_evict_entry_t *entry)
 
 void kv_evict_remove(kv_evict_t *policy, kv_evict_entry_t *entry)
 {
+    int was_free = entry->pos != NOT_IN_HEAP;
+
     assert(policy->count > 0);
-    if (entry->pos != NOT_IN_HEAP) {
+    if (was_free) {
         heap_delete(policy, entry);
     }
-    tree_unlink(policy, entry);
-    tree_reparent_children(entry, NULL);
-    entry->child = NULL;
+    tree_unlink(policy, entry, was_free);
+    tree_orphan_children(entry);
     policy->count--;
 }
 
@@ -414,7 +442,9 @@ void kv_evict_replace(kv_evict_t *policy, kv_evict_entry_t *old,
     if (entry->next != NULL) {
         entry->next->prev = entry;
     }
-    tree_reparent_children(entry, entry);
+    for (kv_evict_entry_t *child = entry->child; child != NULL; child = child->next) {
+        child->parent = entry;
+    }
     old->parent = old->child = old->next = old->prev = NULL;
 
     /* and its heap slot, or a new one if old was pinned */
@@ -423,6 +453,7 @@ void kv_evict_replace(kv_evict_t *policy, kv_evict_entry_t *old,
         policy->heap[entry->pos] = entry;
     } else {
         heap_push(policy, entry);
+        tree_count_free(policy, entry->parent, 1);
     }
     kv_evict_touch(policy, entry);
 }
@@ -431,12 +462,14 @@ void kv_evict_pin(kv_evict_t *policy, kv_evict_entry_t *entry)
 {
     assert(entry->pos != NOT_IN_HEAP);
     heap_delete(policy, entry);
+    tree_count_free(policy, entry->parent, -1);
 }
 
 void kv_evict_unpin(kv_evict_t *policy, kv_evict_entry_t *entry)
 {
     assert(entry->pos == NOT_IN_HEAP);
     heap_push(policy, entry);
+    tree_count_free(policy, entry->parent, 1);
 }
 
 kv_evict_entry_t *kv_evict_pop(kv_evict_t *policy)

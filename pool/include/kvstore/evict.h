@@ -29,15 +29,17 @@
  *    entries that were popular long ago age out.  The leaf with the lowest
  *    priority goes first; ties go to the least recently used.
  *
- * The victim is the best unpinned leaf; only when every leaf is pinned
- * does the best unpinned non-leaf go (its children become roots), so that
- * a pinned leaf never makes its whole chain unevictable.
+ * The victim is the best unpinned leaf.  Only when every leaf is pinned
+ * does an unpinned non-leaf go (its children become roots), so that a
+ * pinned leaf never makes its whole chain unevictable: first one whose
+ * children are all pinned (the deepest of a chain above a pinned block),
+ * then any other.
  *
  * Cost: insert, touch, remove, pin, unpin and pop are O(log n) for n
  * tracked entries (a binary heap), plus the children of the entry for
  * remove and replace.  A policy holds 8 bytes per tracked entry, plus
  * 4 bytes per sketch column for "lfuda" (one column per entry, rounded up to
- * a power of two); an entry is 64 bytes.
+ * a power of two); an entry is 72 bytes.
  *
  * Threading: none.  A policy and its entries belong to one thread.
  */
@@ -76,6 +78,7 @@ typedef struct kv_evict_entry {
     uint64_t               stamp;    /* use clock at the last use */
     uint64_t               hash;     /* the key's hash, for frequency */
     size_t                 pos;      /* heap slot; SIZE_MAX when pinned */
+    uint32_t               free_children; /* children not pinned */
 } kv_evict_entry_t;
 
 /**
@@ -160,7 +163,8 @@ void kv_evict_unpin(kv_evict_t *policy, kv_evict_entry_t *entry);
  * @brief Take the next victim out of the policy, for the user to evict.
  *
  * @return the best unpinned leaf by the policy's order; if every leaf is
- *         pinned, the best unpinned non-leaf (its children become roots);
+ *         pinned, an unpinned non-leaf as said above (its children become
+ *         roots);
  *         NULL if every tracked entry is pinned, or none is tracked.  The
  *         entry is no longer tracked; its object is the user's to free.
  */
