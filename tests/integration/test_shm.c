@@ -1040,6 +1040,25 @@ static void limits(void)
         ASSERT_STATUS(raw_get_start_n(rpc, ns_bin("limits"), bad, 3, &leased),
                       KVP_ERR_INVALID_PARAM);
     }
+    /* chained PutStart: a parent must be KVP_KEY_LEN bytes, and needs chain */
+    {
+        Kvpool__PutStartRequest req = KVPOOL__PUT_START_REQUEST__INIT;
+
+        req.ns      = ns_bin("limits");
+        req.n_keys  = req.n_sizes = 1;
+        req.keys    = kb;
+        req.sizes   = sizes;
+        req.chain   = 1;
+        req.parent  = bin(key_bytes, KVP_KEY_LEN - 1);
+        ASSERT_STATUS(kv_rpc_call(rpc, KV_POOL_PUT_START, &req.base, NULL, 0,
+                                  RPC_TIMEOUT_MS, (ProtobufCMessage **)&started, NULL),
+                      KVP_ERR_INVALID_PARAM);
+        req.chain  = 0;
+        req.parent = bin(key_bytes, KVP_KEY_LEN);
+        ASSERT_STATUS(kv_rpc_call(rpc, KV_POOL_PUT_START, &req.base, NULL, 0,
+                                  RPC_TIMEOUT_MS, (ProtobufCMessage **)&started, NULL),
+                      KVP_ERR_INVALID_PARAM);
+    }
     /* bad namespaces: empty, too long, with a NUL */
     memset(ns_long, 'n', sizeof(ns_long));
     ASSERT_STATUS(raw_put_start_n(rpc, bin("", 0), kb, 1, sizes, 1, &started),

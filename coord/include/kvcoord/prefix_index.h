@@ -18,18 +18,27 @@
  * parent does; when a block loses its last location, its descendants
  * become uncached (they keep their locations).
  *
+ * A key that is not stored but is named as the parent of a stored key is
+ * held as a *placeholder* (no locations, not cached) until it is stored;
+ * a key with no locations and no children is forgotten, with the parent
+ * it was stored with.
+ *
  * Locations are packed words, as on the wire: KV_LOC(node, tier) of
- * <kvproto/coord_service.h> (node 1..65535, tier 0..255).
+ * <kvproto/coord_service.h>, included here (node 1..KV_COORD_NODE_MAX,
+ * tier 0..255).
+ *
+ * Ownership: pointers passed in are borrowed for the call only.
  *
  * Threading: none.  An index belongs to one thread.
  */
 #ifndef KVCOORD_PREFIX_INDEX_H
 #define KVCOORD_PREFIX_INDEX_H
 
-#include <kvpool/kvpool.h>
-
 #include <stddef.h>
 #include <stdint.h>
+
+#include <kvpool/kvpool.h>
+#include <kvproto/coord_service.h>
 
 /** Most namespaces an index interns. */
 #define KV_INDEX_MAX_NAMESPACES 1024
@@ -40,7 +49,7 @@ typedef struct kv_prefix_index kv_prefix_index_t;
 
 /** Counters of kv_index_stats(). */
 typedef struct kv_index_stats {
-    uint64_t entries;     /**< keys held (cached or not) */
+    uint64_t entries;     /**< keys held (cached or not, placeholders too) */
     uint64_t cached;      /**< cached blocks */
     uint64_t locations;   /**< (block, location) pairs */
     uint64_t bytes;       /**< memory the index holds, all included */
@@ -48,7 +57,11 @@ typedef struct kv_index_stats {
 
 /**
  * @brief Create an empty index.
- * @param [in] expected_blocks a sizing hint (0 for a small default).
+ * @param [in]  expected_blocks a sizing hint: room for that many keys is
+ *                              allocated now (0 for a small default); the
+ *                              index grows past it as needed.
+ * @param [out] index_p         the index, set only on success; free it
+ *                              with kv_index_destroy().
  * @return KVP_OK; KVP_ERR_NO_MEMORY; KVP_ERR_INVALID_PARAM (NULL).
  */
 kvp_status_t kv_index_create(size_t expected_blocks, kv_prefix_index_t **index_p);
@@ -57,8 +70,10 @@ kvp_status_t kv_index_create(size_t expected_blocks, kv_prefix_index_t **index_p
 void kv_index_destroy(kv_prefix_index_t *index);
 
 /**
- * @brief The id of namespace @p ns (@p len bytes, 1..KVP_NAMESPACE_MAX),
- * interning it if @p create.
+ * @brief The id of namespace @p ns (@p len bytes, 1..KVP_NAMESPACE_MAX,
+ * copied), interning it if @p create.
+ * @param [out] id_p the id (0, 1, 2... in order of creation), set only on
+ *                   success.  Ids are never reused or forgotten.
  * @return KVP_OK; KVP_ERR_NOT_FOUND (unknown and !create);
  *         KVP_ERR_NO_SPACE (KV_INDEX_MAX_NAMESPACES reached);
  *         KVP_ERR_INVALID_PARAM.
@@ -71,10 +86,13 @@ kvp_status_t kv_index_ns_id(kv_prefix_index_t *index, const void *ns, size_t len
  *
  * @param [in] parent the key before @p key in its chain, or NULL when
  *                    @p key starts a chain.  A key keeps the parent it was
- *                    first stored with.
+ *                    first stored with (while it is held: see above); a
+ *                    different @p parent later is ignored.
  * @return KVP_OK (also when @p loc was already recorded);
- *         KVP_ERR_NO_MEMORY; KVP_ERR_INVALID_PARAM (bad ns id, loc with
- *         node 0, a key that is its own parent).
+ *         KVP_ERR_NO_MEMORY (nothing changed); KVP_ERR_INVALID_PARAM
+ *         (NULL index or key, bad ns id, loc with node 0 or above
+ *         KV_COORD_NODE_MAX, a @p parent that is @p key itself or one of
+ *         its descendants: a cycle), and then nothing changed.
  */
 kvp_status_t kv_index_store(kv_prefix_index_t *index, uint32_t ns_id,
                             const kvp_key_t *key, const kvp_key_t *parent,
@@ -82,29 +100,34 @@ kvp_status_t kv_index_store(kv_prefix_index_t *index, uint32_t ns_id,
 
 /**
  * @brief Record that @p loc no longer holds @p key.
- * @return 1 if that location was recorded, else 0.
+ * @return 1 if that location was recorded, else 0 (also for a NULL or
+ *         unknown argument).
  */
 int kv_index_remove(kv_prefix_index_t *index, uint32_t ns_id,
                     const kvp_key_t *key, uint32_t loc);
 
 /**
  * @brief Drop every location on pool node @p node (its lease ran out).
- * @return how many locations were dropped.
+ * Scans the whole index.
+ * @return how many locations were dropped (0 for node 0 or a NULL index).
  */
 size_t kv_index_remove_node(kv_prefix_index_t *index, uint32_t node);
 
 /**
  * @return the length of the longest cached prefix of @p keys (@p count
- *         keys, a chain), by binary search.  0 for an unknown ns id.
+ *         keys, a chain), by binary search: O(log count) lookups.  0 for
+ *         an unknown ns id, NULL arguments, or @p count above
+ *         KV_INDEX_MAX_CHAIN (callers reject those first).
  */
 size_t kv_index_match(const kv_prefix_index_t *index, uint32_t ns_id,
                       const kvp_key_t *keys, size_t count);
 
 /**
- * @brief The locations of @p key.
- * @param [out] locs up to @p max of them (may be NULL when @p max is 0).
+ * @brief The locations of @p key, in no particular order.
+ * @param [out] locs up to @p max of them (may be NULL when @p max is 0;
+ *                   NULL copies nothing).
  * @return how many locations the key has (may exceed @p max); 0 if the
- *         key is unknown.
+ *         key is unknown (or a placeholder).
  */
 size_t kv_index_locations(const kv_prefix_index_t *index, uint32_t ns_id,
                           const kvp_key_t *key, uint32_t *locs, size_t max);
@@ -115,7 +138,9 @@ int kv_index_cached(const kv_prefix_index_t *index, uint32_t ns_id,
 
 /**
  * @brief Call @p fn for each (namespace id, key, parent or NULL, location)
- * held at pool node @p node, until it returns non-zero.
+ * held at pool node @p node, until it returns non-zero.  Scans the whole
+ * index (nothing for a NULL @p index or @p fn).  @p key and @p parent are
+ * valid during the call only; @p fn must not change the index.
  */
 void kv_index_foreach_node(const kv_prefix_index_t *index, uint32_t node,
                            int (*fn)(uint32_t ns_id, const kvp_key_t *key,
@@ -123,7 +148,7 @@ void kv_index_foreach_node(const kv_prefix_index_t *index, uint32_t node,
                                      void *arg),
                            void *arg);
 
-/** @brief Fill @p stats_p. */
+/** @brief Fill @p stats_p (zeros for a NULL @p index; NULL @p stats_p: nothing). */
 void kv_index_stats(const kv_prefix_index_t *index, kv_index_stats_t *stats_p);
 
 #endif
