@@ -27,15 +27,19 @@
  *             victim, which only grows: an entry not used for a while
  *             falls below newly used ones however popular it was.
  *
- * The frequency sketch (lfuda only) is a count-min sketch: SKETCH_ROWS rows
- * of `width` 8-bit counters, each key hashed to one counter per row; the
- * estimate is the smallest of its counters, and an increment raises only
- * the counters equal to that smallest one (conservative update), saturating
- * at SKETCH_MAX.  After width * SKETCH_SAMPLE increments every counter is
- * halved, so counts describe recent uses (TinyLFU's reset).  The width
- * grows with the number of tracked entries (doubling copies each counter to
- * its two new columns, which keeps every estimate), so a column stands for
- * about one entry whatever the cache size.
+ * The frequency sketch (lfuda only) is TinyLFU's (Einziger et al., "TinyLFU:
+ * a highly efficient cache admission policy", 2017): a count-min sketch of
+ * SKETCH_ROWS rows of `width` 8-bit counters, each key hashed to one counter
+ * per row; the estimate is the smallest of its counters, and an increment
+ * raises only the counters equal to that smallest one (conservative
+ * update), saturating at SKETCH_MAX.  After SKETCH_SAMPLE increments per
+ * tracked entry (the sample window) every counter is halved, so counts
+ * describe recent uses, also of keys evicted meanwhile.  A window may
+ * name up to SKETCH_SAMPLE different keys per entry, so the sketch has at
+ * least SKETCH_COLUMNS columns per entry (rounded up to a power of two):
+ * with fewer, colliding keys inflate each other's counts.  The width grows
+ * with the number of tracked entries; doubling copies each counter to its
+ * two new columns, which keeps every estimate.
  */
 #include <kvstore/evict.h>
 
@@ -45,10 +49,13 @@
 #include <string.h>
 
 #define NOT_IN_HEAP    SIZE_MAX
-#define SKETCH_ROWS    4
-#define SKETCH_MAX     15
-#define SKETCH_SAMPLE  10
-#define SKETCH_MIN_COLUMNS ((size_t)1024)
+#define SKETCH_ROWS        4
+#define SKETCH_MAX         15
+#define SKETCH_SAMPLE      10 /* uses per entry between two halvings */
+#define SKETCH_COLUMNS     16 /* columns per entry, >= SKETCH_SAMPLE */
+#define SKETCH_MIN_COLUMNS ((size_t)1 << 14)
+
+_Static_assert(SKETCH_COLUMNS >= SKETCH_SAMPLE, "a column per key of a window");
 
 typedef struct evict_ops {
     const char *name;
@@ -104,7 +111,7 @@ static uint64_t sketch_add(kv_evict_t *policy, uint64_t hash)
     uint8_t *cell[SKETCH_ROWS];
     uint8_t  min = UINT8_MAX;
 
-    while (policy->count > policy->width) {
+    while (policy->count > policy->width / SKETCH_COLUMNS) {
         sketch_grow(policy);
     }
     for (int row = 0; row < SKETCH_ROWS; row++) {
@@ -122,7 +129,7 @@ static uint64_t sketch_add(kv_evict_t *policy, uint64_t hash)
         }
         min++;
     }
-    if (++policy->additions >= SKETCH_SAMPLE * (uint64_t)policy->width) {
+    if (++policy->additions >= SKETCH_SAMPLE * (uint64_t)(policy->width / SKETCH_COLUMNS)) {
         for (size_t i = 0; i < SKETCH_ROWS * policy->width; i++) {
             policy->sketch[i] >>= 1;
         }

@@ -23,9 +23,9 @@
  *  - "lfuda": LFU with dynamic aging (Arlitt et al., "Evaluating content
  *    management techniques for Web proxy caches", 2000) over leaves: an
  *    entry's priority at each use is L + f, where f is how often its key was
- *    used recently (1..15, counted in a small count-min sketch that also
+ *    used recently (1..15, counted in TinyLFU's count-min sketch, which also
  *    remembers keys no longer cached and halves every count after ten uses
- *    per sketch column) and L is the priority of the last victim, so that
+ *    per tracked entry) and L is the priority of the last victim, so that
  *    entries that were popular long ago age out.  The leaf with the lowest
  *    priority goes first; ties go to the least recently used.
  *
@@ -37,9 +37,9 @@
  *
  * Cost: insert, touch, remove, pin, unpin and pop are O(log n) for n
  * tracked entries (a binary heap), plus the children of the entry for
- * remove and replace.  A policy holds 8 bytes per tracked entry, plus
- * 4 bytes per sketch column for "lfuda" (one column per entry, rounded up to
- * a power of two); an entry is 72 bytes.
+ * remove and replace.  A policy holds 8 bytes per tracked entry, plus for
+ * "lfuda" a sketch of 64 to 128 bytes per entry (at least 64 KiB); an entry
+ * is 72 bytes.
  *
  * Threading: none.  A policy and its entries belong to one thread.
  */
