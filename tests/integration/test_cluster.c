@@ -763,7 +763,10 @@ static void synthetic_trace(const char *path, int records, double *hit_p, double
     *token_p = (double)hit_tokens / (double)tokens;
 }
 
-/* A live replay's hit ratios are what the trace gives with nothing evicted. */
+/*
+ * A live replay's hit ratios are what the trace gives with nothing evicted
+ * (computed here, and by kvpool replay --offline).
+ */
 static void test_cluster_replay_live(void)
 {
     pool_t      pool;
@@ -808,6 +811,16 @@ static void test_cluster_replay_live(void)
     ASSERT(fabs(json_number(last, "token_hit_ratio") - token_hit) < 1e-5);
     ASSERT(strstr(last, "\"policy\":\"") != NULL && strstr(last, "\"capacity_blocks\":"));
     ASSERT(json_number(last, "gbps") > 0 && json_number(last, "get_p99_us") > 0);
+    free(last);
+    {
+        /* kvpool replay --offline, nothing evicted, says the same */
+        const char *offline[] = {"replay", trace, "--offline", "--capacity-blocks",
+                                 "unlimited", "--requests", "150", "--json", NULL};
+        ASSERT_EQ(run_cli(offline, f.so, f.se), 0);
+    }
+    last = read_last_line(f.so);
+    ASSERT(fabs(json_number(last, "hit_ratio") - hit) < 1e-5);
+    ASSERT(fabs(json_number(last, "token_hit_ratio") - token_hit) < 1e-5);
     free(last);
     unlink(trace);
     cli_files_remove(&f);
