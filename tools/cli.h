@@ -61,7 +61,7 @@ typedef struct kv_cli_replay_live_result {
     uint64_t block_size;
     uint64_t bytes;              /**< block bytes loaded or saved */
     uint64_t get_p50_us, get_p99_us; /**< per request: the kvp_get_chain call */
-    uint64_t put_p50_us, put_p99_us; /**< per request: the kvp_put_chain call */
+    uint64_t put_p50_us, put_p99_us; /**< per request that saved blocks: kvp_put_chain */
     uint64_t errors;             /**< failed calls and wrong bytes */
 } kv_cli_replay_live_result_t;
 

@@ -10,12 +10,12 @@
  *      (kvp_get_chain) and compares every loaded block with the synthetic
  *      bytes derived from its key (kv_workload_block_bytes): a wrong byte
  *      counts as an error;
- *   2. saves the chain (kvp_put_chain: the cached blocks are skipped, the
- *      others carry their synthetic bytes), as an engine does after the
- *      prefill.
+ *   2. unless every block was loaded, saves the chain (kvp_put_chain: the
+ *      cached blocks are skipped, the others carry their synthetic
+ *      bytes), as an engine does after the prefill.
  * The matched blocks of a record are the ones it loaded.  GB/s = block
  * bytes asked (loaded or saved) / wall time.  Latencies are per request:
- * the get_chain call, and the put_chain call.
+ * the get_chain call, and the put_chain call of those that saved blocks.
  */
 #include "cli.h"
 #include "workload.h"
@@ -42,7 +42,9 @@ typedef struct {
     uint64_t                    first_ts_ms;
     kv_cli_replay_result_t      result; /* requests finished */
     kv_cli_replay_live_result_t live;
-    uint64_t                   *get_us, *put_us; /* one per finished request */
+    uint64_t                   *get_us; /* one per finished request */
+    uint64_t                   *put_us; /* one per request that saved blocks */
+    size_t                      puts;
     size_t                      lat_cap;
     int                         shown; /* errors printed */
     uint64_t                    end_ns;
@@ -188,22 +190,25 @@ static void replay_record(live_t *live, live_buffers_t *b, const record_t *rec)
             errors++;
         }
     }
-    for (size_t i = 0; i < rec->n; i++) {
-        if (i >= loaded) {
-            kv_workload_block_bytes(&rec->keys[i], b->bufs[i], bs);
+    if (loaded < rec->n) { /* a request whose blocks were all loaded saves nothing */
+        for (size_t i = 0; i < rec->n; i++) {
+            if (i >= loaded) {
+                kv_workload_block_bytes(&rec->keys[i], b->bufs[i], bs);
+            }
+            b->sizes[i] = bs;
         }
-        b->sizes[i] = bs;
+        status =
+            kvp_put_chain(live->client, live->opts->ns, rec->keys,
+                          (const void *const *)b->bufs, b->sizes, rec->n, b->statuses);
+        for (size_t i = 0; status == KVP_OK && i < rec->n; i++) {
+            status = b->statuses[i];
+        }
+        if (status != KVP_OK) {
+            live_error(live, "put_chain", kvp_status_string(status));
+            errors++;
+        }
     }
-    status = kvp_put_chain(live->client, live->opts->ns, rec->keys,
-                           (const void *const *)b->bufs, b->sizes, rec->n, b->statuses);
-    t2     = kv_time_ns();
-    for (size_t i = 0; status == KVP_OK && i < rec->n; i++) {
-        status = b->statuses[i];
-    }
-    if (status != KVP_OK) {
-        live_error(live, "put_chain", kvp_status_string(status));
-        errors++;
-    }
+    t2 = kv_time_ns();
 
     pthread_mutex_lock(&live->lock);
     if (live->result.requests == live->lat_cap) {
@@ -214,7 +219,9 @@ static void replay_record(live_t *live, live_buffers_t *b, const record_t *rec)
             kv_realloc(live->put_us, live->lat_cap * sizeof(uint64_t), "latencies");
     }
     live->get_us[live->result.requests] = (t1 - t0) / 1000;
-    live->put_us[live->result.requests] = (t2 - t1) / 1000;
+    if (loaded < rec->n) {
+        live->put_us[live->puts++] = (t2 - t1) / 1000;
+    }
     kv_cli_replay_count(&live->result, rec->input_tokens, rec->n, loaded);
     live->live.bytes += rec->n * bs;
     live->live.errors += errors;
@@ -324,8 +331,8 @@ int kv_cli_replay_live(const kv_cli_replay_opts_t *opts)
     live.result.seconds  = (double)(live.end_ns - live.start_ns) / 1e9;
     live.live.get_p50_us = quantile(live.get_us, live.result.requests, 0.50);
     live.live.get_p99_us = quantile(live.get_us, live.result.requests, 0.99);
-    live.live.put_p50_us = quantile(live.put_us, live.result.requests, 0.50);
-    live.live.put_p99_us = quantile(live.put_us, live.result.requests, 0.99);
+    live.live.put_p50_us = quantile(live.put_us, live.puts, 0.50);
+    live.live.put_p99_us = quantile(live.put_us, live.puts, 0.99);
     live.result.live     = &live.live;
     kv_cli_replay_report(opts, &live.result);
     rc = live.live.errors == 0 && !live.trace_failed ? 0 : 1;
