@@ -4,8 +4,8 @@
  * Layout.  Every key held is one 44-byte entry in a single array, named by
  * its 32-bit position; no entry is allocated on its own:
  *
- *   entries[]  key | hash_next | parent | first_child | next_sibling |
- *              prev_sibling | loc | ns_id | flags
+ *   entries[]  key | hash_next | ns_id | flags | parent | first_child |
+ *              next_sibling | prev_sibling | loc
  *
  *   buckets[]  a power-of-two array of entry indices; each bucket chains
  *              its entries through hash_next.  It doubles when the index
@@ -23,6 +23,12 @@
  * block walks only the part of its subtree whose flag changes, without a
  * stack: down through first_child, across through next_sibling, back up
  * through parent.
+ *
+ * A placeholder (a parent named by a stored key, not stored itself since
+ * its entry was made) has no ENTRY_STORED, no parent link and no
+ * location; its first store links it under its parent.  A store that
+ * would link it below one of its own descendants is refused, so the links
+ * never form a cycle and every walk ends.
  *
  * Invariant, after every call:
  *   CACHED(e) == (e has a location) && (e has no parent || CACHED(parent))
@@ -66,15 +72,17 @@ enum {
 };
 
 typedef struct index_entry {
+    /* what a lookup reads, together: 24 bytes, in one cache line mostly */
     kvp_key_t key;
     uint32_t  hash_next;     /* bucket chain, or the free list */
+    uint16_t  ns_id;
+    uint16_t  flags;         /* ENTRY_* */
+
     uint32_t  parent;        /* NONE: starts a chain, or a placeholder */
     uint32_t  first_child;
     uint32_t  next_sibling;
     uint32_t  prev_sibling;
     uint32_t  loc;           /* the location, 0, or a set (ENTRY_OVERFLOW) */
-    uint16_t  ns_id;
-    uint16_t  flags;         /* ENTRY_* */
 } index_entry_t;
 
 /* The locations of a block with two or more. */

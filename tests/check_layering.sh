@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Layers (DESIGN.md): common <- proto, transport <- pool, coord, client <- tools.
-# coord may use common, proto, the transport's public headers and its own
-# kvcoord/ (the index).
 # A layer includes only the public headers of the layers below it:
 #   common/include/kv/*.h   (<kv/...>)      public to every layer
 #   proto/include/kvproto/  (<kvproto/...>) public to pool, coord, client
+#   coord/include/kvcoord/  (<kvcoord/...>) public to tools; it includes
+#                           <kvproto/coord_service.h> (the KV_LOC words)
+#                           and no other kvproto header
 #   include/kvpool/         (<kvpool/...>)  the installed client API
 # Private headers ("arena.h", "node.h", ...) stay in their folder.
 set -uo pipefail
@@ -24,8 +25,11 @@ check common 'kvproto/|kvpool\.pb-c\.h|kvt/' "must not use upper layers"
 check proto 'arena\.h|block_table\.h|node\.h|kvt/' "must not use pool, client or transport"
 check client 'arena\.h|block_table\.h|node\.h|base\.h|ucx\.h' "must not use the pool's or transport's private headers"
 check pool 'base\.h|ucx\.h|ucx_am\.h|client_int\.h' "must use only <kvt/transport.h> of the transport"
-check coord 'arena\.h|block_table\.h|node\.h|node_int\.h|client_int\.h|base\.h|ucx\.h|ucx_am\.h' "must not use the pool's, client's or transport's private headers"
-check tools 'kvproto/|kvpool\.pb-c\.h|kvt/|arena\.h|block_table\.h|node\.h' "must use only <kvpool/*.h> and <kv/*.h>"
+check coord 'arena\.h|block_table\.h|node\.h|node_int\.h|base\.h|ucx\.h|ucx_am\.h|client_int\.h' "must not use the pool's, client's or transport's private headers"
+check tools 'kvproto/|kvpool\.pb-c\.h|kvt/|arena\.h|block_table\.h|node\.h' "must use only <kvpool/*.h>, <kv/*.h> and <kvcoord/*.h>"
+# Tools reach <kvproto/coord_service.h> only through <kvcoord/prefix_index.h>.
+hits=$(grep -rnE '#include [<"]kvproto/' coord/include 2>/dev/null | grep -v 'kvproto/coord_service\.h')
+if [ -n "$hits" ]; then echo "FAIL: coord/include may use only <kvproto/coord_service.h> of proto:"; echo "$hits"; status=1; else echo "ok   coord/include uses only <kvproto/coord_service.h> of proto"; fi
 check transport 'kvproto/|kvpool\.pb-c\.h|kvpool/kvpool\.h' "must not use proto or the client API"
 # No folder reaches into another's private files by relative path.
 hits=$(grep -rnE '#include "\.\./' common proto transport pool coord client tools 2>/dev/null)

@@ -25,6 +25,10 @@ int kv_cli_demo(int argc, char **argv);
 /** `kvpool bench ...`; returns the process exit status. */
 int kv_cli_bench(int argc, char **argv);
 
+/** `kvpool bench-index ...` (the prefix index in process); returns the
+ * process exit status. */
+int kv_cli_bench_index(int argc, char **argv);
+
 /**
  * Start kvpool-node (next to this program, in the build tree, or
  * $KVPOOL_NODE_BIN) on a free loopback port with @p memory bytes, and

@@ -8,6 +8,7 @@
  *   kvpool stat   --node HOST:PORT
  *   kvpool demo   [--trace FILE] [--requests N] [--json] ...
  *   kvpool bench  [--node HOST:PORT] --block-size SIZE --blocks N ...
+ *   kvpool bench-index [--blocks N] [--json]
  *
  * NAME is any string; its XXH3-128 is the block key.  Exit status 0 on
  * success, 1 with a one-line reason on stderr otherwise, 2 for bad usage.
@@ -46,6 +47,7 @@ static void usage(FILE *out)
             "                     [--seed N] [--node HOST:PORT]\n"
             "       kvpool bench  [--node HOST:PORT] [--block-size SIZE] [--blocks N]\n"
             "                     [--batch B] [--op put|get] [--transport T] [--json]\n"
+            "       kvpool bench-index [--blocks N] [--json]\n"
             "common options: --ns NAMESPACE (default \"default\"), --token TOKEN\n"
             "(or $KVPOOL_TOKEN)\n");
 }
@@ -219,6 +221,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "bench") == 0) {
         return kv_cli_bench(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "bench-index") == 0) {
+        return kv_cli_bench_index(argc - 1, argv + 1);
     }
     want_file = strcmp(cmd, "put") == 0 || strcmp(cmd, "get") == 0;
     want_keys = want_file || strcmp(cmd, "exists") == 0 || strcmp(cmd, "delete") == 0;

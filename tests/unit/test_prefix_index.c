@@ -480,11 +480,11 @@ static void test_memory_per_block(void)
 }
 
 /*
- * The model: a forest of KEYS keys per namespace (key j's parent is a key
+ * The model: a forest of nkeys keys per namespace (key j's parent is a key
  * before it, mostly j - 1, or none), with a location mask per key and the
  * parent each key was stored with, as the header defines them.
  */
-#define KEYS    160
+#define KEYS_MAX 1500
 #define NS      2
 #define NO_REC  (-2) /* not stored since held: no recorded parent */
 #define ROOT    (-1)
@@ -492,12 +492,13 @@ static void test_memory_per_block(void)
 typedef struct model {
     kv_prefix_index_t *index;
     uint32_t           ns_ids[NS];
-    int                parent[NS][KEYS];    /* the true forest */
-    uint8_t            locs[NS][KEYS];      /* bit b: model_loc(b) */
-    int                recorded[NS][KEYS];  /* NO_REC, ROOT or a key */
-    uint8_t            held[NS][KEYS];
-    uint8_t            cached[NS][KEYS];
-    kvp_key_t          keys[NS][KEYS];
+    int                parent[NS][KEYS_MAX];    /* the true forest */
+    uint8_t            locs[NS][KEYS_MAX];      /* bit b: model_loc(b) */
+    int                recorded[NS][KEYS_MAX];  /* NO_REC, ROOT or a key */
+    uint8_t            held[NS][KEYS_MAX];
+    uint8_t            cached[NS][KEYS_MAX];
+    kvp_key_t          keys[NS][KEYS_MAX];
+    int                nkeys;
 } model_t;
 
 /*
@@ -508,14 +509,14 @@ typedef struct model {
 static void model_update(model_t *m)
 {
     for (int n = 0; n < NS; n++) {
-        memset(m->held[n], 0, KEYS);
-        for (int j = 0; j < KEYS; j++) {
+        memset(m->held[n], 0, sizeof(m->held[n]));
+        for (int j = 0; j < m->nkeys; j++) {
             for (int k = j; m->locs[n][j] != 0 && k >= 0 && !m->held[n][k];
                  k = m->recorded[n][k]) {
                 m->held[n][k] = 1;
             }
         }
-        for (int j = 0; j < KEYS; j++) {
+        for (int j = 0; j < m->nkeys; j++) {
             int r;
 
             if (!m->held[n][j]) {
@@ -534,7 +535,7 @@ static void model_count(const model_t *m, uint64_t *entries, uint64_t *cached,
 {
     *entries = *cached = *locs = 0;
     for (int n = 0; n < NS; n++) {
-        for (int j = 0; j < KEYS; j++) {
+        for (int j = 0; j < m->nkeys; j++) {
             *entries += m->held[n][j];
             *cached  += m->cached[n][j];
             *locs    += (uint64_t)__builtin_popcount(m->locs[n][j]);
@@ -577,7 +578,7 @@ static int check_node_cb(uint32_t ns_id, const kvp_key_t *key,
     }
     ASSERT(n >= 0);
     memcpy(&j, key->bytes + 4, sizeof(j));
-    ASSERT(j >= 0 && j < KEYS);
+    ASSERT(j >= 0 && j < c->m->nkeys);
     ASSERT(memcmp(key, &c->m->keys[n][j], sizeof(*key)) == 0);
     ASSERT_EQ(KV_LOC_NODE(loc), c->node);
     ASSERT(c->m->locs[n][j] & (1u << ((KV_LOC_NODE(loc) - 1) * TIERS + KV_LOC_TIER(loc))));
@@ -599,15 +600,15 @@ static void model_check(model_t *m, uint64_t *rng)
     uint64_t         entries, cached, locs;
     kv_index_stats_t s = stats_of(m->index);
     uint32_t         got[MODEL_LOCS + 1];
-    kvp_key_t        chain[KEYS];
-    int              idx[KEYS];
+    kvp_key_t        chain[KEYS_MAX];
+    int              idx[KEYS_MAX];
 
     model_count(m, &entries, &cached, &locs);
     ASSERT_EQ(s.entries, entries);
     ASSERT_EQ(s.cached, cached);
     ASSERT_EQ(s.locations, locs);
     for (int n = 0; n < NS; n++) {
-        for (int j = 0; j < KEYS; j++) {
+        for (int j = 0; j < m->nkeys; j++) {
             size_t count = kv_index_locations(m->index, m->ns_ids[n], &m->keys[n][j],
                                               got, MODEL_LOCS + 1);
 
@@ -624,7 +625,7 @@ static void model_check(model_t *m, uint64_t *rng)
         size_t       want = 0;
 
         for (int n = 0; n < NS; n++) {
-            for (int j = 0; j < KEYS; j++) {
+            for (int j = 0; j < m->nkeys; j++) {
                 want += (size_t)__builtin_popcount((m->locs[n][j] >> ((node - 1) * TIERS)) &
                                                    ((1u << TIERS) - 1));
             }
@@ -634,7 +635,7 @@ static void model_check(model_t *m, uint64_t *rng)
     }
     for (int t = 0; t < 8; t++) {
         int    n   = (int)rng_below(rng, NS);
-        size_t len = model_chain(m, n, (int)rng_below(rng, KEYS), chain, idx);
+        size_t len = model_chain(m, n, (int)rng_below(rng, (size_t)m->nkeys), chain, idx);
         size_t brute = 0;
 
         while (brute < len && m->cached[n][idx[brute]]) {
@@ -652,18 +653,24 @@ static void model_check(model_t *m, uint64_t *rng)
     }
 }
 
-static void model_run(uint64_t seed, int ops)
+/*
+ * @p ops random operations on @p nkeys keys per namespace; in the first
+ * half, per mille stores below grow[0] and removals below grow[1].
+ */
+static void model_run(uint64_t seed, int nkeys, int ops, const size_t grow[2])
 {
     model_t *m   = calloc(1, sizeof(*m));
     uint64_t rng = seed;
     char     name[16];
 
     ASSERT(m != NULL);
+    ASSERT(nkeys <= KEYS_MAX);
+    m->nkeys = nkeys;
     ASSERT_OK(kv_index_create(0, &m->index));
     for (int n = 0; n < NS; n++) {
         int len = snprintf(name, sizeof(name), "ns%d", n);
         ASSERT_OK(kv_index_ns_id(m->index, name, (size_t)len, 1, &m->ns_ids[n]));
-        for (int j = 0; j < KEYS; j++) {
+        for (int j = 0; j < m->nkeys; j++) {
             size_t r = rng_below(&rng, 10);
 
             /* chains (j - 1), branches (any earlier key) and new roots */
@@ -674,19 +681,22 @@ static void model_run(uint64_t seed, int ops)
         }
     }
     for (int op = 0; op < ops; op++) {
-        int      n = (int)rng_below(&rng, NS), j = (int)rng_below(&rng, KEYS);
+        int      n = (int)rng_below(&rng, NS), j = (int)rng_below(&rng, (size_t)m->nkeys);
         int      b = (int)rng_below(&rng, MODEL_LOCS), p = m->parent[n][j];
         uint32_t ns = m->ns_ids[n];
-        size_t   what = rng_below(&rng, 100);
+        size_t   what = rng_below(&rng, 1000);
+        /* per mille: stores, then removals, the rest drops a node */
+        size_t   stores = (op < ops / 2) ? grow[0] : 550;
+        size_t   removes = (op < ops / 2) ? grow[1] : 970;
 
-        if (what < 55) {
+        if (what < stores) {
             ASSERT_OK(kv_index_store(m->index, ns, &m->keys[n][j],
                                      p >= 0 ? &m->keys[n][p] : NULL, model_loc(b)));
             if (m->recorded[n][j] == NO_REC) {
                 m->recorded[n][j] = p;
             }
             m->locs[n][j] |= (uint8_t)(1u << b);
-        } else if (what < 97) {
+        } else if (what < removes) {
             /* mostly a location the key has: evictions */
             if (m->locs[n][j] != 0 && rng_below(&rng, 4) != 0) {
                 while (!((m->locs[n][j] >> b) & 1)) {
@@ -702,7 +712,7 @@ static void model_run(uint64_t seed, int ops)
             size_t   want = 0;
 
             for (int nn = 0; nn < NS; nn++) {
-                for (int k = 0; k < KEYS; k++) {
+                for (int k = 0; k < m->nkeys; k++) {
                     want += (size_t)__builtin_popcount(m->locs[nn][k] & mask);
                     m->locs[nn][k] &= (uint8_t)~mask;
                 }
@@ -720,9 +730,13 @@ static void model_run(uint64_t seed, int ops)
 
 static void test_random_against_model(void)
 {
+    static const size_t steady[2] = {550, 970}, growing[2] = {900, 998};
+
     for (uint64_t seed = 1; seed <= 16; seed++) {
-        model_run(seed, 6000);
+        model_run(seed, 160, 6000, steady); /* most keys come and go often */
     }
+    /* more keys than the smallest index holds: growth, rehash, reuse */
+    model_run(17, KEYS_MAX, 30000, growing);
 }
 
 /* Growth from the smallest size with keys stored children first. */
