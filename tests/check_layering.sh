@@ -1,7 +1,5 @@
 #!/usr/bin/env bash
 # Layers (DESIGN.md): common <- proto, transport <- pool, coord, client <- tools.
-# coord may use common, proto, the transport's public headers and its own
-# kvcoord/ (the index).
 # A layer includes only the public headers of the layers below it:
 #   common/include/kv/*.h   (<kv/...>)      public to every layer
 #   proto/include/kvproto/  (<kvproto/...>) public to pool, coord, client
@@ -27,7 +25,7 @@ check common 'kvproto/|kvpool\.pb-c\.h|kvt/' "must not use upper layers"
 check proto 'arena\.h|block_table\.h|node\.h|kvt/' "must not use pool, client or transport"
 check client 'arena\.h|block_table\.h|node\.h|base\.h|ucx\.h' "must not use the pool's or transport's private headers"
 check pool 'base\.h|ucx\.h|ucx_am\.h|client_int\.h' "must use only <kvt/transport.h> of the transport"
-check coord 'arena\.h|block_table\.h|node\.h|node_int\.h|client_int\.h|base\.h|ucx\.h|ucx_am\.h' "must not use the pool's, client's or transport's private headers"
+check coord 'arena\.h|block_table\.h|node\.h|node_int\.h|base\.h|ucx\.h|ucx_am\.h|client_int\.h' "must not use the pool's, client's or transport's private headers"
 check tools 'kvproto/|kvpool\.pb-c\.h|kvt/|arena\.h|block_table\.h|node\.h' "must use only <kvpool/*.h>, <kv/*.h> and <kvcoord/*.h>"
 # Tools reach <kvproto/coord_service.h> only through <kvcoord/prefix_index.h>.
 hits=$(grep -rnE '#include [<"]kvproto/' coord/include 2>/dev/null | grep -v 'kvproto/coord_service\.h')
