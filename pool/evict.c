@@ -32,14 +32,14 @@
  * SKETCH_ROWS rows of `width` 8-bit counters, each key hashed to one counter
  * per row; the estimate is the smallest of its counters, and an increment
  * raises only the counters equal to that smallest one (conservative
- * update), saturating at SKETCH_MAX.  After SKETCH_SAMPLE increments per
- * tracked entry (the sample window) every counter is halved, so counts
- * describe recent uses, also of keys evicted meanwhile.  A window may
- * name up to SKETCH_SAMPLE different keys per entry, so the sketch has at
- * least SKETCH_COLUMNS columns per entry (rounded up to a power of two):
- * with fewer, colliding keys inflate each other's counts.  The width grows
- * with the number of tracked entries; doubling copies each counter to its
- * two new columns, which keeps every estimate.
+ * update), saturating at SKETCH_MAX.  The sketch is sized for
+ * width / SKETCH_COLUMNS >= tracked entries; after SKETCH_SAMPLE increments
+ * per entry it is sized for (the sample window) every counter is halved, so
+ * counts describe recent uses, also of keys evicted meanwhile.  A window
+ * may name up to SKETCH_SAMPLE different keys per entry, hence at least
+ * SKETCH_COLUMNS columns per entry: with fewer, colliding keys inflate each
+ * other's counts.  The width doubles as the tracked entries grow; that
+ * copies each counter to its two new columns, which keeps every estimate.
  */
 #include <kvstore/evict.h>
 
@@ -48,7 +48,7 @@
 #include <assert.h>
 #include <string.h>
 
-#define NOT_IN_HEAP    SIZE_MAX
+#define NOT_IN_HEAP        SIZE_MAX
 #define SKETCH_ROWS        4
 #define SKETCH_MAX         15
 #define SKETCH_SAMPLE      10 /* uses per entry between two halvings */
