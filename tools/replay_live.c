@@ -107,11 +107,19 @@ static int next_record(live_t *live, record_t *rec)
     if (!live->done &&
         (live->opts->max_requests == 0 || live->taken < live->opts->max_requests)) {
         status = kv_workload_next(live->trace, &req);
-        if (status == KVP_OK) {
+        if (status == KVP_OK && req.num_keys > KVP_BATCH_MAX) {
+            fprintf(stderr,
+                    "kvpool replay: %s: request %llu has %zu blocks; the pool matches "
+                    "chains of at most %d\n",
+                    live->opts->trace, (unsigned long long)live->taken + 1, req.num_keys,
+                    KVP_BATCH_MAX);
+            live->trace_failed = 1;
+            live->done         = 1;
+        } else if (status == KVP_OK) {
             if (live->taken == 0) {
                 live->first_ts_ms = req.timestamp_ms;
             }
-            rec->n = KV_MIN(req.num_keys, KVP_BATCH_MAX);
+            rec->n = req.num_keys;
             if (rec->n > rec->cap) {
                 rec->cap  = rec->n;
                 rec->keys = kv_realloc(rec->keys, rec->cap * sizeof(kvp_key_t), "keys");

@@ -259,7 +259,7 @@ static void test_bad_flags(void)
     }
     {
         const char *args[] = {f.trace, NULL};
-        expect_error(&f, args, 1, "live replay needs --coord; not built yet");
+        expect_error(&f, args, 2, "name the pool with --coord HOST:PORT, or use --offline");
     }
     {
         const char *args[] = {f.trace, "--capacity-blocks", "1", NULL};
