@@ -764,16 +764,62 @@ static void synthetic_trace(const char *path, int records, double *hit_p, double
 }
 
 /*
+ * Replay @p trace live against a fresh coordinator and 2 nodes (one
+ * thread, paced: GAP_MS between records, so each record finds the index
+ * after the nodes published the blocks of the ones before).  Checks the
+ * summary, and that every block the index matched was loaded (the index's
+ * matched blocks = the replay's hits).  @return the summary line.
+ */
+static char *replay_live(cli_files_t *f, const char *trace)
+{
+    pool_t            pool;
+    kvp_client_h      client;
+    kvp_index_stats_t ist;
+    char             *last;
+    int               rc;
+    const char       *replay[] = {"replay",       trace,   "--coord",      NULL,
+                                  "--block-size", "16KiB", "--requests",   "150",
+                                  "--threads",    "1",     "--time-scale", "1",
+                                  "--json",       NULL};
+
+    pool_up(&pool, 2, "128MiB", "3000");
+    replay[3] = pool.coord.address;
+    client    = connect_to(pool.coord.address);
+    wait_joined(client, 2);
+    rc = run_cli(replay, f->so, f->se);
+    if (rc != 0) {
+        char *err = read_last_line(f->se);
+        fprintf(stderr, "kvpool replay failed: %s\n", err);
+        free(err);
+    }
+    ASSERT_EQ(rc, 0);
+    last = read_last_line(f->so);
+    fprintf(stderr, "kvpool replay said: %s\n", last);
+    ASSERT(last[0] == '{' && last[strlen(last) - 1] == '}');
+    ASSERT_EQ(json_number(last, "requests"), 150);
+    ASSERT_EQ(json_number(last, "errors"), 0);
+    ASSERT(strstr(last, "\"policy\":\"") != NULL && strstr(last, "\"capacity_blocks\":"));
+    ASSERT(json_number(last, "gbps") > 0 && json_number(last, "get_p99_us") > 0);
+    ASSERT_OK(kvp_index_stats(client, &ist));
+    ASSERT_EQ(ist.matched_blocks, json_number(last, "hit_blocks"));
+    kvp_client_disconnect(client);
+    pool_down(&pool);
+    return last;
+}
+
+/*
  * A live replay's hit ratios are what the trace gives with nothing evicted
- * (computed here, and by kvpool replay --offline).
+ * (computed here, and by kvpool replay --offline).  The index learns of
+ * blocks asynchronously: a node starved of CPU for longer than GAP_MS may
+ * publish a record's blocks after the next record's lookup, which then
+ * misses them (its loads all succeed: the check above).  So a replay that
+ * falls short is run once more on a fresh pool.
  */
 static void test_cluster_replay_live(void)
 {
-    pool_t      pool;
     cli_files_t f;
-    char        trace[160], *last;
+    char        trace[160], *last = NULL;
     double      hit, token_hit;
-    int         rc;
 
     if (getenv("KVPOOL_CLI_BIN") == NULL) {
         KV_SKIP("KVPOOL_CLI_BIN is not set");
@@ -781,41 +827,24 @@ static void test_cluster_replay_live(void)
     cli_files_make(&f);
     snprintf(trace, sizeof(trace), "%s/trace.jsonl", f.dir);
     synthetic_trace(trace, 150, &hit, &token_hit);
-    pool_up(&pool, 2, "128MiB", "3000");
-    {
-        /* one thread, paced (GAP_MS between records): each record sees the
-         * index after the nodes published the previous one */
-        const char *replay[] = {
-            "replay",       trace,   "--coord",      pool.coord.address,
-            "--block-size", "16KiB", "--requests",   "150",
-            "--threads",    "1",     "--time-scale", "1",
-            "--json",       NULL};
-        kvp_client_h client = connect_to(pool.coord.address);
-        wait_joined(client, 2);
-        kvp_client_disconnect(client);
-        rc = run_cli(replay, f.so, f.se);
+    fprintf(stderr, "offline: hit ratio %.6f, token hit ratio %.6f\n", hit, token_hit);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        free(last);
+        last = replay_live(&f, trace);
+        if (fabs(json_number(last, "hit_ratio") - hit) < 1e-5) {
+            break;
+        }
+        fprintf(stderr, "the index lagged behind the replay; once more\n");
     }
-    if (rc != 0) {
-        char *err = read_last_line(f.se);
-        fprintf(stderr, "kvpool replay failed: %s\n", err);
-        free(err);
-    }
-    ASSERT_EQ(rc, 0);
-    last = read_last_line(f.so);
-    fprintf(stderr, "kvpool replay said: %s\n(offline: %.6f, %.6f)\n", last, hit,
-            token_hit);
-    ASSERT(last[0] == '{' && last[strlen(last) - 1] == '}');
-    ASSERT_EQ(json_number(last, "requests"), 150);
-    ASSERT_EQ(json_number(last, "errors"), 0);
     ASSERT(fabs(json_number(last, "hit_ratio") - hit) < 1e-5);
     ASSERT(fabs(json_number(last, "token_hit_ratio") - token_hit) < 1e-5);
-    ASSERT(strstr(last, "\"policy\":\"") != NULL && strstr(last, "\"capacity_blocks\":"));
-    ASSERT(json_number(last, "gbps") > 0 && json_number(last, "get_p99_us") > 0);
     free(last);
     {
         /* kvpool replay --offline, nothing evicted, says the same */
-        const char *offline[] = {"replay", trace, "--offline", "--capacity-blocks",
-                                 "unlimited", "--requests", "150", "--json", NULL};
+        const char *offline[] = {
+            "replay",    trace,        "--offline", "--capacity-blocks",
+            "unlimited", "--requests", "150",       "--json",
+            NULL};
         ASSERT_EQ(run_cli(offline, f.so, f.se), 0);
     }
     last = read_last_line(f.so);
@@ -824,7 +853,6 @@ static void test_cluster_replay_live(void)
     free(last);
     unlink(trace);
     cli_files_remove(&f);
-    pool_down(&pool);
 }
 
 /* kvpool demo starts a coordinator and nodes and reports both hit ratios. */
