@@ -279,6 +279,7 @@ int kv_cli_replay_live(const kv_cli_replay_opts_t *opts)
     live_t        live = {.opts = opts};
     kvp_stats_t   stats;
     pthread_t     tids[KV_CLI_REPLAY_THREADS_MAX];
+    uint64_t      evictions = 0;
     char          err[512];
     int           threads = opts->threads, rc = 1;
 
@@ -303,6 +304,7 @@ int kv_cli_replay_live(const kv_cli_replay_opts_t *opts)
     live.result.policy = "node";
     if (kvp_stats(live.client, &stats) == KVP_OK) {
         live.result.capacity_blocks = stats.capacity_bytes / opts->block_size;
+        evictions                   = stats.evictions;
     }
     live.live.block_size = opts->block_size;
     if (opts->progress) {
@@ -336,7 +338,10 @@ int kv_cli_replay_live(const kv_cli_replay_opts_t *opts)
         pthread_join(tids[i], NULL);
     }
     pthread_mutex_destroy(&live.lock);
-    live.result.seconds  = (double)(live.end_ns - live.start_ns) / 1e9;
+    live.result.seconds = (double)(live.end_ns - live.start_ns) / 1e9;
+    if (kvp_stats(live.client, &stats) == KVP_OK && stats.evictions >= evictions) {
+        live.result.evictions = stats.evictions - evictions; /* the nodes' own */
+    }
     live.live.get_p50_us = quantile(live.get_us, live.result.requests, 0.50);
     live.live.get_p99_us = quantile(live.get_us, live.result.requests, 0.99);
     live.live.put_p50_us = quantile(live.put_us, live.puts, 0.50);
