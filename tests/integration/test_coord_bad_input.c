@@ -2,7 +2,7 @@
  * Integration tests of a real kvpool-coord against bad input: unknown
  * namespaces, chains over the limit, events from nodes that are not
  * registered, malformed keys, parents, namespaces and batches, bad Joins
- * and PlanPuts, and random bytes.
+ * and PlanPuts, bad handshakes, and random bytes.
  *
  * Every test follows the same pattern:
  *  1. start a coordinator (--token s3cret) and register a fake node with a
@@ -633,6 +633,35 @@ static void test_random_bytes(void)
     fixture_down(&f);
 }
 
+static void test_handshake(void)
+{
+    Kvpool__Hello        hello = KVPOOL__HELLO__INIT;
+    Kvpool__NodesRequest nodes = KVPOOL__NODES_REQUEST__INIT;
+    fixture_t            f;
+    int                  fd;
+
+    fixture_up(&f);
+    hello.version = KVP_PROTOCOL_VERSION;
+    hello.token   = bin_str("wrong");
+    fd            = raw_connect(&f.coord);
+    expect_refused(fd, KV_COORD_HELLO, &hello.base, KVP_ERR_AUTH, "token");
+    expect_closed(fd);
+    close(fd);
+
+    hello.version = KVP_PROTOCOL_VERSION + 1;
+    hello.token   = bin_str(TOKEN);
+    fd            = raw_connect(&f.coord);
+    expect_refused(fd, KV_COORD_HELLO, &hello.base, KVP_ERR_VERSION, "kvpool-coord speaks");
+    expect_closed(fd);
+    close(fd);
+
+    /* anything before the Hello */
+    fd = raw_connect(&f.coord);
+    send_frame(fd, KV_COORD_NODES, 77, &nodes.base, NULL, 0);
+    expect_frame_error(fd, KVP_ERR_AUTH, 77, 0);
+    fixture_down(&f);
+}
+
 static void test_no_node_registered(void)
 {
     fixture_t            f;
@@ -662,4 +691,4 @@ static void test_no_node_registered(void)
 KV_TEST_MAIN(KV_TEST(test_unknown_namespace), KV_TEST(test_chain_too_long),
              KV_TEST(test_events_from_unregistered_node), KV_TEST(test_malformed_events),
              KV_TEST(test_malformed_match_plan_join), KV_TEST(test_random_bytes),
-             KV_TEST(test_no_node_registered))
+             KV_TEST(test_handshake), KV_TEST(test_no_node_registered))
