@@ -7,6 +7,7 @@
 
 #include <kvpool/kvpool.h>
 
+#include <stdint.h>
 #include <sys/types.h>
 
 /** Common connection options of every subcommand. */
@@ -28,6 +29,69 @@ int kv_cli_bench(int argc, char **argv);
 /** `kvpool bench-index ...` (the prefix index in process); returns the
  * process exit status. */
 int kv_cli_bench_index(int argc, char **argv);
+
+/** Tokens per block of a replayed trace's hash_ids (Mooncake: 512). */
+#define KV_CLI_REPLAY_BLOCK_TOKENS 512
+
+/** Options of `kvpool replay`, parsed once for both of its modes. */
+typedef struct kv_cli_replay_opts {
+    const char *trace;           /**< the Mooncake-format JSONL trace */
+    uint64_t    max_requests;    /**< --requests: records to read, 0 = all */
+    int         json;            /**< --json: a JSON summary line last */
+    int         progress;        /**< progress lines on stderr (a tty, or
+                                      --progress) */
+    /* offline (--offline): the index and eviction code in process */
+    int         offline;
+    uint64_t    capacity_blocks; /**< --capacity-blocks, 0 = no limit */
+    const char *policy;          /**< --policy, a kv_evict_policy_names() name */
+    /* live (--coord): against a coordinator and its nodes */
+    const char *coord;           /**< --coord HOST:PORT */
+    uint64_t    block_size;      /**< --block-size of the synthetic payloads */
+} kv_cli_replay_opts_t;
+
+/** What a replay counted; kv_cli_replay_count() adds one request. */
+typedef struct kv_cli_replay_result {
+    uint64_t    requests;
+    uint64_t    blocks;          /**< blocks requested */
+    uint64_t    hit_blocks;      /**< of them, in the cached prefix */
+    uint64_t    input_tokens;    /**< prompt tokens */
+    uint64_t    hit_tokens;      /**< of them, in the cached prefix */
+    uint64_t    evictions;       /**< blocks evicted (offline) */
+    const char *policy;          /**< eviction policy (static storage) */
+    uint64_t    capacity_blocks; /**< 0 = no limit */
+    double      seconds;         /**< wall time of the replay */
+} kv_cli_replay_result_t;
+
+/** `kvpool replay ...`: parses the options, runs the offline mode or
+ * kv_cli_replay_live(); returns the process exit status. */
+int kv_cli_replay(int argc, char **argv);
+
+/**
+ * The live mode of `kvpool replay` (@p opts->coord set, or no mode named).
+ * @return the process exit status.
+ */
+int kv_cli_replay_live(const kv_cli_replay_opts_t *opts);
+
+/**
+ * Count one request of @p input_tokens tokens and @p blocks blocks whose
+ * first @p matched blocks were cached: the cached prefix holds
+ * min(@p matched * KV_CLI_REPLAY_BLOCK_TOKENS, @p input_tokens) tokens.
+ */
+void kv_cli_replay_count(kv_cli_replay_result_t *result, uint64_t input_tokens,
+                         uint64_t blocks, uint64_t matched);
+
+/** One progress line on stderr (requests, blocks, hit ratios, rate). */
+void kv_cli_replay_progress(const kv_cli_replay_result_t *result, double seconds);
+
+/**
+ * Print the summary on stdout: one "name value" line per figure, then,
+ * with @p opts->json, one JSON object on the last line with requests,
+ * blocks, hit_blocks, hit_ratio, input_tokens, hit_tokens,
+ * token_hit_ratio, policy, capacity_blocks (0: no limit), evictions and
+ * seconds.
+ */
+void kv_cli_replay_report(const kv_cli_replay_opts_t *opts,
+                          const kv_cli_replay_result_t *result);
 
 /**
  * Start kvpool-node (next to this program, in the build tree, or

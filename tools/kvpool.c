@@ -9,6 +9,7 @@
  *   kvpool demo   [--trace FILE] [--requests N] [--json] ...
  *   kvpool bench  [--node HOST:PORT] --block-size SIZE --blocks N ...
  *   kvpool bench-index [--blocks N] [--json]
+ *   kvpool replay TRACE --offline --capacity-blocks N [--policy NAME] [--json]
  *
  * NAME is any string; its XXH3-128 is the block key.  Exit status 0 on
  * success, 1 with a one-line reason on stderr otherwise, 2 for bad usage.
@@ -48,6 +49,10 @@ static void usage(FILE *out)
             "       kvpool bench  [--node HOST:PORT] [--block-size SIZE] [--blocks N]\n"
             "                     [--batch B] [--op put|get] [--transport T] [--json]\n"
             "       kvpool bench-index [--blocks N] [--json]\n"
+            "       kvpool replay TRACE --offline --capacity-blocks N|unlimited\n"
+            "                     [--policy NAME] [--requests N] [--json] [--progress]\n"
+            "       kvpool replay TRACE --coord HOST:PORT [--block-size SIZE] ...\n"
+            "       kvpool replay --list-policies\n"
             "common options: --ns NAMESPACE (default \"default\"), --token TOKEN\n"
             "(or $KVPOOL_TOKEN)\n");
 }
@@ -224,6 +229,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "bench-index") == 0) {
         return kv_cli_bench_index(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "replay") == 0) {
+        return kv_cli_replay(argc - 1, argv + 1);
     }
     want_file = strcmp(cmd, "put") == 0 || strcmp(cmd, "get") == 0;
     want_keys = want_file || strcmp(cmd, "exists") == 0 || strcmp(cmd, "delete") == 0;
