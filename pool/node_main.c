@@ -4,8 +4,8 @@
  *   kvpool-node [--config FILE] [--port P] [--memory SIZE] [--listen ADDR]
  *               [--token T] [--name N] [--log-level L]
  *               [--shared-memory on|off] [--lease-ms MS] [--data-plane ucx|off]
- *               [--coord HOST:PORT] [--advertise HOST:PORT]
- *               [--eviction-policy NAME]
+ *               [--eviction-policy NAME] [--coord HOST:PORT]
+ *               [--advertise HOST:PORT]
  *
  * Flags override the config file.  Once it serves, the node prints
  * "kvpool-node listening on ADDR:PORT" on stdout (tests and the demo read
@@ -32,11 +32,11 @@ static void usage(FILE *out)
             "                   [--listen ADDR] [--token TOKEN] [--name NAME]\n"
             "                   [--log-level error|warn|info|debug]\n"
             "                   [--shared-memory on|off] [--lease-ms MS]\n"
-            "                   [--data-plane ucx|off] [--coord HOST:PORT]\n"
-            "                   [--advertise HOST:PORT] [--eviction-policy NAME]\n"
+            "                   [--data-plane ucx|off] [--eviction-policy NAME]\n"
+            "                   [--coord HOST:PORT] [--advertise HOST:PORT]\n"
             "Defaults: port %d, memory 256MiB, listen 127.0.0.1, no token\n"
-            "(without a token only loopback addresses may be used), no coordinator,\n"
-            "eviction policy %s (kvpool replay --list-policies lists them).\n",
+            "(without a token only loopback addresses may be used), eviction\n"
+            "policy %s (kvpool replay --list-policies lists them), no coordinator.\n",
             KV_NODE_DEFAULT_PORT, KV_EVICT_DEFAULT_POLICY);
 }
 
@@ -68,9 +68,9 @@ int main(int argc, char **argv)
         {"shared-memory", required_argument, NULL, 'S'},
         {"lease-ms", required_argument, NULL, 'E'},
         {"data-plane", required_argument, NULL, 'D'},
+        {"eviction-policy", required_argument, NULL, 'P'},
         {"coord", required_argument, NULL, 'C'},
         {"advertise", required_argument, NULL, 'A'},
-        {"eviction-policy", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -78,8 +78,8 @@ int main(int argc, char **argv)
         ['p'] = "port", ['m'] = "memory", ['l'] = "listen",
         ['t'] = "token", ['n'] = "name", ['L'] = "log_level",
         ['S'] = "shared_memory", ['E'] = "lease_ms", ['D'] = "data_plane",
-        ['C'] = "coordinator", ['A'] = "advertise",
         ['P'] = "eviction_policy",
+        ['C'] = "coordinator", ['A'] = "advertise",
     };
     kv_node_config_t config;
     const char      *config_path = NULL;
@@ -91,7 +91,8 @@ int main(int argc, char **argv)
     int              sfd, opt, rc = 1;
 
     kv_node_config_defaults(&config);
-    while ((opt = getopt_long(argc, argv, "c:p:m:l:t:n:L:S:E:D:C:A:P:h", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:p:m:l:t:n:L:S:E:D:P:C:A:h", options,
+                              NULL)) != -1) {
         if (opt == 'c') {
             config_path = optarg;
         } else if (opt == 'h') {

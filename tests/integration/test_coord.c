@@ -436,5 +436,81 @@ static void test_plan_put(void)
     cluster_down(&c);
 }
 
+/*
+ * More changes than the node queues while the coordinator does not answer:
+ * the node drops its queue, joins again and re-publishes its inventory,
+ * and the index ends up holding exactly what the node holds.
+ */
+static void test_inventory_after_overflow(void)
+{
+    enum { FLOOD = 81920, BATCH = 4096, SIZE = 64 }; /* > the 65536 queued */
+    static const char *const coord_extra[] = {"--lease-ms", "5000", "--log-level",
+                                              "error", NULL};
+    kv_test_node_t           coord, node;
+    kvp_client_params_t      params = {0};
+    kvp_client_h             client;
+    kv_rpc_client_t         *rpc;
+    static kvp_key_t         keys[BATCH];
+    static const void       *datas[BATCH];
+    static uint64_t          sizes[BATCH];
+    static kvp_status_t      statuses[BATCH];
+    static uint8_t           bytes[SIZE];
+    kvp_stats_t              st;
+    uint64_t                 deadline;
+
+    signal(SIGPIPE, SIG_IGN);
+    coord_up(&coord, 0, coord_extra);
+    rpc = coord_connect(&coord, NULL);
+    {
+        const char *extra[] = {"--coord", coord.address, "--data-plane", "off",
+                               "--log-level", "error", NULL};
+        node_up(&node, "64MiB", extra);
+    }
+    ASSERT_EQ(coord_wait_nodes(rpc, 1, WAIT_MS), 0);
+    params.field_mask = KVP_CLIENT_PARAM_TRANSPORT;
+    params.transport  = "shm"; /* fast enough to outrun a stopped coordinator */
+    ASSERT_OK(kvp_client_connect(node.address, &params, &client));
+
+    kill(coord.pid, SIGSTOP);
+    for (int done = 0; done < FLOOD; done += BATCH) {
+        for (int i = 0; i < BATCH; i++) {
+            keys[i]  = key_of("flood-%d", done + i);
+            datas[i] = bytes;
+            sizes[i] = SIZE;
+        }
+        ASSERT_OK(kvp_put_batch(client, NS, keys, datas, sizes, BATCH, statuses));
+        for (int i = 0; i < BATCH; i++) {
+            ASSERT_OK(statuses[i]);
+        }
+    }
+    kill(coord.pid, SIGCONT);
+
+    /* the index converges on the node's table: the last blocks stored are
+     * there (each its own chain), the evicted first ones are not */
+    ASSERT_OK(kvp_stats(client, &st));
+    ASSERT(st.evictions > 0);
+    for (deadline = now_ms() + WAIT_MS;; sleep_ms(20)) {
+        Kvpool__CoordStatsReply *stats = coord_stats(rpc);
+        int                      same  = stats->blocks == st.blocks;
+
+        /* through the inventory, not by replaying every change */
+        ASSERT_LE(stats->events, FLOOD / 2);
+        coord_free(stats);
+        if (same) {
+            break;
+        }
+        ASSERT(now_ms() < deadline);
+    }
+    ASSERT_EQ(coord_matched(rpc, NS, keys, BATCH), BATCH);
+    keys[0] = key_of("flood-%d", 0);
+    ASSERT_EQ(coord_matched(rpc, NS, keys, 1), 0);
+
+    kvp_client_disconnect(client);
+    kv_rpc_client_destroy(rpc);
+    node_down(&node);
+    node_down(&coord);
+}
+
 KV_TEST_MAIN(KV_TEST(test_cluster_match_and_node_loss), KV_TEST(test_coordinator_restart),
-             KV_TEST(test_node_returns_after_lease), KV_TEST(test_plan_put))
+             KV_TEST(test_node_returns_after_lease), KV_TEST(test_plan_put),
+             KV_TEST(test_inventory_after_overflow))

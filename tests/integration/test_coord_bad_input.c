@@ -2,7 +2,7 @@
  * Integration tests of a real kvpool-coord against bad input: unknown
  * namespaces, chains over the limit, events from nodes that are not
  * registered, malformed keys, parents, namespaces and batches, bad Joins
- * and PlanPuts, and random bytes.
+ * and PlanPuts, bad handshakes, and random bytes.
  *
  * Every test follows the same pattern:
  *  1. start a coordinator (--token s3cret) and register a fake node with a
@@ -123,11 +123,12 @@ static void join_request(Kvpool__JoinRequest *req, Kvpool__NodeInfo *info,
 /* The fixture                                                             */
 /* ---------------------------------------------------------------------- */
 
-/* A coordinator with no node. */
-static void coord_only_up(fixture_t *f)
+/* A coordinator with no node, taking at most @p max_nodes. */
+static void coord_only_up(fixture_t *f, const char *max_nodes)
 {
-    static const char *const extra[] = {"--token", TOKEN, "--lease-ms", "60000",
-                                        "--log-level", "error", NULL};
+    const char *const extra[] = {"--token",     TOKEN,   "--lease-ms",  "60000",
+                                 "--log-level", "error", "--max-nodes", max_nodes,
+                                 NULL};
 
     signal(SIGPIPE, SIG_IGN);
     memset(f, 0, sizeof(*f));
@@ -145,7 +146,7 @@ static void fixture_up(fixture_t *f)
     Kvpool__CoordStatsReply *stats;
     batch_t                 *b;
 
-    coord_only_up(f);
+    coord_only_up(f, "16");
     join_request(&join, &info, tiers);
     ASSERT_OK(kv_rpc_call(f->rpc, KV_COORD_JOIN, &join.base, NULL, 0, COORD_CALL_MS,
                           (ProtobufCMessage **)&joined, NULL));
@@ -633,6 +634,101 @@ static void test_random_bytes(void)
     fixture_down(&f);
 }
 
+static void test_handshake(void)
+{
+    Kvpool__Hello        hello = KVPOOL__HELLO__INIT;
+    Kvpool__NodesRequest nodes = KVPOOL__NODES_REQUEST__INIT;
+    fixture_t            f;
+    int                  fd;
+
+    fixture_up(&f);
+    hello.version = KVP_PROTOCOL_VERSION;
+    hello.token   = bin_str("wrong");
+    fd            = raw_connect(&f.coord);
+    expect_refused(fd, KV_COORD_HELLO, &hello.base, KVP_ERR_AUTH, "token");
+    expect_closed(fd);
+    close(fd);
+
+    hello.version = KVP_PROTOCOL_VERSION + 1;
+    hello.token   = bin_str(TOKEN);
+    fd            = raw_connect(&f.coord);
+    expect_refused(fd, KV_COORD_HELLO, &hello.base, KVP_ERR_VERSION, "kvpool-coord speaks");
+    expect_closed(fd);
+    close(fd);
+
+    /* anything before the Hello */
+    fd = raw_connect(&f.coord);
+    send_frame(fd, KV_COORD_NODES, 77, &nodes.base, NULL, 0);
+    expect_frame_error(fd, KVP_ERR_AUTH, 77, 0);
+    fixture_down(&f);
+}
+
+/* Join @p address with @p incarnation; returns the id, or the error. */
+static int64_t join_as(kv_rpc_client_t *rpc, const char *address, uint64_t incarnation)
+{
+    Kvpool__JoinRequest req;
+    Kvpool__NodeInfo    info;
+    Kvpool__Tier        tiers[1];
+    Kvpool__JoinReply  *reply;
+    kvp_status_t        status;
+    int64_t             id;
+
+    join_request(&req, &info, tiers);
+    info.address    = (char *)address;
+    req.incarnation = incarnation;
+    status = kv_rpc_call(rpc, KV_COORD_JOIN, &req.base, NULL, 0, COORD_CALL_MS,
+                         (ProtobufCMessage **)&reply, NULL);
+    if (status != KVP_OK) {
+        return status;
+    }
+    id = reply->node_id;
+    coord_free(reply);
+    return id;
+}
+
+/* The address the coordinator lists for node @p id ("" if none). */
+static void listed_address(kv_rpc_client_t *rpc, int64_t id, char *out, size_t len)
+{
+    Kvpool__NodesReply *nodes = coord_nodes(rpc);
+
+    out[0] = '\0';
+    for (size_t i = 0; i < nodes->n_nodes; i++) {
+        if (nodes->nodes[i]->node_id == id) {
+            snprintf(out, len, "%s", nodes->nodes[i]->address);
+        }
+    }
+    coord_free(nodes);
+}
+
+static void test_join_rules(void)
+{
+    fixture_t f;
+    int64_t   a, b, c;
+    char      address[300];
+
+    coord_only_up(&f, "2");
+    /* a wildcard host becomes the address the Join came from */
+    a = join_as(f.rpc, "0.0.0.0:7070", 5);
+    ASSERT(a > 0);
+    listed_address(f.rpc, a, address, sizeof(address));
+    ASSERT(strcmp(address, "127.0.0.1:7070") == 0);
+    b = join_as(f.rpc, "[::]:7071", 6);
+    ASSERT(b > 0);
+    listed_address(f.rpc, b, address, sizeof(address));
+    ASSERT(strcmp(address, "127.0.0.1:7071") == 0);
+
+    /* max_nodes = 2: a third node is refused, a known address is not */
+    ASSERT_STATUS(join_as(f.rpc, "127.0.0.1:7072", 7), KVP_ERR_NO_SPACE);
+    /* the same process re-joining keeps its id; a new one replaces it */
+    ASSERT_EQ(join_as(f.rpc, "127.0.0.1:7070", 5), a);
+    c = join_as(f.rpc, "127.0.0.1:7070", 8);
+    ASSERT(c > 0 && c != a);
+    ASSERT_EQ(coord_wait_nodes(f.rpc, 2, 0), 0);
+    listed_address(f.rpc, a, address, sizeof(address));
+    ASSERT(address[0] == '\0');
+    fixture_down(&f);
+}
+
 static void test_no_node_registered(void)
 {
     fixture_t            f;
@@ -643,7 +739,7 @@ static void test_no_node_registered(void)
     Kvpool__NodesReply  *nodes;
     int                  fd;
 
-    coord_only_up(&f);
+    coord_only_up(&f, "16");
     fd          = raw_authed(&f);
     req.ns      = bin_str(NS);
     req.keys    = &kbin;
@@ -662,4 +758,5 @@ static void test_no_node_registered(void)
 KV_TEST_MAIN(KV_TEST(test_unknown_namespace), KV_TEST(test_chain_too_long),
              KV_TEST(test_events_from_unregistered_node), KV_TEST(test_malformed_events),
              KV_TEST(test_malformed_match_plan_join), KV_TEST(test_random_bytes),
+             KV_TEST(test_handshake), KV_TEST(test_join_rules),
              KV_TEST(test_no_node_registered))
