@@ -404,6 +404,8 @@ void kv_block_table_commit(kv_block_table_t *table, kv_block_t *block,
     assert(block->state == KV_BLOCK_STATE_PENDING);
     assert(block->pins == 0);
 
+    /* the policy ages entries by the monotonic clock ("density") */
+    kv_evict_set_time(table->policy, kv_time_ns() / 1000);
     old = block_hash_find(table, block->ns_id, &block->key);
     if (old != NULL) {
         kv_evict_replace(table->policy, &old->evict, &block->evict);
@@ -449,6 +451,7 @@ void kv_block_table_touch(kv_block_table_t *table, kv_block_t *block)
     if (block->state != KV_BLOCK_STATE_COMMITTED) {
         return;
     }
+    kv_evict_set_time(table->policy, kv_time_ns() / 1000);
     kv_evict_touch(table->policy, &block->evict);
     if (table->committed.head != block) {
         block_list_remove(&table->committed, block);

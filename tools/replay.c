@@ -21,7 +21,10 @@
  * than --capacity-blocks blocks are stored.  Each request's blocks are
  * used in chain order: the cached ones are touched, the others inserted
  * (a block's parent is the block before it), each insertion evicting as
- * needed.  This file also holds what both modes share: the options, the
+ * needed.  The policy's clock is the trace's timestamp (ms), and a
+ * request's last block is flagged partial (KV_EVICT_PARTIAL) when the
+ * prompt does not fill it (input_length < blocks * 512), as a node would
+ * see from its size.  This file also holds what both modes share: the options, the
  * counting and the summary; the live mode is kv_cli_replay_live().
  */
 #include "cli.h"
@@ -267,7 +270,8 @@ static void offline_evict(offline_t *off)
 }
 
 /* Store keys[i] (not stored now), whose parent is keys[i - 1]. */
-static kvp_status_t offline_store(offline_t *off, const kvp_key_t *keys, size_t i)
+static kvp_status_t offline_store(offline_t *off, const kvp_key_t *keys, size_t i,
+                                  unsigned flags)
 {
     const kvp_key_t *parent_key = i > 0 ? &keys[i - 1] : NULL;
     replay_block_t  *parent     = i > 0 ? offline_find(off, parent_key) : NULL;
@@ -286,8 +290,9 @@ static kvp_status_t offline_store(offline_t *off, const kvp_key_t *keys, size_t 
     bucket     = offline_bucket(off, &block->key);
     block->hash_next = *bucket;
     *bucket          = block;
-    kv_evict_insert(off->policy, &block->evict,
-                    parent != NULL ? &parent->evict : NULL, key_hash(&block->key));
+    kv_evict_insert_flags(off->policy, &block->evict,
+                          parent != NULL ? &parent->evict : NULL,
+                          key_hash(&block->key), flags);
     off->num_blocks++;
     while (off->capacity > 0 && off->num_blocks > off->capacity) {
         offline_evict(off);
@@ -302,15 +307,20 @@ static kvp_status_t offline_request(offline_t *off, const kv_request_t *req,
     size_t       matched = kv_index_match(off->index, off->ns, req->keys, req->num_keys);
     kvp_status_t status;
 
+    int          partial = (uint64_t)req->input_tokens <
+                           (uint64_t)req->num_keys * KV_CLI_REPLAY_BLOCK_TOKENS;
+
     kv_cli_replay_count(result, req->input_tokens, req->num_keys, matched);
+    kv_evict_set_time(off->policy, req->timestamp_ms);
     for (size_t i = 0; i < req->num_keys; i++) {
         replay_block_t *block = offline_find(off, &req->keys[i]);
+        unsigned        flags = partial && i + 1 == req->num_keys ? KV_EVICT_PARTIAL : 0;
 
         if (block != NULL) {
-            kv_evict_touch(off->policy, &block->evict);
+            kv_evict_touch_flags(off->policy, &block->evict, flags);
             continue;
         }
-        status = offline_store(off, req->keys, i);
+        status = offline_store(off, req->keys, i, flags);
         if (status != KVP_OK) {
             return status;
         }

@@ -51,9 +51,10 @@ static void test_names(void)
         ASSERT(kv_evict_pop(policy) == NULL);
         kv_evict_destroy(policy);
     }
-    ASSERT_EQ(n, 2);
+    ASSERT_EQ(n, 3);
     ASSERT(strcmp(names[0], KV_EVICT_DEFAULT_POLICY) == 0);
     ASSERT(strcmp(names[1], "lfuda") == 0);
+    ASSERT(strcmp(names[2], "density") == 0);
 
     ASSERT(!kv_evict_policy_known("LRU"));
     ASSERT(!kv_evict_policy_known(""));
@@ -382,6 +383,87 @@ static void test_random_against_model(void)
     }
 }
 
+/*
+ * density with nothing to learn (every entry used once, so every class has
+ * the same shift) is LRU: by the use count without a clock, by the time
+ * with one, ties by use.
+ */
+static void test_density_lru_without_signal(void)
+{
+    for (int timed = 0; timed < 2; timed++) {
+        kv_evict_entry_t e[64];
+        kv_evict_t      *policy;
+
+        ASSERT_OK(kv_evict_create("density", &policy));
+        for (int i = 0; i < 64; i++) {
+            if (timed) {
+                kv_evict_set_time(policy, 1000 + (uint64_t)i / 4);
+            }
+            kv_evict_insert(policy, &e[i], NULL, (uint64_t)i);
+        }
+        for (int i = 0; i < 64; i++) {
+            expect_pop(policy, e, (size_t)i);
+        }
+        ASSERT(kv_evict_pop(policy) == NULL);
+        kv_evict_destroy(policy);
+    }
+}
+
+/*
+ * density learns what a class is worth: in a cache of 64 where partial
+ * blocks (KV_EVICT_PARTIAL) are never hit and other blocks are, a new
+ * partial block goes before an older full one, which plain LRU would drop
+ * first.  A time set backwards is taken as the last one.
+ */
+static void test_density_learns_partial(void)
+{
+    enum { STEPS = 3000, CAP = 64 };
+    kv_evict_entry_t *e = calloc(2 * STEPS + 2, sizeof(*e));
+    uint8_t          *in = calloc(2 * STEPS + 2, 1);
+    kv_evict_t       *policy;
+    uint64_t          t = 0;
+    size_t            full = 2 * STEPS, part = 2 * STEPS + 1;
+
+    ASSERT(e != NULL && in != NULL);
+    ASSERT_OK(kv_evict_create("density", &policy));
+    for (size_t i = 0; i < STEPS; i++) {
+        kv_evict_set_time(policy, ++t);
+        kv_evict_set_time(policy, t - 1); /* ignored */
+        kv_evict_insert(policy, &e[2 * i], NULL, 2 * i);
+        kv_evict_insert_flags(policy, &e[2 * i + 1], NULL, 2 * i + 1,
+                              KV_EVICT_PARTIAL);
+        in[2 * i] = in[2 * i + 1] = 1;
+        if (i >= 5 && in[2 * (i - 5)]) {
+            kv_evict_touch(policy, &e[2 * (i - 5)]);
+        }
+        while (kv_evict_count(policy) > CAP) {
+            in[slot_of(e, kv_evict_pop(policy))] = 0;
+        }
+    }
+    /* a full block, then a newer partial one */
+    kv_evict_set_time(policy, ++t);
+    kv_evict_insert(policy, &e[full], NULL, full);
+    kv_evict_set_time(policy, ++t);
+    kv_evict_insert_flags(policy, &e[part], NULL, part, KV_EVICT_PARTIAL);
+    for (;;) {
+        size_t k = slot_of(e, kv_evict_pop(policy));
+        ASSERT(k != full);
+        if (k == part) {
+            break;
+        }
+    }
+    kv_evict_destroy(policy);
+
+    /* the same under lru: the older full block goes first */
+    ASSERT_OK(kv_evict_create("lru", &policy));
+    kv_evict_insert(policy, &e[full], NULL, full);
+    kv_evict_insert_flags(policy, &e[part], NULL, part, KV_EVICT_PARTIAL);
+    expect_pop(policy, e, full);
+    kv_evict_destroy(policy);
+    free(in);
+    free(e);
+}
+
 /* Many entries: the lfuda sketch grows past its first size, and every
  * entry still comes out once. */
 static void test_many_entries(void)
@@ -444,5 +526,7 @@ static void test_node_config_policy(void)
 KV_TEST_MAIN(KV_TEST(test_names), KV_TEST(test_lru_order_exact),
              KV_TEST(test_leaves_first), KV_TEST(test_replace),
              KV_TEST(test_lfuda_frequency_and_aging),
+             KV_TEST(test_density_lru_without_signal),
+             KV_TEST(test_density_learns_partial),
              KV_TEST(test_random_against_model), KV_TEST(test_many_entries),
              KV_TEST(test_node_config_policy))

@@ -28,6 +28,20 @@
  *    per tracked entry) and L is the priority of the last victim, so that
  *    entries that were popular long ago age out.  The leaf with the lowest
  *    priority goes first; ties go to the least recently used.
+ *  - "density": LRU in time, shifted by a learned value per class of entry.
+ *    An entry's priority at each use is now + s(c) * R: now is the time
+ *    (kv_evict_set_time(), or the use count when it is never called), R the
+ *    usual residence time (a moving average of victims' time since their
+ *    last use), and s(c) the base-2 logarithm, within -4..4, of how much
+ *    more often entries of its class c are hit per unit of cache time than
+ *    entries of class 1, measured online.  The class is the key's recent use
+ *    count (1..8, from lfuda's sketch), or 0 for a use flagged
+ *    KV_EVICT_PARTIAL (a block not full, whose key rarely recurs): so a
+ *    class that the workload reuses twice as densely stays one residence
+ *    time longer, a class never reused goes four earlier, and when use
+ *    counts say nothing every shift is 0 and the order is LRU's.  The leaf
+ *    with the lowest priority goes first; ties go to the least recently
+ *    used.  See docs/EVICTION.md for why and how it compares.
  *
  * The victim is the best unpinned leaf.  Only when every leaf is pinned
  * does an unpinned non-leaf go (its children become roots), so that a
@@ -38,8 +52,10 @@
  * Cost: insert, touch, remove, pin, unpin and pop are O(log n) for n
  * tracked entries (a binary heap), plus the children of the entry for
  * remove and replace.  A policy holds 8 bytes per tracked entry, plus for
- * "lfuda" a sketch of 64 to 128 bytes per entry (at least 64 KiB); an entry
- * is 72 bytes.
+ * "lfuda" a sketch of 64 to 128 bytes per entry (at least 64 KiB), for
+ * "density" one of 256 to 512 bytes per entry (at least 64 KiB); an entry
+ * is 80 bytes.  "density" adds O(9) per use for its
+ * statistics, and O(9) every 1,024 uses to recompute its shifts.
  *
  * Threading: none.  A policy and its entries belong to one thread.
  */
@@ -77,9 +93,19 @@ typedef struct kv_evict_entry {
     uint64_t               prio;     /* lower goes first */
     uint64_t               stamp;    /* use clock at the last use */
     uint64_t               hash;     /* the key's hash, for frequency */
+    uint64_t               used_at;  /* time of the last use ("density") */
     size_t                 pos;      /* heap slot; SIZE_MAX when pinned */
     uint32_t               free_children; /* children not pinned */
+    uint8_t                klass;    /* class at the last use ("density") */
 } kv_evict_entry_t;
+
+/** Flags of a use (kv_evict_insert_flags(), kv_evict_touch_flags()). */
+enum {
+    /** The object is not full (a chain's last, partial block): its key is
+        unlikely to be used again once the chain grows ("density" learns how
+        unlikely; the other policies ignore it). */
+    KV_EVICT_PARTIAL = 1u << 0
+};
 
 /**
  * @return the names of the policies, the default first, then the others;
@@ -126,13 +152,31 @@ size_t kv_evict_count(const kv_evict_t *policy);
  *                      while it has children (unless every leaf is pinned).
  * @param [in] key_hash a hash of the object's key: uses of the same key,
  *                      even of entries no longer tracked, count for its
- *                      frequency ("lfuda"; "lru" ignores it).
+ *                      frequency ("lfuda", "density"; "lru" ignores it).
  */
 void kv_evict_insert(kv_evict_t *policy, kv_evict_entry_t *entry,
                      kv_evict_entry_t *parent, uint64_t key_hash);
 
+/** @brief kv_evict_insert() with flags of the use (KV_EVICT_PARTIAL). */
+void kv_evict_insert_flags(kv_evict_t *policy, kv_evict_entry_t *entry,
+                           kv_evict_entry_t *parent, uint64_t key_hash,
+                           unsigned flags);
+
 /** @brief Record a use of the tracked @p entry (a hit). */
 void kv_evict_touch(kv_evict_t *policy, kv_evict_entry_t *entry);
+
+/** @brief kv_evict_touch() with flags of the use (KV_EVICT_PARTIAL). */
+void kv_evict_touch_flags(kv_evict_t *policy, kv_evict_entry_t *entry,
+                          unsigned flags);
+
+/**
+ * @brief Set the time of the uses that follow, in any unit (a pool node
+ * passes its monotonic clock in microseconds, the replay the trace's
+ * milliseconds).  A time earlier than the last one set is taken as that
+ * one.  "density" measures ages in this time; until the first call, and in
+ * the other policies, time is the count of uses.
+ */
+void kv_evict_set_time(kv_evict_t *policy, uint64_t now);
 
 /**
  * @brief Stop tracking @p entry (its object was deleted), pinned or not.
