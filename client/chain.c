@@ -106,7 +106,7 @@ kvp_status_t kvp_get_chain(kvp_client_h client, const char *ns, const kvp_key_t 
         return KVP_OK;
     }
     statuses = kv_malloc(present * sizeof(*statuses), "chain statuses");
-    status   = kvp__node_get(client, ns, keys, bufs, capacities, present, sizes, statuses);
+    status = kvp__node_get(client, ns, keys, bufs, capacities, present, sizes, statuses);
     while (status == KVP_OK && loaded < present && statuses[loaded] == KVP_OK) {
         loaded++;
     }

@@ -286,8 +286,8 @@ static kvp_status_t peers_apply(kvp__cluster_t *cl, Kvpool__NodeInfo *const *nod
 /* Fetch the node list, unless one arrived since generation @p seen. */
 static kvp_status_t peers_refresh(kvp__cluster_t *cl, uint64_t seen)
 {
-    Kvpool__NodesRequest req   = KVPOOL__NODES_REQUEST__INIT;
-    Kvpool__NodesReply  *reply = NULL;
+    Kvpool__NodesRequest req    = KVPOOL__NODES_REQUEST__INIT;
+    Kvpool__NodesReply  *reply  = NULL;
     kvp_status_t         status = KVP_OK;
     uint64_t             generation;
 
@@ -296,7 +296,8 @@ static kvp_status_t peers_refresh(kvp__cluster_t *cl, uint64_t seen)
     generation = cl->generation;
     pthread_mutex_unlock(&cl->table_lock);
     if (generation == seen) {
-        status = kvp__coord_call(cl, KV_COORD_NODES, &req.base, (ProtobufCMessage **)&reply);
+        status =
+            kvp__coord_call(cl, KV_COORD_NODES, &req.base, (ProtobufCMessage **)&reply);
         if (status == KVP_OK) {
             status = peers_apply(cl, reply->nodes, reply->n_nodes, 1);
             kvpool__nodes_reply__free_unpacked(reply, NULL);
@@ -327,8 +328,7 @@ kvp__peer_t *kvp__peer_find(kvp__cluster_t *cl, uint32_t id)
         peer       = peer != NULL && peer->listed ? peer : NULL;
         generation = cl->generation;
         pthread_mutex_unlock(&cl->table_lock);
-        if (peer != NULL || attempt == 1 ||
-            peers_refresh(cl, generation) != KVP_OK) {
+        if (peer != NULL || attempt == 1 || peers_refresh(cl, generation) != KVP_OK) {
             break;
         }
     }
@@ -508,7 +508,7 @@ const char *kvp__cluster_transport(kvp_client_h client)
         }
         if (peer->conn != NULL) {
             const char *mine = kvp_client_transport(peer->conn);
-            common           = common == NULL || strcmp(common, mine) == 0 ? mine : "mixed";
+            common = common == NULL || strcmp(common, mine) == 0 ? mine : "mixed";
         }
         pthread_rwlock_unlock(&peer->lock);
     }
@@ -522,14 +522,14 @@ const char *kvp__cluster_transport(kvp_client_h client)
 
 /* One call per listed node, in parallel. */
 typedef struct {
-    kvp__cluster_t *cl;
-    kvp__peer_t   **peers;
-    kvp_status_t   *statuses;
-    const char     *ns;          /* delete */
+    kvp__cluster_t  *cl;
+    kvp__peer_t    **peers;
+    kvp_status_t    *statuses;
+    const char      *ns; /* delete */
     const kvp_key_t *keys;
-    size_t          count;
-    size_t         *deleted;     /* delete: per node */
-    kvp_stats_t    *stats;       /* stats: per node */
+    size_t           count;
+    size_t          *deleted; /* delete: per node */
+    kvp_stats_t     *stats;   /* stats: per node */
 } each_node_t;
 
 static void delete_part(void *arg, size_t i)
@@ -611,9 +611,9 @@ kvp_status_t kvp__cluster_delete(kvp_client_h client, const char *ns,
 
 kvp_status_t kvp__cluster_stats(kvp_client_h client, kvp_stats_t *stats_p)
 {
-    each_node_t  e = {0};
+    each_node_t  e   = {0};
     kvp_stats_t  sum = {0};
-    size_t       n, answered = 0;
+    size_t       n, answered         = 0;
     kvp_status_t status, first_error = KVP_OK;
 
     status = each_node(client->cluster, &e, stats_part, &n);

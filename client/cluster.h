@@ -24,25 +24,25 @@
 
 /** A pool node as the client knows it. */
 typedef struct kvp__peer {
-    uint32_t         id;        /* the coordinator's node id */
-    int              listed;    /* named by the coordinator's latest list (table_lock) */
+    uint32_t         id;     /* the coordinator's node id */
+    int              listed; /* named by the coordinator's latest list (table_lock) */
     pthread_rwlock_t lock;
-    char            *address;   /* written under lock and refresh_lock */
-    kvp_client_h     conn;      /* NULL until needed, and after a failure */
-    uint64_t         retry_ns;  /* after a failed connect: none before this */
+    char            *address;  /* written under lock and refresh_lock */
+    kvp_client_h     conn;     /* NULL until needed, and after a failure */
+    uint64_t         retry_ns; /* after a failed connect: none before this */
 } kvp__peer_t;
 
 struct kvp__cluster {
-    kvp__conn_opts_t    opts;          /* for every connection; strings owned */
-    char               *address;       /* the coordinator's */
+    kvp__conn_opts_t    opts;    /* for every connection; strings owned */
+    char               *address; /* the coordinator's */
     pthread_rwlock_t    coord_lock;
-    kv_rpc_client_t    *coord;         /* NULL after a failure, until reopened */
+    kv_rpc_client_t    *coord; /* NULL after a failure, until reopened */
     uint64_t            coord_retry_ns;
     pthread_mutex_t     refresh_lock;
     pthread_mutex_t     table_lock;
-    kvp__peer_t       **peers;         /* by node id; NULL: never heard of */
-    size_t              num_peers;     /* length of peers */
-    uint64_t            generation;    /* node lists applied so far */
+    kvp__peer_t       **peers;      /* by node id; NULL: never heard of */
+    size_t              num_peers;  /* length of peers */
+    uint64_t            generation; /* node lists applied so far */
     kvp__fanout_pool_t *pool;
 };
 

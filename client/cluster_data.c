@@ -103,8 +103,8 @@ static void spread_init(spread_t *s, kvp__peer_t *const *source, size_t count)
     }
     for (size_t i = 0; i < count; i++) {
         if (source[i] != NULL) {
-            part_t *p           = &s->parts[part_of[i]];
-            p->index[p->n++]    = i;
+            part_t *p        = &s->parts[part_of[i]];
+            p->index[p->n++] = i;
         }
     }
     kv_free(part_of);
@@ -121,8 +121,8 @@ static void spread_cleanup(spread_t *s)
 /* One node's gets: one batched get, its results put back in place. */
 static void get_part(void *arg, size_t k)
 {
-    spread_t     *s = arg;
-    part_t       *p = &s->parts[k];
+    spread_t     *s        = arg;
+    part_t       *p        = &s->parts[k];
     kvp_key_t    *keys     = kv_malloc(p->n * sizeof(*keys), "part keys");
     void        **bufs     = kv_malloc(p->n * sizeof(*bufs), "part buffers");
     uint64_t     *caps     = kv_malloc(p->n * sizeof(*caps), "part capacities");
@@ -161,9 +161,9 @@ static kvp_status_t put_run(spread_t *s, kvp_client_h conn, size_t start, size_t
 {
     kvp_status_t status;
 
-    status = kvp__node_put(conn, s->ns, s->keys + start, s->datas + start,
-                           s->lens + start, n, 1, start > 0 ? &s->keys[start - 1] : NULL,
-                           s->statuses + start);
+    status =
+        kvp__node_put(conn, s->ns, s->keys + start, s->datas + start, s->lens + start, n,
+                      1, start > 0 ? &s->keys[start - 1] : NULL, s->statuses + start);
     for (size_t i = start; status != KVP_OK && i < start + n; i++) {
         s->statuses[i] = status;
     }
@@ -242,7 +242,8 @@ static kvp_status_t match_check(const Kvpool__MatchReply *r, size_t count)
 {
     if (r->matched > count || r->n_blocks != r->matched) {
         kv_log_warn("coordinator: Match of %zu keys says %u matched, with %zu "
-                    "location lists", count, r->matched, r->n_blocks);
+                    "location lists",
+                    count, r->matched, r->n_blocks);
         return KVP_ERR_PROTOCOL;
     }
     for (size_t i = 0; i < r->n_blocks; i++) {
@@ -277,8 +278,8 @@ static kvp_status_t match_call(kvp__cluster_t *cl, const char *ns, const kvp_key
                                size_t count, kv_pb_arena_t *arena,
                                Kvpool__MatchReply **reply_p)
 {
-    Kvpool__MatchRequest req    = KVPOOL__MATCH_REQUEST__INIT;
-    Kvpool__MatchReply  *reply  = NULL;
+    Kvpool__MatchRequest req   = KVPOOL__MATCH_REQUEST__INIT;
+    Kvpool__MatchReply  *reply = NULL;
     kvp_status_t         status;
 
     req.ns     = kvp__ns_bytes(ns);
@@ -313,7 +314,8 @@ static kvp_status_t plan_check(kvp__cluster_t *cl, const Kvpool__PlanPutReply *r
 {
     if (r->n_targets != count || r->cached > count || r->n_replica_nodes != 0) {
         kv_log_warn("coordinator: PlanPut of %zu keys gives %zu targets, %u cached, "
-                    "%zu replicas", count, r->n_targets, r->cached, r->n_replica_nodes);
+                    "%zu replicas",
+                    count, r->n_targets, r->cached, r->n_replica_nodes);
         return KVP_ERR_PROTOCOL;
     }
     for (size_t i = r->cached; i < count; i++) {
@@ -363,12 +365,17 @@ kvp_status_t kvp__cluster_put_chain(kvp_client_h client, const char *ns,
                                     const uint64_t *sizes, size_t count,
                                     kvp_status_t *statuses)
 {
-    kvp__cluster_t        *cl  = client->cluster;
-    Kvpool__PlanPutRequest req = KVPOOL__PLAN_PUT_REQUEST__INIT;
+    kvp__cluster_t        *cl   = client->cluster;
+    Kvpool__PlanPutRequest req  = KVPOOL__PLAN_PUT_REQUEST__INIT;
     Kvpool__PlanPutReply  *plan = NULL;
     kvp__peer_t          **source;
-    spread_t               s = {.cl = cl, .ns = ns, .keys = keys, .datas = datas,
-                                .lens = sizes, .statuses = statuses, .chain = 1};
+    spread_t               s = {.cl       = cl,
+                                .ns       = ns,
+                                .keys     = keys,
+                                .datas    = datas,
+                                .lens     = sizes,
+                                .statuses = statuses,
+                                .chain    = 1};
     kvp_status_t           status;
 
     req.ns      = kvp__ns_bytes(ns);
@@ -376,7 +383,8 @@ kvp_status_t kvp__cluster_put_chain(kvp_client_h client, const char *ns,
     req.keys    = kvp__keys_borrow(keys, count);
     req.n_sizes = count;
     req.sizes   = (uint64_t *)sizes;
-    status = kvp__coord_call(cl, KV_COORD_PLAN_PUT, &req.base, (ProtobufCMessage **)&plan);
+    status =
+        kvp__coord_call(cl, KV_COORD_PLAN_PUT, &req.base, (ProtobufCMessage **)&plan);
     kv_free(req.keys);
     if (status != KVP_OK) {
         return status;
@@ -388,7 +396,7 @@ kvp_status_t kvp__cluster_put_chain(kvp_client_h client, const char *ns,
         source[i] = i > plan->cached && plan->targets[i] == plan->targets[i - 1]
                         ? source[i - 1]
                         : named_peer(cl, plan->targets[i]);
-        status = source[i] != NULL ? KVP_OK : KVP_ERR_PROTOCOL;
+        status    = source[i] != NULL ? KVP_OK : KVP_ERR_PROTOCOL;
     }
     if (status == KVP_OK) {
         for (size_t i = 0; i < plan->cached; i++) {
@@ -556,8 +564,12 @@ kvp_status_t kvp__cluster_get_chain(kvp_client_h client, const char *ns,
     uint8_t             first[MATCH_ARENA];
     kvp__peer_t       **source;
     holders_t           h;
-    spread_t            s = {.cl = cl, .ns = ns, .keys = keys, .lens = capacities,
-                             .bufs = bufs, .sizes = sizes};
+    spread_t            s      = {.cl    = cl,
+                                  .ns    = ns,
+                                  .keys  = keys,
+                                  .lens  = capacities,
+                                  .bufs  = bufs,
+                                  .sizes = sizes};
     size_t              loaded = 0;
     kvp_status_t        status;
 
@@ -615,14 +627,18 @@ kvp_status_t kvp__cluster_put_batch(kvp_client_h client, const char *ns,
                                     const uint64_t *sizes, size_t count,
                                     kvp_status_t *statuses)
 {
-    kvp__cluster_t          *cl   = client->cluster;
-    Kvpool__PlanPutRequest  *reqs = kv_calloc(count, sizeof(*reqs), "plans");
-    const ProtobufCMessage **msgs = kv_calloc(count, sizeof(*msgs), "plan messages");
+    kvp__cluster_t          *cl      = client->cluster;
+    Kvpool__PlanPutRequest  *reqs    = kv_calloc(count, sizeof(*reqs), "plans");
+    const ProtobufCMessage **msgs    = kv_calloc(count, sizeof(*msgs), "plan messages");
     ProtobufCMessage       **replies = kv_calloc(count, sizeof(*replies), "plan replies");
     ProtobufCBinaryData     *bins    = kvp__keys_borrow(keys, count);
     kvp__peer_t            **source  = kv_calloc(count, sizeof(*source), "block sources");
-    spread_t                 s = {.cl = cl, .ns = ns, .keys = keys, .datas = datas,
-                                  .lens = sizes, .statuses = statuses};
+    spread_t                 s       = {.cl       = cl,
+                                        .ns       = ns,
+                                        .keys     = keys,
+                                        .datas    = datas,
+                                        .lens     = sizes,
+                                        .statuses = statuses};
     kvp_status_t             status;
 
     for (size_t i = 0; i < count; i++) {
@@ -672,12 +688,17 @@ kvp_status_t kvp__cluster_get_batch(kvp_client_h client, const char *ns,
     kvp__cluster_t          *cl   = client->cluster;
     Kvpool__MatchRequest    *reqs = kv_calloc(count, sizeof(*reqs), "matches");
     const ProtobufCMessage **msgs = kv_calloc(count, sizeof(*msgs), "match messages");
-    ProtobufCMessage       **replies = kv_calloc(count, sizeof(*replies), "match replies");
-    ProtobufCBinaryData     *bins    = kvp__keys_borrow(keys, count);
-    kvp__peer_t            **source  = kv_calloc(count, sizeof(*source), "block sources");
-    spread_t                 s = {.cl = cl, .ns = ns, .keys = keys, .lens = capacities,
-                                  .bufs = bufs, .sizes = sizes, .statuses = statuses};
-    kvp_status_t             status;
+    ProtobufCMessage   **replies  = kv_calloc(count, sizeof(*replies), "match replies");
+    ProtobufCBinaryData *bins     = kvp__keys_borrow(keys, count);
+    kvp__peer_t        **source   = kv_calloc(count, sizeof(*source), "block sources");
+    spread_t             s        = {.cl       = cl,
+                                     .ns       = ns,
+                                     .keys     = keys,
+                                     .lens     = capacities,
+                                     .bufs     = bufs,
+                                     .sizes    = sizes,
+                                     .statuses = statuses};
+    kvp_status_t         status;
 
     for (size_t i = 0; i < count; i++) {
         kvpool__match_request__init(&reqs[i]);
@@ -697,8 +718,10 @@ kvp_status_t kvp__cluster_get_batch(kvp_client_h client, const char *ns,
             continue;
         }
         statuses[i] = KVP_ERR_NOT_FOUND; /* a miss, unless a holder is reachable */
-        for (size_t j = 0; match->matched == 1 && j < match->blocks[0]->n_locations; j++) {
-            kvp__peer_t *peer = named_peer(cl, KV_LOC_NODE(match->blocks[0]->locations[j]));
+        for (size_t j = 0; match->matched == 1 && j < match->blocks[0]->n_locations;
+             j++) {
+            kvp__peer_t *peer =
+                named_peer(cl, KV_LOC_NODE(match->blocks[0]->locations[j]));
             /* the previous block's node if it holds this one: talk to few nodes */
             if (peer != NULL && (source[i] == NULL || (i > 0 && peer == source[i - 1]))) {
                 source[i]   = peer;

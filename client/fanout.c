@@ -22,13 +22,13 @@
 #define FANOUT_WORKERS 4
 
 typedef struct fanout {
-    struct fanout    *next;
-    kvp__part_func_t  func;
-    void             *arg;
-    size_t            n;
-    size_t            taken;   /* parts handed out */
-    size_t            running; /* parts handed out and not finished */
-    pthread_cond_t    done;
+    struct fanout   *next;
+    kvp__part_func_t func;
+    void            *arg;
+    size_t           n;
+    size_t           taken;   /* parts handed out */
+    size_t           running; /* parts handed out and not finished */
+    pthread_cond_t   done;
 } fanout_t;
 
 struct kvp__fanout_pool {

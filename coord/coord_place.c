@@ -107,6 +107,29 @@ static int preferred(const plan_t *plan, const kv_coord_member_t *m)
 }
 
 /*
+ * The best-ranked allowed node that can take @p size: into its free room,
+ * or (@p evicting) into its capacity.  With @p start, a preferred node
+ * comes first.
+ */
+static kv_coord_member_t *first_fit(const plan_t *plan, int start, uint64_t size,
+                                    int evicting, const uint32_t *exclude,
+                                    size_t n_exclude)
+{
+    for (int pass = start ? 0 : 1; pass < 2; pass++) {
+        for (size_t i = 0; i < plan->n; i++) {
+            kv_coord_member_t *m = plan->rank[i].member;
+
+            if ((pass == 0 && !preferred(plan, m)) || excluded(m, exclude, n_exclude) ||
+                (evicting ? m->capacity_bytes : member_avail(m)) < size) {
+                continue;
+            }
+            return m;
+        }
+    }
+    return NULL;
+}
+
+/*
  * The node for a block of @p size after @p cur (NULL at a chain's start,
  * when the preferred nodes come first), never one in @p exclude.  NULL
  * only if no allowed node has the capacity.
@@ -115,36 +138,23 @@ static kv_coord_member_t *pick(const plan_t *plan, kv_coord_member_t *cur, uint6
                                const uint32_t *exclude, size_t n_exclude)
 {
     kv_coord_member_t *m;
+    int                start = cur == NULL;
 
+    if (cur != NULL && excluded(cur, exclude, n_exclude)) {
+        cur = NULL; /* another copy of this block took it: move on */
+    }
     if (cur != NULL && member_avail(cur) >= size) {
         return cur;
     }
-    /* room now: a preferred node first (chain start), then by rank */
-    for (int pass = cur == NULL ? 0 : 1; pass < 2; pass++) {
-        for (size_t i = 0; i < plan->n; i++) {
-            m = plan->rank[i].member;
-            if ((pass == 0 && !preferred(plan, m)) || excluded(m, exclude, n_exclude) ||
-                member_avail(m) < size) {
-                continue;
-            }
-            return m;
-        }
+    m = first_fit(plan, start, size, 0, exclude, n_exclude);
+    if (m != NULL) {
+        return m;
     }
     /* a full pool: stay (or start where the prefix is) if it can evict enough */
     if (cur != NULL && cur->capacity_bytes >= size) {
         return cur;
     }
-    for (int pass = cur == NULL ? 0 : 1; pass < 2; pass++) {
-        for (size_t i = 0; i < plan->n; i++) {
-            m = plan->rank[i].member;
-            if ((pass == 0 && !preferred(plan, m)) || excluded(m, exclude, n_exclude) ||
-                m->capacity_bytes < size) {
-                continue;
-            }
-            return m;
-        }
-    }
-    return NULL;
+    return first_fit(plan, start, size, 1, exclude, n_exclude);
 }
 
 kvp_status_t kv_coord_place(kv_coord_members_t *members, const kv_coord_place_req_t *req,

@@ -1,11 +1,14 @@
 /*
- * block_table.c - the node's block table with LRU eviction.
+ * block_table.c - the node's block table.
  *
  * Every live block is on exactly one doubly-linked list:
- *  - lru:   the COMMITTED blocks, most recently used at the head; eviction
- *           takes from the tail;
+ *  - committed: the COMMITTED blocks, most recently used at the head (the
+ *           order of foreach);
  *  - limbo: PENDING and DEAD blocks, which nobody looks up or evicts; kept
  *           only so that destroy can free them.
+ * COMMITTED blocks are also tracked by the eviction policy (evict.h), which
+ * picks the victims; unpinned ones are its candidates (a block's first pin
+ * pins its policy entry, its last unpin unpins it).
  * COMMITTED blocks are also in a chained hash table keyed by (ns id, key);
  * at most one committed block exists per (ns id, key).  It doubles its
  * bucket count when it holds more blocks than buckets.
@@ -23,6 +26,7 @@
 #include <kv/alloc.h>
 #include <kv/hash.h>
 #include <kv/log.h>
+#include <kv/util.h>
 
 #include <assert.h>
 #include <string.h>
@@ -48,8 +52,9 @@ struct kv_block_table {
     size_t        num_buckets;  /* a power of two */
     uint64_t      num_blocks;   /* committed */
 
-    block_list_t  lru;
+    block_list_t  committed;
     block_list_t  limbo;
+    kv_evict_t   *policy;
 
     uint64_t      used_bytes;
     uint64_t      pinned_bytes;
@@ -182,8 +187,9 @@ static void block_release(kv_block_table_t *table, kv_block_t *block)
 }
 
 /*
- * Unpublish a COMMITTED block (removed, replaced or evicted): it leaves the
- * hash and the LRU list, and is freed now, or made DEAD until its last unpin.
+ * Unpublish a COMMITTED block (removed, replaced or evicted) that has left
+ * the policy: it leaves the hash and the committed list, and is freed now,
+ * or made DEAD until its last unpin.
  */
 static void block_unpublish(kv_block_table_t *table, kv_block_t *block)
 {
@@ -192,7 +198,7 @@ static void block_unpublish(kv_block_table_t *table, kv_block_t *block)
         table->listener(table->listener_arg, 0, block);
     }
     block_hash_remove(table, block);
-    block_list_remove(&table->lru, block);
+    block_list_remove(&table->committed, block);
     table->num_blocks--;
     table->used_bytes -= block->alloc_size;
 
@@ -206,41 +212,43 @@ static void block_unpublish(kv_block_table_t *table, kv_block_t *block)
 }
 
 /*
- * The eviction policy: the block to evict next, or NULL if none may be.
- * Only COMMITTED blocks without pins are candidates (the LRU list holds
- * only committed blocks); this one picks the least recently used.
+ * Evict the policy's next victim (a COMMITTED block without pins: pinned
+ * ones are pinned in the policy too).  @return 0 if there is none.
  */
-static kv_block_t *block_table_victim(const kv_block_table_t *table)
+static int block_table_evict_one(kv_block_table_t *table)
 {
-    kv_block_t *block;
+    kv_evict_entry_t *entry = kv_evict_pop(table->policy);
+    kv_block_t       *block;
 
-    for (block = table->lru.tail; block != NULL; block = block->prev) {
-        if (block->pins == 0) {
-            return block;
-        }
+    if (entry == NULL) {
+        return 0;
     }
-    return NULL;
-}
-
-static void block_table_evict(kv_block_table_t *table, kv_block_t *block)
-{
+    block = kv_container_of(entry, kv_block_t, evict);
     assert(block->pins == 0);
     table->evictions++;
     table->evicted_bytes += block->alloc_size;
     block_unpublish(table, block);
+    return 1;
 }
 
-kvp_status_t kv_block_table_create(kv_arena_t *arena,
+kvp_status_t kv_block_table_create(kv_arena_t *arena, const char *policy,
                                    kv_block_table_t **table_p)
 {
     kv_block_table_t *table;
+    kv_evict_t       *evict;
+    kvp_status_t      status;
 
     if ((arena == NULL) || (table_p == NULL)) {
         return KVP_ERR_INVALID_PARAM;
     }
+    status = kv_evict_create(policy, &evict);
+    if (status != KVP_OK) {
+        return status;
+    }
 
     table              = kv_calloc(1, sizeof(*table), "block table");
     table->arena       = arena;
+    table->policy      = evict;
     table->num_buckets = BLOCK_TABLE_INITIAL_BUCKETS;
     table->buckets     = kv_calloc(table->num_buckets, sizeof(*table->buckets),
                                    "block hash");
@@ -270,8 +278,9 @@ void kv_block_table_destroy(kv_block_table_t *table)
     if (table == NULL) {
         return;
     }
-    block_list_release_all(table, &table->lru);
+    block_list_release_all(table, &table->committed);
     block_list_release_all(table, &table->limbo);
+    kv_evict_destroy(table->policy);
     for (uint32_t id = 0; id < table->ns_count; id++) {
         kv_free(table->ns_names[id]);
     }
@@ -328,7 +337,7 @@ static kvp_status_t block_table_reserve(kv_block_table_t *table, uint32_t ns_id,
 {
     uint64_t     capacity = kv_arena_capacity(table->arena);
     uint64_t     rounded, reclaimable, offset;
-    kv_block_t  *block, *victim;
+    kv_block_t  *block;
     kvp_status_t status;
 
     if ((key == NULL) || (block_p == NULL) || (size == 0) ||
@@ -355,12 +364,10 @@ static kvp_status_t block_table_reserve(kv_block_table_t *table, uint32_t ns_id,
         if (status != KVP_ERR_NO_SPACE || !may_evict) {
             return status;
         }
-        victim = block_table_victim(table);
-        if (victim == NULL) {
+        if (!block_table_evict_one(table)) {
             /* enough bytes in total, but not contiguous */
             return KVP_ERR_NO_SPACE;
         }
-        block_table_evict(table, victim);
     }
 
     block             = kv_calloc(1, sizeof(*block), "block");
@@ -392,21 +399,31 @@ kvp_status_t kv_block_table_reserve_free(kv_block_table_t *table, uint32_t ns_id
 void kv_block_table_commit(kv_block_table_t *table, kv_block_t *block,
                            uint64_t checksum)
 {
-    kv_block_t *old;
+    kv_block_t *old, *parent = NULL;
 
     assert(block->state == KV_BLOCK_STATE_PENDING);
     assert(block->pins == 0);
 
+    /* the policy ages entries by the monotonic clock ("density") */
+    kv_evict_set_time(table->policy, kv_time_ns() / 1000);
     old = block_hash_find(table, block->ns_id, &block->key);
     if (old != NULL) {
+        kv_evict_replace(table->policy, &old->evict, &block->evict);
         block_unpublish(table, old);
+    } else {
+        if (block->has_parent) {
+            parent = block_hash_find(table, block->ns_id, &block->parent);
+        }
+        kv_evict_insert(table->policy, &block->evict,
+                        parent != NULL ? &parent->evict : NULL,
+                        block_hash(block->ns_id, &block->key));
     }
 
     block_list_remove(&table->limbo, block);
     block->checksum = checksum;
     block->state    = KV_BLOCK_STATE_COMMITTED;
     block_hash_insert(table, block);
-    block_list_push_head(&table->lru, block);
+    block_list_push_head(&table->committed, block);
     table->num_blocks++;
     table->used_bytes += block->alloc_size;
     if (table->listener != NULL) {
@@ -431,12 +448,15 @@ kv_block_t *kv_block_table_lookup(kv_block_table_t *table, uint32_t ns_id,
 void kv_block_table_touch(kv_block_table_t *table, kv_block_t *block)
 {
     assert(block->state != KV_BLOCK_STATE_PENDING);
-    if ((block->state != KV_BLOCK_STATE_COMMITTED) ||
-        (table->lru.head == block)) {
+    if (block->state != KV_BLOCK_STATE_COMMITTED) {
         return;
     }
-    block_list_remove(&table->lru, block);
-    block_list_push_head(&table->lru, block);
+    kv_evict_set_time(table->policy, kv_time_ns() / 1000);
+    kv_evict_touch(table->policy, &block->evict);
+    if (table->committed.head != block) {
+        block_list_remove(&table->committed, block);
+        block_list_push_head(&table->committed, block);
+    }
 }
 
 void kv_block_table_pin(kv_block_table_t *table, kv_block_t *block)
@@ -446,6 +466,7 @@ void kv_block_table_pin(kv_block_table_t *table, kv_block_t *block)
     assert(block->pins < UINT32_MAX);
     if ((block->pins++ == 0) && (block->state == KV_BLOCK_STATE_COMMITTED)) {
         table->pinned_bytes += block->alloc_size;
+        kv_evict_pin(table->policy, &block->evict);
     }
 }
 
@@ -459,6 +480,7 @@ void kv_block_table_unpin(kv_block_table_t *table, kv_block_t *block)
     }
     if (block->state == KV_BLOCK_STATE_COMMITTED) {
         table->pinned_bytes -= block->alloc_size;
+        kv_evict_unpin(table->policy, &block->evict);
     } else {
         block_list_remove(&table->limbo, block);
         block_release(table, block);
@@ -473,6 +495,7 @@ int kv_block_table_remove(kv_block_table_t *table, uint32_t ns_id,
     if (block == NULL) {
         return 0;
     }
+    kv_evict_remove(table->policy, &block->evict);
     block_unpublish(table, block);
     return 1;
 }
@@ -495,7 +518,7 @@ void kv_block_table_foreach(const kv_block_table_t *table,
                             int (*fn)(const kv_block_t *block, void *arg),
                             void *arg)
 {
-    for (const kv_block_t *block = table->lru.head; block != NULL;
+    for (const kv_block_t *block = table->committed.head; block != NULL;
          block = block->next) {
         if (fn(block, arg) != 0) {
             return;

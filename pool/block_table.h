@@ -1,7 +1,13 @@
 /**
  * @file block_table.h
  * @brief The node's block table: which blocks it stores, where in the arena,
- * who is reading them, and which to evict (least recently used first).
+ * who is reading them, and which to evict (by the eviction policy chosen at
+ * creation, <kvstore/evict.h>).
+ *
+ * Committed blocks form the policy's prefix tree: a block committed with a
+ * parent (kv_block_table_set_parent()) that is itself committed here is its
+ * child, and the policy evicts leaves first.  A block committed before its
+ * parent stays a root.
  *
  * A block is named by (namespace id, 128-bit key).  Namespaces are interned:
  * kv_block_table_ns_id() maps a namespace string to a small id once, and the
@@ -17,8 +23,8 @@
  *
  *  - PENDING: space reserved while the bytes arrive; invisible to lookup
  *    and never evicted.
- *  - COMMITTED: visible to lookup, on the LRU list; evictable while its pin
- *    count is 0.
+ *  - COMMITTED: visible to lookup, tracked by the eviction policy;
+ *    evictable while its pin count is 0.
  *  - DEAD: removed or replaced while pinned; invisible, never evicted, its
  *    bytes stay valid until the last kv_block_table_unpin() frees it.
  *
@@ -35,6 +41,7 @@
 #include "arena.h"
 
 #include <kvpool/kvpool.h>
+#include <kvstore/evict.h>
 
 #include <stddef.h>
 #include <stdint.h>
@@ -62,9 +69,10 @@ typedef struct kv_block {
     /* private */
     uint64_t         alloc_size; /* arena extent size (rounded) */
     int              state;      /* KV_BLOCK_STATE_* in block_table.c */
-    struct kv_block *prev;       /* LRU list (committed) or limbo list */
+    struct kv_block *prev;       /* committed list (MRU first) or limbo */
     struct kv_block *next;
     struct kv_block *hash_next;  /* hash chain (committed only) */
+    kv_evict_entry_t evict;      /* in the policy (committed only) */
 } kv_block_t;
 
 /** Counters of kv_block_table_stats(). */
@@ -81,11 +89,14 @@ typedef struct kv_block_table_stats {
  * @param [in]  arena   borrowed: it must outlive the table, and nothing else
  *                      should allocate from it (eviction assumes the table
  *                      owns all its space).
+ * @param [in]  policy  the eviction policy's name (kv_evict_policy_names()),
+ *                      or NULL for KV_EVICT_DEFAULT_POLICY.
  * @param [out] table_p the new table, set only on success; the caller owns
  *                      it and releases it with kv_block_table_destroy().
- * @return KVP_OK; KVP_ERR_INVALID_PARAM if an argument is NULL.
+ * @return KVP_OK; KVP_ERR_INVALID_PARAM if @p arena or @p table_p is NULL;
+ *         KVP_ERR_NOT_FOUND for an unknown policy.
  */
-kvp_status_t kv_block_table_create(kv_arena_t *arena,
+kvp_status_t kv_block_table_create(kv_arena_t *arena, const char *policy,
                                    kv_block_table_t **table_p);
 
 /**
@@ -114,8 +125,9 @@ kvp_status_t kv_block_table_ns_id(kv_block_table_t *table, const char *ns,
 /**
  * @brief Reserve arena space for a new block.
  *
- * If the arena has no room, least-recently-used committed blocks with no
- * pins are evicted (freed) one by one until the allocation succeeds.
+ * If the arena has no room, committed blocks with no pins are evicted
+ * (freed) one by one, in the order of the table's eviction policy, until
+ * the allocation succeeds.
  * Nothing is evicted when the request cannot succeed even after evicting
  * every evictable block.
  *
@@ -146,10 +158,12 @@ kvp_status_t kv_block_table_reserve_free(kv_block_table_t *table, uint32_t ns_id
                                          kv_block_t **block_p);
 
 /**
- * @brief Make a PENDING block visible, as the most recently used, with
- * @p checksum.  A committed block with the same (namespace, key) is
- * replaced: freed now if unpinned, else made DEAD (invisible) and freed at
- * its last unpin.  @p block stays valid (see above) and may now be pinned.
+ * @brief Make a PENDING block visible, with @p checksum; this counts as a
+ * use.  Its parent, if set and committed, becomes its parent in the
+ * eviction policy.  A committed block with the same (namespace, key) is
+ * replaced (the new block takes its place in the policy): freed now if
+ * unpinned, else made DEAD (invisible) and freed at its last unpin.
+ * @p block stays valid (see above) and may now be pinned.
  */
 void kv_block_table_commit(kv_block_table_t *table, kv_block_t *block,
                            uint64_t checksum);
@@ -158,8 +172,8 @@ void kv_block_table_commit(kv_block_table_t *table, kv_block_t *block,
 void kv_block_table_abort(kv_block_table_t *table, kv_block_t *block);
 
 /**
- * @return the COMMITTED block (@p ns_id, @p key), or NULL.  The LRU order is
- *         not changed (call kv_block_table_touch() for a real use).  The
+ * @return the COMMITTED block (@p ns_id, @p key), or NULL.  This is not a
+ *         use (call kv_block_table_touch() for a real use).  The
  *         pointer is owned by the table; pin it to keep it across a
  *         reserve.
  */
@@ -167,8 +181,9 @@ kv_block_t *kv_block_table_lookup(kv_block_table_t *table, uint32_t ns_id,
                                   const kvp_key_t *key);
 
 /**
- * @brief Mark a COMMITTED block as the most recently used.  A DEAD block
- * (still pinned by a reader) is left alone.
+ * @brief Record a use of a COMMITTED block (for the eviction policy, and
+ * the order of kv_block_table_foreach()).  A DEAD block (still pinned by a
+ * reader) is left alone.
  */
 void kv_block_table_touch(kv_block_table_t *table, kv_block_t *block);
 

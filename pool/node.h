@@ -28,6 +28,7 @@ typedef struct kv_node_config {
     int      shared_memory;   /* hand the arena to clients on this host */
     uint32_t lease_ms;        /* GetStart leases and PutStart reservations */
     int      data_plane_ucx;  /* serve one-sided puts/gets of the arena over kvt "ucx" */
+    char     eviction_policy[KV_EVICT_NAME_MAX + 1]; /* <kvstore/evict.h> */
     char     coordinator[256]; /* "HOST:PORT" of kvpool-coord, or "": none */
     char     advertise[256];   /* "HOST:PORT" clients dial, or "": listen:port */
 } kv_node_config_t;

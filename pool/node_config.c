@@ -3,6 +3,7 @@
 #include <kv/config.h>
 #include <kv/log.h>
 #include <kv/util.h>
+#include <kvstore/evict.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,8 @@ void kv_node_config_defaults(kv_node_config_t *config)
     config->shared_memory = 1;
     config->lease_ms      = 10000;
     config->data_plane_ucx = 1;
+    snprintf(config->eviction_policy, sizeof(config->eviction_policy), "%s",
+             KV_EVICT_DEFAULT_POLICY);
 }
 
 static kvp_status_t copy_string(char *dst, size_t dst_len, const char *key,
@@ -116,6 +119,23 @@ kvp_status_t kv_node_config_set(kv_node_config_t *config, const char *key,
         }
         config->data_plane_ucx = strcmp(value, "ucx") == 0;
         return KVP_OK;
+    }
+    if (strcmp(key, "eviction_policy") == 0) {
+        if (!kv_evict_policy_known(value)) {
+            const char *const *names = kv_evict_policy_names();
+            size_t              used;
+
+            used = (size_t)snprintf(err, err_len,
+                                    "eviction_policy '%s' is unknown; the policies are",
+                                    value);
+            for (size_t i = 0; names[i] != NULL && used < err_len; i++) {
+                used += (size_t)snprintf(err + used, err_len - used, "%s %s",
+                                         i > 0 ? "," : "", names[i]);
+            }
+            return KVP_ERR_CONFIG;
+        }
+        return copy_string(config->eviction_policy, sizeof(config->eviction_policy),
+                           key, value, err, err_len);
     }
     if (strcmp(key, "lease_ms") == 0) {
         char         *end;

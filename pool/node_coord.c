@@ -586,10 +586,12 @@ kvp_status_t kv_node_coord_create(kv_node_t *node)
     link->ns_lens  = kv_calloc(KV_BLOCK_TABLE_MAX_NAMESPACES, sizeof(*link->ns_lens),
                                "namespace lengths");
     advertised_address(node, link->address, sizeof(link->address));
-    while (getrandom(&link->incarnation, sizeof(link->incarnation), 0) !=
-               sizeof(link->incarnation) ||
-           link->incarnation == 0) {
+    if (getrandom(&link->incarnation, sizeof(link->incarnation), 0) !=
+        sizeof(link->incarnation)) {
+        /* still differs per process start, which is all it must do */
+        link->incarnation = kv_time_ns() ^ ((uint64_t)getpid() << 40);
     }
+    link->incarnation |= 1; /* never 0, which the coordinator refuses */
     pthread_mutex_init(&link->lock, NULL);
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);

@@ -4,7 +4,8 @@
  *   kvpool-node [--config FILE] [--port P] [--memory SIZE] [--listen ADDR]
  *               [--token T] [--name N] [--log-level L]
  *               [--shared-memory on|off] [--lease-ms MS] [--data-plane ucx|off]
- *               [--coord HOST:PORT] [--advertise HOST:PORT]
+ *               [--eviction-policy NAME] [--coord HOST:PORT]
+ *               [--advertise HOST:PORT]
  *
  * Flags override the config file.  Once it serves, the node prints
  * "kvpool-node listening on ADDR:PORT" on stdout (tests and the demo read
@@ -31,11 +32,12 @@ static void usage(FILE *out)
             "                   [--listen ADDR] [--token TOKEN] [--name NAME]\n"
             "                   [--log-level error|warn|info|debug]\n"
             "                   [--shared-memory on|off] [--lease-ms MS]\n"
-            "                   [--data-plane ucx|off] [--coord HOST:PORT]\n"
-            "                   [--advertise HOST:PORT]\n"
+            "                   [--data-plane ucx|off] [--eviction-policy NAME]\n"
+            "                   [--coord HOST:PORT] [--advertise HOST:PORT]\n"
             "Defaults: port %d, memory 256MiB, listen 127.0.0.1, no token\n"
-            "(without a token only loopback addresses may be used), no coordinator.\n",
-            KV_NODE_DEFAULT_PORT);
+            "(without a token only loopback addresses may be used), eviction\n"
+            "policy %s (kvpool replay --list-policies lists them), no coordinator.\n",
+            KV_NODE_DEFAULT_PORT, KV_EVICT_DEFAULT_POLICY);
 }
 
 static void on_signal(int fd, uint32_t events, void *arg)
@@ -66,6 +68,7 @@ int main(int argc, char **argv)
         {"shared-memory", required_argument, NULL, 'S'},
         {"lease-ms", required_argument, NULL, 'E'},
         {"data-plane", required_argument, NULL, 'D'},
+        {"eviction-policy", required_argument, NULL, 'P'},
         {"coord", required_argument, NULL, 'C'},
         {"advertise", required_argument, NULL, 'A'},
         {"help", no_argument, NULL, 'h'},
@@ -75,6 +78,7 @@ int main(int argc, char **argv)
         ['p'] = "port", ['m'] = "memory", ['l'] = "listen",
         ['t'] = "token", ['n'] = "name", ['L'] = "log_level",
         ['S'] = "shared_memory", ['E'] = "lease_ms", ['D'] = "data_plane",
+        ['P'] = "eviction_policy",
         ['C'] = "coordinator", ['A'] = "advertise",
     };
     kv_node_config_t config;
@@ -87,7 +91,8 @@ int main(int argc, char **argv)
     int              sfd, opt, rc = 1;
 
     kv_node_config_defaults(&config);
-    while ((opt = getopt_long(argc, argv, "c:p:m:l:t:n:L:S:E:D:C:A:h", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:p:m:l:t:n:L:S:E:D:P:C:A:h", options,
+                              NULL)) != -1) {
         if (opt == 'c') {
             config_path = optarg;
         } else if (opt == 'h') {

@@ -348,7 +348,7 @@ kvp_status_t kv_node_create(kv_evloop_t *loop, const kv_node_config_t *config,
     if (status != KVP_OK) {
         goto err_free;
     }
-    status = kv_block_table_create(node->arena, &node->table);
+    status = kv_block_table_create(node->arena, config->eviction_policy, &node->table);
     if (status != KVP_OK) {
         goto err_arena;
     }

@@ -342,8 +342,8 @@ static void handle_hello(conn_t *conn, kv_rpc_call_t *call,
 
     if (hello->version != KVP_PROTOCOL_VERSION) {
         kv_rpc_reply_error(call, KVP_ERR_VERSION,
-                           "protocol version %u not supported (node speaks %u)",
-                           hello->version, KVP_PROTOCOL_VERSION);
+                           "protocol version %u not supported (%s speaks %u)",
+                           hello->version, server->name, KVP_PROTOCOL_VERSION);
         conn->closing = 1;
         return;
     }

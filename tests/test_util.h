@@ -204,7 +204,7 @@ static inline void reap_forget_all(void)
 }
 
 /* ---------------------------------------------------------------------- */
-/* Nodes                                                                   */
+/* Nodes and coordinators                                                  */
 /* ---------------------------------------------------------------------- */
 
 /** Start a node (@p extra NULL: quiet logs; skip without $KVPOOL_NODE_BIN), reaped. */
@@ -220,18 +220,6 @@ static inline void node_up(kv_test_node_t *node, const char *memory,
     rc = kv_test_node_start(node, memory, extra ? extra : quiet);
     ASSERT_EQ(rc, 0);
     reap_add(node->pid);
-}
-
-/** Start a coordinator on @p port (0: any), reaped; skip without $KVPOOL_COORD_BIN. */
-static inline void coord_up(kv_test_node_t *coord, int port, const char *const *extra)
-{
-    static const char *const quiet[] = {"--log-level", "warn", NULL};
-
-    if (getenv("KVPOOL_COORD_BIN") == NULL) {
-        KV_SKIP("KVPOOL_COORD_BIN is not set (run through ctest)");
-    }
-    ASSERT_EQ(kv_test_coord_start(coord, port, extra ? extra : quiet), 0);
-    reap_add(coord->pid);
 }
 
 /** Start a node of @p memory that joins the coordinator @p coord, reaped. */
@@ -250,6 +238,31 @@ static inline void node_down(kv_test_node_t *node)
 
     reap_del(node->pid);
     ASSERT_EQ(rc, 0);
+}
+
+/**
+ * Start a coordinator on @p port (0: a free one) with @p extra flags (NULL:
+ * quiet logs); skip without $KVPOOL_COORD_BIN; reaped.
+ */
+static inline void coord_up(kv_test_node_t *coord, int port, const char *const *extra)
+{
+    static const char *const quiet[] = {"--log-level", "warn", NULL};
+    int                      rc;
+
+    if (getenv("KVPOOL_COORD_BIN") == NULL) {
+        KV_SKIP("KVPOOL_COORD_BIN is not set (run through ctest)");
+    }
+    rc = kv_test_coord_start(coord, port, extra ? extra : quiet);
+    ASSERT_EQ(rc, 0);
+    reap_add(coord->pid);
+}
+
+/** Kill a node or coordinator with SIGKILL (no clean-up runs) and reap it. */
+static inline void proc_kill(kv_test_node_t *proc)
+{
+    kill(proc->pid, SIGKILL);
+    waitpid(proc->pid, NULL, 0);
+    reap_del(proc->pid);
 }
 
 /* ---------------------------------------------------------------------- */

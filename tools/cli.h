@@ -23,36 +23,93 @@ kvp_status_t kv_cli_connect(const kv_cli_conn_t *conn, kvp_client_h *client_p);
 /** `kvpool demo ...`; returns the process exit status. */
 int kv_cli_demo(int argc, char **argv);
 
-/** Options of `kvpool replay`. */
-typedef struct kv_cli_replay_opts {
-    const char *trace;      /**< the JSONL trace */
-    const char *coord;      /**< live: the pool's HOST:PORT (coordinator or node) */
-    const char *ns;         /**< namespace */
-    const char *token;      /**< or NULL */
-    uint64_t    block_size; /**< live: bytes per block */
-    uint64_t    requests;   /**< records to replay; 0: all */
-    double      time_scale; /**< live: pace by timestamp / time_scale; 0: don't */
-    int         threads;    /**< live: worker threads */
-    int         json;       /**< print a JSON summary line last */
-} kv_cli_replay_opts_t;
-
-/** `kvpool replay ...`; returns the process exit status. */
-int kv_cli_replay(int argc, char **argv);
-
-/**
- * The live replay (replay_live.c): every record's cached prefix loaded
- * and checked, its chain saved, against the pool at opts->coord.
- * @return the process exit status: 0, or 1 with a reason on stderr (a
- *         call failed or a byte differed), 2 for bad options.
- */
-int kv_cli_replay_live(const kv_cli_replay_opts_t *opts);
-
 /** `kvpool bench ...`; returns the process exit status. */
 int kv_cli_bench(int argc, char **argv);
 
 /** `kvpool bench-index ...` (the prefix index in process; with --rpc the
  * coordinator's Match RPC); returns the process exit status. */
 int kv_cli_bench_index(int argc, char **argv);
+
+/** Most --threads of a live replay. */
+#define KV_CLI_REPLAY_THREADS_MAX 64
+
+/** Tokens per block of a replayed trace's hash_ids (Mooncake: 512). */
+#define KV_CLI_REPLAY_BLOCK_TOKENS 512
+
+/** Options of `kvpool replay`, parsed once for both of its modes. */
+typedef struct kv_cli_replay_opts {
+    const char *trace;           /**< the Mooncake-format JSONL trace */
+    uint64_t    max_requests;    /**< --requests: records to read, 0 = all */
+    int         json;            /**< --json: a JSON summary line last */
+    int         progress;        /**< progress lines on stderr (a tty, or
+                                      --progress) */
+    /* offline (--offline): the index and eviction code in process */
+    int         offline;
+    uint64_t    capacity_blocks; /**< --capacity-blocks, 0 = no limit */
+    const char *policy;          /**< --policy, a kv_evict_policy_names() name */
+    /* live (--coord): against a coordinator and its nodes */
+    const char *coord;           /**< --coord HOST:PORT (a single node works too) */
+    uint64_t    block_size;      /**< --block-size of the synthetic payloads */
+    double      time_scale;      /**< --time-scale: pace by timestamp / this; 0 = don't */
+    int         threads;         /**< --threads: workers taking records in order */
+    const char *ns;              /**< --ns: the namespace */
+    const char *token;           /**< --token, or $KVPOOL_TOKEN, or NULL */
+} kv_cli_replay_opts_t;
+
+/** What only a live replay measures (kv_cli_replay_result_t::live). */
+typedef struct kv_cli_replay_live_result {
+    uint64_t block_size;
+    uint64_t bytes;              /**< block bytes loaded or saved */
+    uint64_t get_p50_us, get_p99_us; /**< per request: the kvp_get_chain call */
+    uint64_t put_p50_us, put_p99_us; /**< per request that saved blocks: kvp_put_chain */
+    uint64_t errors;             /**< failed calls and wrong bytes */
+} kv_cli_replay_live_result_t;
+
+/** What a replay counted; kv_cli_replay_count() adds one request. */
+typedef struct kv_cli_replay_result {
+    uint64_t    requests;
+    uint64_t    blocks;          /**< blocks requested */
+    uint64_t    hit_blocks;      /**< of them, in the cached prefix */
+    uint64_t    input_tokens;    /**< prompt tokens */
+    uint64_t    hit_tokens;      /**< of them, in the cached prefix */
+    uint64_t    evictions;       /**< blocks evicted (offline) */
+    const char *policy;          /**< eviction policy (static storage) */
+    uint64_t    capacity_blocks; /**< 0 = no limit */
+    double      seconds;         /**< wall time of the replay */
+    const kv_cli_replay_live_result_t *live; /**< live figures, or NULL */
+} kv_cli_replay_result_t;
+
+/** `kvpool replay ...`: parses the options, runs the offline mode or
+ * kv_cli_replay_live(); returns the process exit status. */
+int kv_cli_replay(int argc, char **argv);
+
+/**
+ * The live mode of `kvpool replay` (@p opts->coord set, or no mode named).
+ * @return the process exit status.
+ */
+int kv_cli_replay_live(const kv_cli_replay_opts_t *opts);
+
+/**
+ * Count one request of @p input_tokens tokens and @p blocks blocks whose
+ * first @p matched blocks were cached: the cached prefix holds
+ * min(@p matched * KV_CLI_REPLAY_BLOCK_TOKENS, @p input_tokens) tokens.
+ */
+void kv_cli_replay_count(kv_cli_replay_result_t *result, uint64_t input_tokens,
+                         uint64_t blocks, uint64_t matched);
+
+/** One progress line on stderr (requests, blocks, hit ratios, rate). */
+void kv_cli_replay_progress(const kv_cli_replay_result_t *result, double seconds);
+
+/**
+ * Print the summary on stdout: one "name value" line per figure, then,
+ * with @p opts->json, one JSON object on the last line with mode
+ * ("offline" or "live"), requests, blocks, hit_blocks, hit_ratio,
+ * input_tokens, hit_tokens, token_hit_ratio, policy, capacity_blocks (0:
+ * no limit, or unknown), evictions and seconds; live, also block_size,
+ * bytes, gbps, get_p50_us, get_p99_us, put_p50_us, put_p99_us and errors.
+ */
+void kv_cli_replay_report(const kv_cli_replay_opts_t *opts,
+                          const kv_cli_replay_result_t *result);
 
 /**
  * Start kvpool-node ($KVPOOL_NODE_BIN, else next to this program, else in

@@ -6,12 +6,12 @@
  * For each request the demo loads the longest cached prefix of its key
  * chain (kvp_get_chain: the coordinator's Match, then the blocks from the
  * nodes holding them), compares those blocks with the bytes derived from
- * their keys, then saves the chain (kvp_put_chain: the coordinator's
- * PlanPut skips the cached blocks and places the new ones), as an engine
- * would after computing the missing blocks.  Hit ratio = blocks loaded /
- * blocks asked; the coordinator's own counters give the hit ratio its
- * index saw.  Worker threads share one client, so the calls are
- * multiplexed.  Against a single node (--node with a node's address) the
+ * their keys, then, when a block was missing, saves the chain
+ * (kvp_put_chain: the coordinator's PlanPut skips the cached blocks and
+ * places the new ones), as an engine would after computing the missing
+ * blocks.  Hit ratio = blocks loaded / blocks asked; the coordinator's own
+ * counters give the hit ratio its index saw.  Worker threads share one
+ * client, so the calls are multiplexed.  Against a single node (--node with a node's address) the
  * same calls run on that node.
  */
 #include "cli.h"
@@ -149,6 +149,9 @@ static kvp_status_t demo_request(demo_t *demo, demo_buffers_t *b, const kvp_key_
         b->sizes[i] = demo->block_size;
     }
     *loaded_p = loaded;
+    if (loaded == num) {
+        return KVP_OK; /* every block was cached: nothing to save */
+    }
     status = kvp_put_chain(demo->client, demo->ns, keys, (const void *const *)b->bufs,
                            b->sizes, num, b->statuses);
     for (size_t i = 0; status == KVP_OK && i < num; i++) {

@@ -10,6 +10,8 @@
  *   kvpool bench  [--node HOST:PORT] --block-size SIZE --blocks N ...
  *   kvpool bench-index [--blocks N] [--json]
  *   kvpool bench-index --rpc [--coord HOST:PORT] [--threads N] [--seconds S] ...
+ *   kvpool replay TRACE --offline --capacity-blocks N [--policy NAME] [--json]
+ *   kvpool replay TRACE --coord HOST:PORT [--block-size SIZE] [--json] ...
  *
  * NAME is any string; its XXH3-128 is the block key.  Exit status 0 on
  * success, 1 with a one-line reason on stderr otherwise, 2 for bad usage.
@@ -52,6 +54,11 @@ static void usage(FILE *out)
             "       kvpool bench-index --rpc [--coord HOST:PORT] [--threads N]\n"
             "                     [--seconds S] [--chain-len L] [--chains C]\n"
             "                     [--handles shared|thread] [--json]\n"
+            "       kvpool replay TRACE --offline --capacity-blocks N|unlimited\n"
+            "                     [--policy NAME] [--requests N] [--json] [--progress]\n"
+            "       kvpool replay TRACE --coord HOST:PORT [--block-size SIZE]\n"
+            "                     [--requests N] [--time-scale X] [--threads N] [--json]\n"
+            "       kvpool replay --list-policies\n"
             "common options: --ns NAMESPACE (default \"default\"), --token TOKEN\n"
             "(or $KVPOOL_TOKEN)\n");
 }
@@ -220,9 +227,6 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     cmd = argv[1];
-    if (strcmp(cmd, "replay") == 0) {
-        return kv_cli_replay(argc - 1, argv + 1);
-    }
     if (strcmp(cmd, "demo") == 0) {
         return kv_cli_demo(argc - 1, argv + 1);
     }
@@ -231,6 +235,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "bench-index") == 0) {
         return kv_cli_bench_index(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "replay") == 0) {
+        return kv_cli_replay(argc - 1, argv + 1);
     }
     want_file = strcmp(cmd, "put") == 0 || strcmp(cmd, "get") == 0;
     want_keys = want_file || strcmp(cmd, "exists") == 0 || strcmp(cmd, "delete") == 0;

@@ -1,8 +1,9 @@
 /*
- * Fuzz target: the node's INI config loader and the Mooncake trace reader,
- * the two parsers that read files.  The input is written to a temporary
- * file and parsed as both.
+ * Fuzz target: the node's and the coordinator's INI config loaders and the
+ * Mooncake trace reader, the parsers that read files.  The input is
+ * written to a temporary file and parsed as each.
  */
+#include "coord.h"
 #include "node.h"
 #include "workload.h"
 
@@ -18,6 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char             path[] = "/tmp/kvpool-fuzz-XXXXXX";
     char             err[512];
     kv_node_config_t config;
+    kv_coord_config_t coord;
     kv_workload_t   *wl;
     kv_request_t     req;
     int              fd = mkstemp(path);
@@ -33,6 +35,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     close(fd);
     kv_node_config_defaults(&config);
     (void)kv_node_config_load(&config, path, err, sizeof(err));
+    kv_coord_config_defaults(&coord);
+    (void)kv_coord_config_load(&coord, path, err, sizeof(err));
     if (kv_workload_trace_open(path, &wl, err, sizeof(err)) == KVP_OK) {
         while (kv_workload_next(wl, &req) == KVP_OK) {
         }

@@ -68,9 +68,7 @@ static void pool_down(pool_t *pool)
 /* SIGKILL node @p i, as a crash would. */
 static void pool_kill(pool_t *pool, int i)
 {
-    kill(pool->nodes[i].pid, SIGKILL);
-    waitpid(pool->nodes[i].pid, NULL, 0);
-    reap_del(pool->nodes[i].pid);
+    proc_kill(&pool->nodes[i]);
     pool->alive[i] = 0;
 }
 
@@ -128,7 +126,7 @@ static void chain_make(chain_t *c, const char *name, size_t n, const chain_t *ba
             continue;
         }
         uint8_t label[KVP_KEY_LEN + 64];
-        size_t  len = (size_t)snprintf((char *)label + KVP_KEY_LEN, 64, "%s-%zu", name, i);
+        size_t len = (size_t)snprintf((char *)label + KVP_KEY_LEN, 64, "%s-%zu", name, i);
         memset(label, 0, KVP_KEY_LEN);
         if (i > 0) {
             memcpy(label, c->keys[i - 1].bytes, KVP_KEY_LEN);
@@ -418,16 +416,17 @@ static void test_cluster_block_calls(void)
     cluster_node_up(&pool.nodes[1], "64MiB", &pool.coord);
     cluster_node_up(&pool.nodes[2], "64MiB", &pool.coord);
     pool.alive[1] = pool.alive[2] = 1;
-    pool.n = 3;
+    pool.n                        = 3;
     wait_joined(client, 3);
 
     for (int i = 0; i < N; i++) {
         keys[i]  = key_of("block-%d", i);
         sizes[i] = caps[i] = (uint64_t)(8 + 5 * i) * KiB + 3;
-        data[i]  = make_block(sizes[i], 77 + (uint64_t)i);
-        got[i]   = malloc(caps[i]);
+        data[i]            = make_block(sizes[i], 77 + (uint64_t)i);
+        got[i]             = malloc(caps[i]);
     }
-    ASSERT_OK(kvp_put_batch(client, NS, keys, (const void *const *)data, sizes, N - 1, st));
+    ASSERT_OK(
+        kvp_put_batch(client, NS, keys, (const void *const *)data, sizes, N - 1, st));
     for (int i = 0; i < N - 1; i++) {
         ASSERT_OK(st[i]);
     }
@@ -445,7 +444,8 @@ static void test_cluster_block_calls(void)
     ASSERT_EQ(stats.blocks, N);
     ASSERT(nodes_with_blocks(&pool) >= 2); /* unrelated blocks spread */
 
-    ASSERT_OK(kvp_get_batch(client, NS, keys, (void *const *)got, caps, N, got_sizes, st));
+    ASSERT_OK(
+        kvp_get_batch(client, NS, keys, (void *const *)got, caps, N, got_sizes, st));
     for (int i = 0; i < N; i++) {
         ASSERT_OK(st[i]);
         ASSERT_EQ(got_sizes[i], sizes[i]);
@@ -460,8 +460,8 @@ static void test_cluster_block_calls(void)
                   KVP_ERR_NOT_FOUND);
 
     /* async batches run the same calls on the library's threads */
-    ASSERT_OK(kvp_get_batch_async(client, NS, keys, (void *const *)got, caps, N, got_sizes,
-                                  st, &req));
+    ASSERT_OK(kvp_get_batch_async(client, NS, keys, (void *const *)got, caps, N,
+                                  got_sizes, st, &req));
     ASSERT_OK(kvp_request_wait(req));
     kvp_request_free(req);
     for (int i = 0; i < N; i++) {
@@ -472,7 +472,8 @@ static void test_cluster_block_calls(void)
     /* delete on every node; the blocks are then misses */
     ASSERT_OK(kvp_delete(client, NS, keys, 5, &n));
     ASSERT_EQ(n, 5);
-    ASSERT_OK(kvp_get_batch(client, NS, keys, (void *const *)got, caps, 6, got_sizes, st));
+    ASSERT_OK(
+        kvp_get_batch(client, NS, keys, (void *const *)got, caps, 6, got_sizes, st));
     for (int i = 0; i < 5; i++) {
         ASSERT_STATUS(st[i], KVP_ERR_NOT_FOUND);
     }
@@ -508,7 +509,7 @@ static void fake_nodes(kv_rpc_call_t *call, const ProtobufCMessage *msg,
                        const void *payload, uint64_t payload_len, void *arg)
 {
     Kvpool__NodesReply reply = KVPOOL__NODES_REPLY__INIT;
-    Kvpool__NodeInfo   node  = KVPOOL__NODE_INFO__INIT, *nodes[] = {&node};
+    Kvpool__NodeInfo   node = KVPOOL__NODE_INFO__INIT, *nodes[] = {&node};
 
     node.node_id  = fake_bad_list ? 0 : 1;
     node.address  = "127.0.0.1:1";
@@ -523,9 +524,9 @@ static void fake_match(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     const Kvpool__MatchRequest *req   = (const Kvpool__MatchRequest *)msg;
     Kvpool__MatchReply          reply = KVPOOL__MATCH_REPLY__INIT;
     Kvpool__BlockLocations      blocks[KVP_BATCH_MAX + 1], *ptrs[KVP_BATCH_MAX + 1];
-    Kvpool__NodePrefix          prefix = KVPOOL__NODE_PREFIX__INIT, *prefixes[] = {&prefix};
-    uint32_t                    loc    = KV_LOC(1, 0);
-    size_t                      n      = req->n_keys;
+    Kvpool__NodePrefix prefix = KVPOOL__NODE_PREFIX__INIT, *prefixes[] = {&prefix};
+    uint32_t           loc = KV_LOC(1, 0);
+    size_t             n   = req->n_keys;
 
     if (ns_is(&req->ns, "too-many")) {
         n++;
@@ -557,8 +558,8 @@ static void fake_plan_put(kv_rpc_call_t *call, const ProtobufCMessage *msg,
 {
     const Kvpool__PlanPutRequest *req   = (const Kvpool__PlanPutRequest *)msg;
     Kvpool__PlanPutReply          reply = KVPOOL__PLAN_PUT_REPLY__INIT;
-    Kvpool__NodeInfo              node  = KVPOOL__NODE_INFO__INIT, *nodes[] = {&node};
-    uint32_t                      targets[KVP_BATCH_MAX + 1], replica = 1;
+    Kvpool__NodeInfo              node = KVPOOL__NODE_INFO__INIT, *nodes[] = {&node};
+    uint32_t                      targets[KVP_BATCH_MAX + 1], replica      = 1;
     size_t                        n = req->n_keys;
 
     for (size_t i = 0; i <= n; i++) {
@@ -597,26 +598,28 @@ static void fake_unsupported(kv_rpc_call_t *call, const ProtobufCMessage *msg,
 static void fake_up(kv_test_node_t *fake, int bad_list)
 {
     static const kv_rpc_handler_func_t handlers[KV_COORD_METHOD_COUNT] = {
-        [KV_COORD_JOIN] = fake_unsupported,     [KV_COORD_HEARTBEAT] = fake_unsupported,
-        [KV_COORD_PUBLISH] = fake_unsupported,  [KV_COORD_MATCH] = fake_match,
-        [KV_COORD_PLAN_PUT] = fake_plan_put,    [KV_COORD_NODES] = fake_nodes,
+        [KV_COORD_JOIN] = fake_unsupported,    [KV_COORD_HEARTBEAT] = fake_unsupported,
+        [KV_COORD_PUBLISH] = fake_unsupported, [KV_COORD_MATCH] = fake_match,
+        [KV_COORD_PLAN_PUT] = fake_plan_put,   [KV_COORD_NODES] = fake_nodes,
         [KV_COORD_STATS] = fake_unsupported,
     };
     Kvpool__HelloReply     hello  = KVPOOL__HELLO_REPLY__INIT;
-    kv_rpc_server_params_t params = {
-        .listen = "127.0.0.1", .name = "fake-coord", .max_payload = 1 << 20,
-        .service = &kvpool__coordinator__descriptor, .handlers = handlers,
-        .hello = &hello};
-    kv_rpc_server_t *server;
-    kv_evloop_t     *loop;
-    int              pipefd[2], port = 0;
+    kv_rpc_server_params_t params = {.listen      = "127.0.0.1",
+                                     .name        = "fake-coord",
+                                     .max_payload = 1 << 20,
+                                     .service     = &kvpool__coordinator__descriptor,
+                                     .handlers    = handlers,
+                                     .hello       = &hello};
+    kv_rpc_server_t       *server;
+    kv_evloop_t           *loop;
+    int                    pipefd[2], port = 0;
 
     ASSERT_EQ(pipe(pipefd), 0);
     fake->pid = fork();
     ASSERT(fake->pid >= 0);
     if (fake->pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        fake_bad_list    = bad_list;
+        fake_bad_list     = bad_list;
         hello.coordinator = 1;
         ASSERT_OK(kv_evloop_create(&loop));
         ASSERT_OK(kv_rpc_server_create(loop, &params, &server));
@@ -632,34 +635,27 @@ static void fake_up(kv_test_node_t *fake, int bad_list)
     snprintf(fake->address, sizeof(fake->address), "127.0.0.1:%d", port);
 }
 
-static void fake_down(kv_test_node_t *fake)
-{
-    kill(fake->pid, SIGKILL);
-    waitpid(fake->pid, NULL, 0);
-    reap_del(fake->pid);
-}
-
 /* Malformed replies fail the call with KVP_ERR_PROTOCOL; nothing moves. */
 static void test_cluster_bad_replies(void)
 {
     static const char *const bad_match[] = {"too-many", "lists-short", "node-zero",
                                             "prefix-long"};
     static const char *const bad_plan[]  = {"targets-short", "cached-too-many",
-                                            "target-zero", "target-unknown", "replicas",
-                                            "bad-node"};
-    kv_test_node_t fake;
-    kvp_client_h   client;
-    kvp_key_t      keys[3] = {key_of("k0"), key_of("k1"), key_of("k2")};
-    uint8_t        block[64] = {1}, buf[3][64];
-    const void    *datas[3] = {block, block, block};
-    void          *bufs[3]  = {buf[0], buf[1], buf[2]};
-    uint64_t       sizes[3] = {64, 64, 64}, got[3];
-    kvp_status_t   st[3];
-    size_t         n;
+                                            "target-zero",   "target-unknown",
+                                            "replicas",      "bad-node"};
+    kv_test_node_t           fake;
+    kvp_client_h             client;
+    kvp_key_t                keys[3]   = {key_of("k0"), key_of("k1"), key_of("k2")};
+    uint8_t                  block[64] = {1}, buf[3][64];
+    const void              *datas[3]  = {block, block, block};
+    void                    *bufs[3]   = {buf[0], buf[1], buf[2]};
+    uint64_t                 sizes[3]  = {64, 64, 64}, got[3];
+    kvp_status_t             st[3];
+    size_t                   n;
 
     fake_up(&fake, 1); /* a node with id 0 in the list: no client */
     ASSERT_STATUS(kvp_client_connect(fake.address, NULL, &client), KVP_ERR_PROTOCOL);
-    fake_down(&fake);
+    proc_kill(&fake);
 
     fake_up(&fake, 0);
     client = connect_to(fake.address);
@@ -682,7 +678,7 @@ static void test_cluster_bad_replies(void)
     ASSERT_OK(kvp_put_chain(client, "good", keys, datas, sizes, 3, st));
     ASSERT(KVP_STATUS_IS_CONNECTION_ERROR(st[0]));
     kvp_client_disconnect(client);
-    fake_down(&fake);
+    proc_kill(&fake);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -701,8 +697,11 @@ static double json_number(const char *line, const char *field)
     return strtod(at + strlen(pattern), NULL);
 }
 
+/* Milliseconds between the records of the synthetic trace. */
+#define GAP_MS 40
+
 /*
- * Write a synthetic Mooncake-format trace of @p records records, 20 ms
+ * Write a synthetic Mooncake-format trace of @p records records, GAP_MS
  * apart: conversations over shared system prompts, each turn's hash_ids
  * its conversation so far plus new blocks.  Returns the block- and
  * token-level hit ratios of replaying it with nothing evicted (a block
@@ -738,8 +737,10 @@ static void synthetic_trace(const char *path, int records, double *hit_p, double
             conv[c][len[c]++] = next_id++;
         }
         input = len[c] * 512 - rng_range(&rng, 0, 511);
-        fprintf(f, "{\"timestamp\": %d, \"input_length\": %llu, \"output_length\": 10, "
-                   "\"hash_ids\": [", 20 * r, (unsigned long long)input);
+        fprintf(f,
+                "{\"timestamp\": %d, \"input_length\": %llu, \"output_length\": 10, "
+                "\"hash_ids\": [",
+                GAP_MS * r, (unsigned long long)input);
         for (size_t i = 0; i < len[c]; i++) {
             fprintf(f, "%s%llu", i ? ", " : "", (unsigned long long)conv[c][i]);
         }
@@ -762,12 +763,62 @@ static void synthetic_trace(const char *path, int records, double *hit_p, double
     *token_p = (double)hit_tokens / (double)tokens;
 }
 
-/* A live replay's hit ratios are what the trace gives with nothing evicted. */
+/*
+ * Replay @p trace live against a fresh coordinator and 2 nodes (one
+ * thread, paced: GAP_MS between records, so each record finds the index
+ * after the nodes published the blocks of the ones before).  Checks the
+ * summary, and that every block the index matched was loaded (the index's
+ * matched blocks = the replay's hits).  @return the summary line.
+ */
+static char *replay_live(cli_files_t *f, const char *trace)
+{
+    pool_t            pool;
+    kvp_client_h      client;
+    kvp_index_stats_t ist;
+    char             *last;
+    int               rc;
+    const char       *replay[] = {"replay",       trace,   "--coord",      NULL,
+                                  "--block-size", "16KiB", "--requests",   "150",
+                                  "--threads",    "1",     "--time-scale", "1",
+                                  "--json",       NULL};
+
+    pool_up(&pool, 2, "128MiB", "3000");
+    replay[3] = pool.coord.address;
+    client    = connect_to(pool.coord.address);
+    wait_joined(client, 2);
+    rc = run_cli(replay, f->so, f->se);
+    if (rc != 0) {
+        char *err = read_last_line(f->se);
+        fprintf(stderr, "kvpool replay failed: %s\n", err);
+        free(err);
+    }
+    ASSERT_EQ(rc, 0);
+    last = read_last_line(f->so);
+    fprintf(stderr, "kvpool replay said: %s\n", last);
+    ASSERT(last[0] == '{' && last[strlen(last) - 1] == '}');
+    ASSERT_EQ(json_number(last, "requests"), 150);
+    ASSERT_EQ(json_number(last, "errors"), 0);
+    ASSERT(strstr(last, "\"policy\":\"") != NULL && strstr(last, "\"capacity_blocks\":"));
+    ASSERT(json_number(last, "gbps") > 0 && json_number(last, "get_p99_us") > 0);
+    ASSERT_OK(kvp_index_stats(client, &ist));
+    ASSERT_EQ(ist.matched_blocks, json_number(last, "hit_blocks"));
+    kvp_client_disconnect(client);
+    pool_down(&pool);
+    return last;
+}
+
+/*
+ * A live replay's hit ratios are what the trace gives with nothing evicted
+ * (computed here, and by kvpool replay --offline).  The index learns of
+ * blocks asynchronously: a node starved of CPU for longer than GAP_MS may
+ * publish a record's blocks after the next record's lookup, which then
+ * misses them (its loads all succeed: the check above).  So a replay that
+ * falls short is run once more on a fresh pool.
+ */
 static void test_cluster_replay_live(void)
 {
-    pool_t      pool;
     cli_files_t f;
-    char        trace[160], *last;
+    char        trace[160], *last = NULL;
     double      hit, token_hit;
 
     if (getenv("KVPOOL_CLI_BIN") == NULL) {
@@ -775,32 +826,33 @@ static void test_cluster_replay_live(void)
     }
     cli_files_make(&f);
     snprintf(trace, sizeof(trace), "%s/trace.jsonl", f.dir);
-    synthetic_trace(trace, 200, &hit, &token_hit);
-    pool_up(&pool, 2, "128MiB", "3000");
-    {
-        /* one thread, paced (20 ms between records): each record sees the
-         * index after the nodes published the previous one */
-        const char *replay[] = {"replay", trace, "--coord", pool.coord.address,
-                                "--block-size", "16KiB", "--requests", "200",
-                                "--threads", "1", "--time-scale", "1", "--json", NULL};
-        kvp_client_h client = connect_to(pool.coord.address);
-        wait_joined(client, 2);
-        kvp_client_disconnect(client);
-        ASSERT_EQ(run_cli(replay, f.so, f.se), 0);
+    synthetic_trace(trace, 150, &hit, &token_hit);
+    fprintf(stderr, "offline: hit ratio %.6f, token hit ratio %.6f\n", hit, token_hit);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        free(last);
+        last = replay_live(&f, trace);
+        if (fabs(json_number(last, "hit_ratio") - hit) < 1e-5) {
+            break;
+        }
+        fprintf(stderr, "the index lagged behind the replay; once more\n");
     }
-    last = read_last_line(f.so);
-    fprintf(stderr, "kvpool replay said: %s\n(offline: %.6f, %.6f)\n", last, hit, token_hit);
-    ASSERT(last[0] == '{' && last[strlen(last) - 1] == '}');
-    ASSERT_EQ(json_number(last, "requests"), 200);
-    ASSERT_EQ(json_number(last, "errors"), 0);
     ASSERT(fabs(json_number(last, "hit_ratio") - hit) < 1e-5);
     ASSERT(fabs(json_number(last, "token_hit_ratio") - token_hit) < 1e-5);
-    ASSERT(strstr(last, "\"policy\":\"") != NULL && strstr(last, "\"capacity_blocks\":"));
-    ASSERT(json_number(last, "gbps") > 0 && json_number(last, "get_p99_us") > 0);
+    free(last);
+    {
+        /* kvpool replay --offline, nothing evicted, says the same */
+        const char *offline[] = {
+            "replay",    trace,        "--offline", "--capacity-blocks",
+            "unlimited", "--requests", "150",       "--json",
+            NULL};
+        ASSERT_EQ(run_cli(offline, f.so, f.se), 0);
+    }
+    last = read_last_line(f.so);
+    ASSERT(fabs(json_number(last, "hit_ratio") - hit) < 1e-5);
+    ASSERT(fabs(json_number(last, "token_hit_ratio") - token_hit) < 1e-5);
     free(last);
     unlink(trace);
     cli_files_remove(&f);
-    pool_down(&pool);
 }
 
 /* kvpool demo starts a coordinator and nodes and reports both hit ratios. */
@@ -808,8 +860,8 @@ static void test_cluster_demo_json(void)
 {
     cli_files_t f;
     char       *last;
-    const char *demo[] = {"demo", "--requests", "300", "--nodes", "3", "--memory", "64MiB",
-                          "--block-size", "16KiB", "--json", NULL};
+    const char *demo[] = {"demo",  "--requests",   "300",   "--nodes", "3", "--memory",
+                          "64MiB", "--block-size", "16KiB", "--json",  NULL};
 
     if (getenv("KVPOOL_CLI_BIN") == NULL) {
         KV_SKIP("KVPOOL_CLI_BIN is not set");

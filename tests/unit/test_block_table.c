@@ -17,11 +17,17 @@ typedef struct fixture {
     uint32_t          ns;
 } fixture_t;
 
-static void setup(fixture_t *f, uint64_t arena_size)
+static void setup_policy(fixture_t *f, uint64_t arena_size, const char *policy)
 {
     ASSERT_OK(kv_arena_create(arena_size, &f->arena));
-    ASSERT_OK(kv_block_table_create(f->arena, &f->table));
+    ASSERT_OK(kv_block_table_create(f->arena, policy, &f->table));
     ASSERT_OK(kv_block_table_ns_id(f->table, "default", 7, 1, &f->ns));
+}
+
+/* A table with the default policy (lru). */
+static void setup(fixture_t *f, uint64_t arena_size)
+{
+    setup_policy(f, arena_size, NULL);
 }
 
 static void teardown(fixture_t *f)
@@ -72,9 +78,13 @@ static void test_create_params(void)
     kv_block_table_t *table = NULL;
 
     ASSERT_OK(kv_arena_create(MiB, &arena));
-    ASSERT_STATUS(kv_block_table_create(NULL, &table), KVP_ERR_INVALID_PARAM);
-    ASSERT_STATUS(kv_block_table_create(arena, NULL), KVP_ERR_INVALID_PARAM);
+    ASSERT_STATUS(kv_block_table_create(NULL, NULL, &table), KVP_ERR_INVALID_PARAM);
+    ASSERT_STATUS(kv_block_table_create(arena, NULL, NULL), KVP_ERR_INVALID_PARAM);
+    ASSERT_STATUS(kv_block_table_create(arena, "nope", &table), KVP_ERR_NOT_FOUND);
+    ASSERT_STATUS(kv_block_table_create(arena, "", &table), KVP_ERR_NOT_FOUND);
     ASSERT(table == NULL);
+    ASSERT_OK(kv_block_table_create(arena, "lfuda", &table));
+    kv_block_table_destroy(table);
     kv_block_table_destroy(NULL);
     kv_arena_destroy(arena);
 }
@@ -764,6 +774,114 @@ static void test_random_against_model(void)
     teardown(&f);
 }
 
+/* Store one page for key @n whose chain parent is key @parent. */
+static kv_block_t *put_child(fixture_t *f, uint64_t n, uint64_t parent)
+{
+    kvp_key_t   key = make_key(n), pkey = make_key(parent);
+    kv_block_t *block;
+
+    ASSERT_OK(kv_block_table_reserve(f->table, f->ns, &key, PAGE, &block));
+    kv_block_table_set_parent(block, &pkey);
+    kv_block_table_commit(f->table, block, 0);
+    return block;
+}
+
+/*
+ * Chains evict from their leaf, with either policy: a <- b <- c and d;
+ * a is used last, yet the victims are c, then b (a leaf by then) or d.
+ */
+static void test_chain_leaves_first(void)
+{
+    const char *const *names = kv_evict_policy_names();
+
+    for (size_t n = 0; names[n] != NULL; n++) {
+        fixture_t f;
+
+        setup_policy(&f, 4 * PAGE, names[n]);
+        put(&f, f.ns, 1, PAGE, 1);
+        put_child(&f, 2, 1);
+        put_child(&f, 3, 2);
+        put(&f, f.ns, 4, PAGE, 4);
+        kv_block_table_touch(f.table, get(&f, f.ns, 1));
+        put(&f, f.ns, 5, PAGE, 5);
+        ASSERT(get(&f, f.ns, 3) == NULL);  /* lru alone would take 2 */
+        ASSERT(get(&f, f.ns, 2) != NULL);
+        put(&f, f.ns, 6, PAGE, 6);
+        put(&f, f.ns, 7, PAGE, 7);
+        ASSERT(get(&f, f.ns, 1) != NULL);  /* the root outlives its chain */
+        ASSERT(get(&f, f.ns, 2) == NULL);
+        ASSERT(get(&f, f.ns, 4) == NULL);
+
+        teardown(&f);
+
+        /* a new copy of a parent keeps its children: 1 is older than 10
+         * but still 8's parent, so 10 goes first */
+        setup_policy(&f, 4 * PAGE, names[n]);
+        put(&f, f.ns, 1, PAGE, 1);
+        put_child(&f, 8, 1);
+        put(&f, f.ns, 1, PAGE, 9);
+        put(&f, f.ns, 10, PAGE, 10);
+        kv_block_table_touch(f.table, get(&f, f.ns, 8));
+        put(&f, f.ns, 11, PAGE, 11);
+        put(&f, f.ns, 12, PAGE, 12);
+        ASSERT(get(&f, f.ns, 10) == NULL);
+        ASSERT(get(&f, f.ns, 1) != NULL);
+        teardown(&f);
+    }
+}
+
+/*
+ * A pinned leaf does not hold its unpinned ancestors: when nothing else
+ * can go, its parent is evicted (reserve only fails when evicting every
+ * unpinned block cannot make room).
+ */
+static void test_pinned_leaf_parent_evictable(void)
+{
+    fixture_t   f;
+    kv_block_t *leaf, *block;
+    kvp_key_t   key = make_key(3);
+
+    setup_policy(&f, 2 * PAGE, "lfuda");
+    put(&f, f.ns, 1, PAGE, 1);
+    leaf = put_child(&f, 2, 1);
+    kv_block_table_pin(f.table, leaf);
+    ASSERT_OK(kv_block_table_reserve(f.table, f.ns, &key, PAGE, &block));
+    ASSERT(get(&f, f.ns, 1) == NULL);
+    ASSERT(get(&f, f.ns, 2) == leaf);
+    kv_block_table_commit(f.table, block, 0);
+    kv_block_table_unpin(f.table, leaf);
+    teardown(&f);
+}
+
+/* The policy is the table's choice: lfuda keeps a block used often over
+ * newer blocks used once, where lru evicts it as the least recent. */
+static void test_policy_choice(void)
+{
+    const char *policies[] = {"lru", "lfuda"};
+
+    for (int p = 0; p < 2; p++) {
+        fixture_t f;
+
+        setup_policy(&f, 4 * PAGE, policies[p]);
+        put(&f, f.ns, 1, PAGE, 1);
+        for (int i = 0; i < 3; i++) {
+            kv_block_table_touch(f.table, get(&f, f.ns, 1));
+        }
+        put(&f, f.ns, 2, PAGE, 2);
+        put(&f, f.ns, 3, PAGE, 3);
+        put(&f, f.ns, 4, PAGE, 4);
+        put(&f, f.ns, 5, PAGE, 5);
+        if (p == 0) {
+            ASSERT(get(&f, f.ns, 1) == NULL);
+            ASSERT(get(&f, f.ns, 2) != NULL);
+        } else {
+            ASSERT(get(&f, f.ns, 1) != NULL);
+            ASSERT(get(&f, f.ns, 2) == NULL);
+        }
+        teardown(&f);
+    }
+}
+
 /* What the listener saw: +n for a store of key n, -n for a removal. */
 typedef struct events {
     int64_t seen[16];
@@ -808,10 +926,11 @@ static void test_listener_parent_foreach(void)
     put(&f, f.ns, 2, PAGE, 2);           /* replace: removal first */
     put(&f, f.ns, 3, PAGE, 3);
     put(&f, f.ns, 4, PAGE, 4);
-    put(&f, f.ns, 5, PAGE, 5);           /* evicts the LRU block, 1 */
-    ASSERT(kv_block_table_remove(f.table, f.ns, &k2));
+    /* evicts the least recently used leaf, 2: 1 is older, but 2's parent */
+    put(&f, f.ns, 5, PAGE, 5);
+    ASSERT(kv_block_table_remove(f.table, f.ns, &k1));
     {
-        const int64_t want[] = { 1, 2, -2, 2, 3, 4, -1, 5, -2 };
+        const int64_t want[] = { 1, 2, -2, 2, 3, 4, -2, 5, -1 };
         ASSERT_EQ(ev.n, (int)(sizeof(want) / sizeof(want[0])));
         for (int i = 0; i < ev.n; i++) {
             ASSERT_EQ(ev.seen[i], want[i]);
@@ -834,4 +953,7 @@ KV_TEST_MAIN(KV_TEST(test_create_params), KV_TEST(test_namespace_ids),
              KV_TEST(test_pending_never_evicted), KV_TEST(test_remove),
              KV_TEST(test_namespace_isolation), KV_TEST(test_many_blocks),
              KV_TEST(test_random_against_model),
-             KV_TEST(test_listener_parent_foreach))
+             KV_TEST(test_listener_parent_foreach),
+             KV_TEST(test_chain_leaves_first),
+             KV_TEST(test_pinned_leaf_parent_evictable),
+             KV_TEST(test_policy_choice))
