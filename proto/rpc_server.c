@@ -502,15 +502,17 @@ static void conn_message_done(conn_t *conn)
  * was read ahead into conn->in first; else a large want is read from the
  * socket straight into @p dst, a small one by filling conn->in (so that
  * one recv brings a header, its message, and often the frames after it).
- * @return bytes taken (> 0), 0 when the socket has nothing now, -1 once
- *         the connection is closed.
+ * @p may_recv 0: only what was read ahead (epoll, level-triggered, says
+ * when the socket has more).
+ * @return bytes taken (> 0), 0 when there is nothing now, -1 once the
+ *         connection is closed.
  */
-static ssize_t conn_take(conn_t *conn, uint8_t *dst, size_t want, int may_recv)
+static ssize_t conn_take(conn_t *conn, uint8_t *dst, size_t want, int *may_recv)
 {
     ssize_t n;
 
     if (conn->in_start == conn->in_end) {
-        if (!may_recv) {
+        if (!*may_recv) {
             return 0;
         }
         if (want >= IN_BUF) {
@@ -538,6 +540,9 @@ static ssize_t conn_take(conn_t *conn, uint8_t *dst, size_t want, int may_recv)
             return n;
         }
         conn->in_end = (size_t)n;
+        if ((size_t)n < IN_BUF) {
+            *may_recv = 0; /* the socket is drained: no recv only to hear EAGAIN */
+        }
     }
     n = (ssize_t)KV_MIN(want, conn->in_end - conn->in_start);
     memcpy(dst, conn->in + conn->in_start, (size_t)n);
@@ -548,14 +553,14 @@ static ssize_t conn_take(conn_t *conn, uint8_t *dst, size_t want, int may_recv)
 /*
  * Read what the socket has, a phase at a time, and run the frames that
  * are complete.  Every frame already read ahead is run (epoll would not
- * say they are there); the socket is read again only until
- * FRAMES_PER_WAKEUP frames ran, so one busy client cannot starve the
- * others.  Returns 0 once closed.
+ * say they are there); the socket is read again only until it is drained
+ * (a read shorter than asked) or FRAMES_PER_WAKEUP frames ran, so one busy
+ * client cannot starve the others.  Returns 0 once closed.
  */
 static int conn_read_frames(conn_t *conn)
 {
     static uint8_t sink[65536]; /* dropped payload bytes land here */
-    int            frames = 0;
+    int            frames = 0, may_recv = 1;
 
     if (conn->in == NULL) {
         conn->in = kv_malloc(IN_BUF, "read-ahead buffer");
@@ -584,7 +589,12 @@ static int conn_read_frames(conn_t *conn)
             break;
         }
         if (want > 0) {
-            ssize_t n = conn_take(conn, dst, want, frames < FRAMES_PER_WAKEUP);
+            ssize_t n;
+
+            if (frames >= FRAMES_PER_WAKEUP) {
+                may_recv = 0;
+            }
+            n = conn_take(conn, dst, want, &may_recv);
 
             if (n <= 0) {
                 return n == 0;

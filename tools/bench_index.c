@@ -234,8 +234,9 @@ static size_t bench_latency(const kv_prefix_index_t *index, uint32_t ns, tree_t 
  * one process, on loopback.
  *
  * Without --coord it starts kvpool-coord and one kvpool-node joined to it
- * (child processes on free loopback ports, as kvpool demo does), and stops
- * them at the end.
+ * (child processes on free loopback ports, as kvpool demo does), the node
+ * with room for the chains' blocks (a block takes a 4 KiB page: some
+ * 190 MiB at the defaults), and stops them at the end.
  *
  * Populate: --chains C chains (default 192) of --chain-len L blocks
  * (default 256) of 64 bytes, three in four starting with a prefix of an
@@ -244,21 +245,24 @@ static size_t bench_latency(const kv_prefix_index_t *index, uint32_t ns, tree_t 
  * what it stored to the coordinator on its own, so the run then waits
  * until kvp_match() of every chain returns its whole length.
  *
- * Measure: --threads N threads (default 4) each call kvp_match() in a loop
+ * Measure: --threads N threads (default 8) each call kvp_match() in a loop
  * for --seconds S (default 3) on chains of L keys: the first k keys of a
  * stored chain (k random in 1..L, so the reply lists k blocks' locations)
  * then L - k keys that are not stored, cycling through queries made before
- * the clock starts.  Each call is timed alone.  With --handles shared (the
- * default) the threads share one client handle, so their calls are
- * multiplexed on one connection; with --handles thread each thread has its
- * own handle and connection.  Every answer must be k: a wrong one, or a
- * failed call, fails the run (exit 1).  Missing the target (>= 50,000
- * calls/s, p99 < 1 ms) is reported, not a failure.
+ * the clock starts.  Each call is timed alone.  With --handles thread (the
+ * default) each thread has its own client handle, so its own connection,
+ * where its caller reads its reply itself; with --handles shared the
+ * threads share one handle, their calls multiplexed on one connection
+ * (a reply read by one thread wakes another: more CPU a call on the
+ * client's side, a little less on the coordinator's).  Every answer must
+ * be k: a wrong one, or a failed call, fails the run (exit 1).  Missing
+ * the target (>= 50,000 calls/s, p99 < 1 ms) is reported, not a failure.
  */
 
 #define RPC_NS            "bench-rpc"
 #define RPC_BLOCK_SIZE    64
-#define RPC_NODE_MEMORY   "256MiB"   /* ~200 MiB of 4 KiB pages at the defaults */
+#define RPC_PAGE          4096       /* what a block takes of the node's arena */
+#define RPC_BLOCKS_MAX    (1u << 22) /* chains * chain length */
 #define RPC_QUERIES       256        /* per thread, cycled */
 #define RPC_THREADS_MAX   64
 #define RPC_CHAINS_MAX    4096
@@ -550,16 +554,20 @@ static int bench_rpc(rpc_bench_t *b, const char *coord, int json)
     kvp_client_h      client = NULL;
     kvp_index_stats_t st0 = {0}, st1 = {0};
     pid_t             coord_pid = -1, node_pid = -1;
-    char              coord_addr[256], node_addr[256];
+    char              coord_addr[256], node_addr[256], memory[32];
     int               rc = 1;
 
+    b->keys         = kv_malloc(b->chains * b->len * sizeof(*b->keys), "chains");
+    f.unique_blocks = rpc_chains_grow(b);
     if (coord == NULL) {
+        /* room for every block, a quarter more, and some slack */
+        snprintf(memory, sizeof(memory), "%lluMiB",
+                 (unsigned long long)((f.unique_blocks * RPC_PAGE / 4 * 5 >> 20) + 32));
         coord_pid = kv_cli_coord_start(coord_addr, sizeof(coord_addr));
         if (coord_pid < 0) {
             goto out;
         }
-        node_pid = kv_cli_node_start(RPC_NODE_MEMORY, coord_addr, node_addr,
-                                     sizeof(node_addr));
+        node_pid = kv_cli_node_start(memory, coord_addr, node_addr, sizeof(node_addr));
         if (node_pid < 0) {
             goto out;
         }
@@ -575,8 +583,6 @@ static int bench_rpc(rpc_bench_t *b, const char *coord, int json)
     if (rpc_wait_node(client) != KVP_OK) {
         goto out;
     }
-    b->keys = kv_malloc(b->chains * b->len * sizeof(*b->keys), "chains");
-    f.unique_blocks = rpc_chains_grow(b);
     if (rpc_populate(b, client) != 0) {
         goto out;
     }
@@ -748,7 +754,8 @@ int kv_cli_bench_index(int argc, char **argv)
     const char *coord  = NULL;
     int         opt, json = 0, rpc = 0, rpc_only = 0, blocks_set = 0;
 
-    b.threads = 4;
+    b.threads     = 8;
+    b.own_handles = 1;
     b.seconds = 3.0;
     b.len     = 256;
     b.chains  = 192;
@@ -806,6 +813,11 @@ int kv_cli_bench_index(int argc, char **argv)
     }
     if (optind != argc) {
         fprintf(stderr, "kvpool bench-index: unexpected '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (b.chains * b.len > RPC_BLOCKS_MAX) {
+        fprintf(stderr, "kvpool bench-index: --chains times --chain-len is at most %u\n",
+                RPC_BLOCKS_MAX);
         return 2;
     }
     if (rpc ? blocks_set : rpc_only) {
