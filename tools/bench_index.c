@@ -4,7 +4,8 @@
  *
  *   kvpool bench-index [--blocks N] [--json]
  *   kvpool bench-index --rpc [--coord HOST:PORT] [--threads N] [--seconds S]
- *                      [--chain-len L] [--chains C] [--handles shared|thread]
+ *                      [--chain-len L] [--chains C] [--handles thread|shared]
+ *                      [--full-hit]
  *                      [--json]
  *
  * In process, it grows a prompt tree of N blocks (default 1,000,000): chains
@@ -247,9 +248,9 @@ static size_t bench_latency(const kv_prefix_index_t *index, uint32_t ns, tree_t 
  *
  * Measure: --threads N threads (default 8) each call kvp_match() in a loop
  * for --seconds S (default 3) on chains of L keys: the first k keys of a
- * stored chain (k random in 1..L, so the reply lists k blocks' locations)
- * then L - k keys that are not stored, cycling through queries made before
- * the clock starts.  Each call is timed alone.  With --handles thread (the
+ * stored chain (k random in 1..L, so the reply lists k blocks' locations;
+ * with --full-hit k = L, the largest reply) then L - k keys that are not
+ * stored, cycling through queries made before the clock starts.  Each call is timed alone.  With --handles thread (the
  * default) each thread has its own client handle, so its own connection,
  * where its caller reads its reply itself; with --handles shared the
  * threads share one handle, their calls multiplexed on one connection
@@ -290,6 +291,7 @@ struct rpc_bench {
     size_t            chains, len, threads;
     double            seconds;
     int               own_handles;
+    int               full_hit;  /* every query a whole stored chain */
     kvp_key_t        *keys;      /* chains * len: chain c at c * len */
     uint64_t          rng;
     pthread_barrier_t start;
@@ -407,7 +409,7 @@ static void rpc_queries_make(rpc_bench_t *b, rpc_worker_t *w)
     for (size_t q = 0; q < RPC_QUERIES; q++) {
         const kvp_key_t *chain = &b->keys[rng_below(&b->rng, b->chains) * b->len];
         kvp_key_t       *out   = &w->queries[q * b->len];
-        size_t           keep  = 1 + rng_below(&b->rng, b->len);
+        size_t           keep  = b->full_hit ? b->len : 1 + rng_below(&b->rng, b->len);
 
         memcpy(out, chain, keep * sizeof(*out));
         for (size_t i = keep; i < b->len; i++) {
@@ -517,10 +519,10 @@ static void rpc_report(const rpc_bench_t *b, const rpc_figures_t *f, const char 
     printf("index    %zu chains of %zu blocks sharing prefixes (%zu blocks of %d "
            "bytes), saved with kvp_put_chain\n", b->chains, b->len, f->unique_blocks,
            RPC_BLOCK_SIZE);
-    printf("match    %zu threads, %s, %zu-key chains with a random cached prefix "
+    printf("match    %zu threads, %s, %zu-key chains with %s cached prefix "
            "(%.1f blocks on average), %.2f s\n", b->threads,
            b->own_handles ? "one client handle each" : "one shared client handle",
-           b->len, f->matched_avg, f->seconds);
+           b->len, b->full_hit ? "a whole" : "a random", f->matched_avg, f->seconds);
     printf("rpc      %.0f calls/s (%zu calls; the coordinator counted %llu)\n",
            f->per_s, f->calls, (unsigned long long)f->coord_matches);
     printf("latency  p50 %.1f us, p99 %.1f us, p999 %.1f us, max %.1f us\n", f->p50_us,
@@ -531,13 +533,15 @@ static void rpc_report(const rpc_bench_t *b, const rpc_figures_t *f, const char 
         printf("WRONG    %zu match answers\n", f->mismatches);
     }
     if (json) {
-        printf("{\"mode\":\"rpc\",\"threads\":%zu,\"handles\":\"%s\",\"chain_len\":%zu,"
+        printf("{\"mode\":\"rpc\",\"threads\":%zu,\"handles\":\"%s\",\"full_hit\":%s,"
+               "\"chain_len\":%zu,"
                "\"chains\":%zu,\"blocks\":%zu,\"seconds\":%.3f,\"calls\":%zu,"
                "\"calls_per_s\":%.0f,\"p50_us\":%.2f,\"p99_us\":%.2f,"
                "\"p999_us\":%.2f,\"max_us\":%.2f,\"matched_avg\":%.2f,"
                "\"coord_matches\":%llu,\"mismatches\":%zu,\"errors\":%zu,"
                "\"target_met\":%s}\n",
-               b->threads, b->own_handles ? "thread" : "shared", b->len, b->chains,
+               b->threads, b->own_handles ? "thread" : "shared",
+               b->full_hit ? "true" : "false", b->len, b->chains,
                f->unique_blocks, f->seconds, f->calls, f->per_s, f->p50_us, f->p99_us,
                f->p999_us, f->max_us, f->matched_avg,
                (unsigned long long)f->coord_matches, f->mismatches, f->errors,
@@ -747,6 +751,7 @@ int kv_cli_bench_index(int argc, char **argv)
         {"chain-len", required_argument, NULL, 'L'},
         {"chains", required_argument, NULL, 'C'},
         {"handles", required_argument, NULL, 'H'},
+        {"full-hit", no_argument, NULL, 'F'},
         {NULL, 0, NULL, 0},
     };
     rpc_bench_t b      = {0};
@@ -808,6 +813,10 @@ int kv_cli_bench_index(int argc, char **argv)
             b.own_handles = strcmp(optarg, "thread") == 0;
             rpc_only      = 1;
             break;
+        case 'F':
+            b.full_hit = 1;
+            rpc_only   = 1;
+            break;
         default: return 2;
         }
     }
@@ -822,8 +831,8 @@ int kv_cli_bench_index(int argc, char **argv)
     }
     if (rpc ? blocks_set : rpc_only) {
         fprintf(stderr, "kvpool bench-index: --blocks is for the in-process index; "
-                "--coord, --threads, --seconds, --chain-len, --chains and --handles "
-                "for --rpc\n");
+                "--coord, --threads, --seconds, --chain-len, --chains, --handles and "
+                "--full-hit for --rpc\n");
         return 2;
     }
     return rpc ? bench_rpc(&b, coord, json) : bench_in_process(blocks, json);

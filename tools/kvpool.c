@@ -53,7 +53,7 @@ static void usage(FILE *out)
             "       kvpool bench-index [--blocks N] [--json]\n"
             "       kvpool bench-index --rpc [--coord HOST:PORT] [--threads N]\n"
             "                     [--seconds S] [--chain-len L] [--chains C]\n"
-            "                     [--handles shared|thread] [--json]\n"
+            "                     [--handles thread|shared] [--full-hit] [--json]\n"
             "       kvpool replay TRACE --offline --capacity-blocks N|unlimited\n"
             "                     [--policy NAME] [--requests N] [--json] [--progress]\n"
             "       kvpool replay TRACE --coord HOST:PORT [--block-size SIZE]\n"
