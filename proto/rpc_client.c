@@ -111,6 +111,7 @@ static kvp_status_t read_bytes(kv_rpc_client_t *client, void *buf, size_t len,
             client->in_start += take;
             p += take;
             len -= take;
+            frame_start = 0; /* bytes of the frame are taken: it must be read whole */
             continue;
         }
         if (len >= IN_BUF) {

@@ -627,10 +627,20 @@ static int conn_read_frames(conn_t *conn)
     return 1;
 }
 
-/* Run what can be read, then send the replies together.  0 once closed. */
+/*
+ * Run what can be read, then send the replies together.  Frames read
+ * ahead stop being run while too much is queued; if the send then drained
+ * the queue at once, no event would come for them: run them now.
+ * Returns 0 once closed.
+ */
 static int conn_read(conn_t *conn)
 {
-    return conn_read_frames(conn) && conn_flush(conn);
+    do {
+        if (!conn_read_frames(conn) || !conn_flush(conn)) {
+            return 0;
+        }
+    } while (conn->reading && conn->in_start < conn->in_end);
+    return 1;
 }
 
 /* Write as much of the queue as the socket takes.  Returns 0 once closed. */
