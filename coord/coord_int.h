@@ -54,6 +54,9 @@ typedef struct kv_coord_member {
     size_t   data_plane_len;
     uint64_t deadline_ns;        /**< lease end, kv_time_ns() clock */
     uint64_t planned_bytes;      /**< placed by PlanPut since the last heartbeat */
+    double   recent_bytes;       /**< placed by PlanPut, decayed (coord_place.c)
+                                      as of recent_clock */
+    uint64_t recent_clock;       /**< the table's placed clock at recent_bytes */
     size_t   slot;               /* private: index in the table's list */
 } kv_coord_member_t;
 
@@ -105,6 +108,15 @@ size_t kv_coord_members_count(const kv_coord_members_t *members);
  */
 kv_coord_member_t *kv_coord_members_at(const kv_coord_members_t *members, size_t i);
 
+/**
+ * @return the bytes PlanPut placed on all nodes since the table was made:
+ *         the clock by which placement decays each node's recent bytes.
+ */
+uint64_t kv_coord_members_clock(const kv_coord_members_t *members);
+
+/** @brief Advance the placed clock by @p bytes. */
+void kv_coord_members_tick(kv_coord_members_t *members, uint64_t bytes);
+
 /** @return a member whose lease ended before @p now_ns, or NULL. */
 kv_coord_member_t *kv_coord_members_expired(const kv_coord_members_t *members,
                                             uint64_t now_ns);
@@ -115,7 +127,8 @@ kv_coord_member_t *kv_coord_members_expired(const kv_coord_members_t *members,
 
 /** A placement question: the new blocks of one chain. */
 typedef struct kv_coord_place_req {
-    const kvp_key_t *first_key;  /**< the chain's first key (cached or not) */
+    const kvp_key_t *rank_key;   /**< the chain's first new key (the first
+                                      block that needs a home) */
     const uint64_t  *sizes;      /**< of each new block, 1..KVP_BLOCK_MAX */
     size_t           count;      /**< new blocks */
     uint32_t         replicas;   /**< copies of each, 1..KV_COORD_REPLICAS_MAX */
@@ -127,7 +140,8 @@ typedef struct kv_coord_place_req {
 /**
  * @brief Choose the nodes that store the new blocks of a chain (the
  * algorithm is described in coord_place.c).  Every chosen node's
- * planned_bytes grows by the block's size.
+ * planned_bytes and recent_bytes grow by the block's size, and the
+ * table's placed clock by the sizes of all copies placed.
  * @param [out] targets       @p req->count node ids, the first copy of each block.
  * @param [out] replica_nodes (replicas - 1) ids per block, in block order;
  *                            0 where no further distinct node exists.

@@ -2,7 +2,9 @@
  * Lookups: Match (where the longest cached prefix of a chain is) and
  * PlanPut (what of a chain is cached, and where its new blocks go).
  * Neither changes the index; PlanPut only adds to the chosen nodes'
- * planned bytes (see coord_place.c).
+ * planned and recent bytes (see coord_place.c).  Placement ranks by the
+ * chain's first new key and prefers the nodes holding its last cached
+ * block.
  */
 #include "coord_int.h"
 
@@ -216,7 +218,7 @@ void kv_coord_handle_plan_put(kv_rpc_call_t *call, const ProtobufCMessage *msg,
         }
     }
     if (fresh > 0) {
-        place.first_key = &keys[0];
+        place.rank_key  = &keys[cached];
         place.sizes     = req->sizes + cached;
         place.count     = fresh;
         place.replicas  = replicas;

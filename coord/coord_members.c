@@ -20,6 +20,7 @@ struct kv_coord_members {
     size_t              count;
     uint32_t            max_nodes;
     uint32_t            last_id;  /* the id handed out last */
+    uint64_t            clock;    /* bytes placed by PlanPut, all nodes */
 };
 
 kvp_status_t kv_coord_members_create(uint32_t max_nodes, kv_coord_members_t **members_p)
@@ -87,6 +88,8 @@ kvp_status_t kv_coord_members_add(kv_coord_members_t *members,
     member->id           = id;
     member->address_hash = kv_checksum(member->address, strlen(member->address));
     member->data_plane   = NULL;
+    member->recent_bytes = 0;
+    member->recent_clock = members->clock;
     member->data_plane_len = data_plane_len;
     if (data_plane_len > 0) {
         member->data_plane = kv_malloc(data_plane_len, "data-plane address");
@@ -133,6 +136,16 @@ size_t kv_coord_members_count(const kv_coord_members_t *members)
 kv_coord_member_t *kv_coord_members_at(const kv_coord_members_t *members, size_t i)
 {
     return members->list[i];
+}
+
+uint64_t kv_coord_members_clock(const kv_coord_members_t *members)
+{
+    return members->clock;
+}
+
+void kv_coord_members_tick(kv_coord_members_t *members, uint64_t bytes)
+{
+    members->clock += bytes;
 }
 
 kv_coord_member_t *kv_coord_members_expired(const kv_coord_members_t *members,

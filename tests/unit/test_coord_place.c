@@ -2,8 +2,9 @@
  * Unit tests of the coordinator's node table (coord_members.c) and of
  * placement (coord_place.c), on synthetic nodes: ids, lookups and expiry;
  * chains kept together, spread by weight, spilled when a node is full,
- * kept on the node holding their prefix, refused when too large, and
- * replicas on distinct nodes.
+ * kept on the node holding their prefix while that node has not received
+ * more than its share recently, spread when they share only a first
+ * block, refused when too large, and replicas on distinct nodes.
  */
 #include "coord_int.h"
 
@@ -239,6 +240,177 @@ static void test_prefer_prefix_node(void)
     kv_coord_members_destroy(members);
 }
 
+/* @p n chains "NAME-c" of @p len blocks of @p size continuing a cached
+ * block held by @p holder (0: none); per_node[id] counts where they start. */
+static void place_chains(kv_coord_members_t *members, const char *name, int n, int len,
+                         uint64_t size, uint32_t holder, int *per_node)
+{
+    uint64_t sizes[64];
+    uint32_t targets[64];
+
+    ASSERT(len <= 64);
+    fill(sizes, (size_t)len, size);
+    for (int c = 0; c < n; c++) {
+        kvp_key_t first_new = key_of("%s-%d", name, c);
+
+        ASSERT_OK(place(members, &first_new, sizes, (size_t)len, 1, &holder,
+                        holder != 0, targets, NULL));
+        for (int i = 1; i < len; i++) {
+            ASSERT_EQ(targets[i], targets[0]); /* each chain together */
+        }
+        if (per_node != NULL) {
+            per_node[targets[0]]++;
+        }
+    }
+}
+
+/*
+ * 1000 conversations sharing one cached system-prompt block (held by node
+ * 1) and differing after it spread over 3 equal nodes, with free room and
+ * in a full pool: the holder keeps only about its share.
+ */
+static void test_shared_first_block_spreads(void)
+{
+    enum { NODES = 3, CHAINS = 1000 };
+    static const uint64_t roomy[NODES] = {GiB, GiB, GiB}, full[NODES] = {0, 0, 0};
+    const uint64_t       *free_bytes[2] = {roomy, full};
+
+    for (int f = 0; f < 2; f++) {
+        kv_coord_members_t *members = members_make(NODES, free_bytes[f], GiB);
+        int                 per_node[NODES + 1] = {0};
+
+        /* 2 GiB in all: each node's share stays under its room */
+        place_chains(members, "conv", CHAINS, 8, 256 * KiB, 1, per_node);
+        for (int n = 1; n <= NODES; n++) {
+            ASSERT_LE(CHAINS * 20 / 100, per_node[n]);
+            ASSERT_LE(per_node[n], CHAINS * 47 / 100);
+        }
+        kv_coord_members_destroy(members);
+    }
+}
+
+/*
+ * In a balanced pool a continuation stays on the node of its prefix, with
+ * room or (a full pool) without: even on a node its key would not rank first.
+ */
+static void test_continue_on_holder(void)
+{
+    enum { NODES = 3 };
+    static const uint64_t roomy[NODES] = {GiB, GiB, GiB}, full[NODES] = {0, 0, 0};
+    const uint64_t       *free_bytes[2] = {roomy, full};
+
+    for (int f = 0; f < 2; f++) {
+        kv_coord_members_t *members = members_make(NODES, free_bytes[f], GiB);
+        uint64_t            sizes[6];
+        uint32_t            targets[6];
+
+        /* a balanced history: 300 chains of 512 KiB by rendezvous alone */
+        place_chains(members, "hist", 300, 8, 64 * KiB, 0, NULL);
+        fill(sizes, 6, 64 * KiB);
+        for (uint32_t h = 1; h <= NODES; h++) {
+            for (int c = 0; c < 20; c++) {
+                kvp_key_t next = key_of("cont-%u-%d", h, c);
+
+                ASSERT_OK(place(members, &next, sizes, 6, 1, &h, 1, targets, NULL));
+                for (int i = 0; i < 6; i++) {
+                    ASSERT_EQ(targets[i], h);
+                }
+            }
+        }
+        kv_coord_members_destroy(members);
+    }
+}
+
+/*
+ * A holder that received far more than its share recently gets no
+ * continuations (they go elsewhere, still together) until the others
+ * catch up; a holder that did not still gets its own.
+ */
+static void test_overloaded_holder_skipped(void)
+{
+    enum { NODES = 3, BIG = 256 };
+    static const uint64_t roomy[NODES] = {GiB, GiB, GiB}, full[NODES] = {0, 0, 0};
+    const uint64_t       *free_bytes[2] = {roomy, full};
+
+    for (int f = 0; f < 2; f++) {
+        kv_coord_members_t *members = members_make(NODES, free_bytes[f], GiB);
+        kvp_key_t           first   = key_of("hog");
+        uint64_t            sizes[BIG];
+        uint32_t            targets[BIG], hog, other;
+        int                 per_node[NODES + 1] = {0};
+
+        /* 256 MiB in one chain, all on one node */
+        fill(sizes, BIG, MiB);
+        ASSERT_OK(place(members, &first, sizes, BIG, 1, NULL, 0, targets, NULL));
+        hog = targets[0];
+        for (int i = 1; i < BIG; i++) {
+            ASSERT_EQ(targets[i], hog);
+        }
+        /* its continuations go elsewhere */
+        place_chains(members, "after-hog", 50, 4, MiB, hog, per_node);
+        ASSERT_EQ(per_node[hog], 0);
+        /* another holder's continuation stays on it */
+        other = hog % NODES + 1;
+        first = key_of("other");
+        ASSERT_OK(place(members, &first, sizes, 4, 1, &other, 1, targets, NULL));
+        for (int i = 0; i < 4; i++) {
+            ASSERT_EQ(targets[i], other);
+        }
+        /* once the others received as much, the hog's turn comes again */
+        place_chains(members, "catch-up", 300, 4, MiB, 0, NULL);
+        first = key_of("hog-again");
+        ASSERT_OK(place(members, &first, sizes, 4, 1, &hog, 1, targets, NULL));
+        ASSERT_EQ(targets[0], hog);
+        kv_coord_members_destroy(members);
+    }
+}
+
+/*
+ * Balance never beats capacity: a block only an over node can hold goes
+ * there, and the over node's free room is used before others evict.
+ */
+static void test_balance_within_capacity(void)
+{
+    static const uint64_t free_bytes[3] = {0, 0, 64 * MiB};
+    kv_coord_members_t   *members;
+    kv_coord_member_t    *big;
+    uint64_t              sizes[16];
+    uint32_t              targets[16], holder = 1;
+    kvp_key_t             first;
+
+    members = members_make(3, free_bytes, 16 * MiB);
+    big     = kv_coord_members_find(members, 3);
+    big->capacity_bytes = 256 * MiB;
+    /* node 3 gets 40 MiB: its room, and over its recent share */
+    fill(sizes, 16, 2500 * KiB);
+    first = key_of("fill-3");
+    ASSERT_OK(place(members, &first, sizes, 16, 1, NULL, 0, targets, NULL));
+    for (int i = 0; i < 16; i++) {
+        ASSERT_EQ(targets[i], 3);
+    }
+    /* a continuation of node 1 with room only on node 3 goes there */
+    fill(sizes, 4, MiB);
+    first = key_of("room-3");
+    ASSERT_OK(place(members, &first, sizes, 4, 1, &holder, 1, targets, NULL));
+    for (int i = 0; i < 4; i++) {
+        ASSERT_EQ(targets[i], 3);
+    }
+    /* a block only node 3 can hold goes there, room or not */
+    big->free_bytes = 0;
+    sizes[0]        = 32 * MiB;
+    first           = key_of("only-3");
+    ASSERT_OK(place(members, &first, sizes, 1, 1, &holder, 1, targets, NULL));
+    ASSERT_EQ(targets[0], 3);
+    /* and with no room anywhere, a small continuation stays on its holder */
+    sizes[0] = MiB;
+    first    = key_of("evict-1");
+    ASSERT_OK(place(members, &first, sizes, 4, 1, &holder, 1, targets, NULL));
+    for (int i = 0; i < 4; i++) {
+        ASSERT_EQ(targets[i], 1);
+    }
+    kv_coord_members_destroy(members);
+}
+
 static void test_replicas(void)
 {
     enum { LEN = 12 };
@@ -272,4 +444,6 @@ static void test_replicas(void)
 KV_TEST_MAIN(KV_TEST(test_members), KV_TEST(test_no_node_and_too_large),
              KV_TEST(test_chains_together_and_spread), KV_TEST(test_weights),
              KV_TEST(test_spill_and_full_pool), KV_TEST(test_prefer_prefix_node),
-             KV_TEST(test_replicas))
+             KV_TEST(test_shared_first_block_spreads),
+             KV_TEST(test_continue_on_holder), KV_TEST(test_overloaded_holder_skipped),
+             KV_TEST(test_balance_within_capacity), KV_TEST(test_replicas))
