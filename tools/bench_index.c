@@ -250,14 +250,15 @@ static size_t bench_latency(const kv_prefix_index_t *index, uint32_t ns, tree_t 
  * for --seconds S (default 3) on chains of L keys: the first k keys of a
  * stored chain (k random in 1..L, so the reply lists k blocks' locations;
  * with --full-hit k = L, the largest reply) then L - k keys that are not
- * stored, cycling through queries made before the clock starts.  Each call is timed alone.  With --handles thread (the
- * default) each thread has its own client handle, so its own connection,
- * where its caller reads its reply itself; with --handles shared the
- * threads share one handle, their calls multiplexed on one connection
- * (a reply read by one thread wakes another: more CPU a call on the
- * client's side, a little less on the coordinator's).  Every answer must
- * be k: a wrong one, or a failed call, fails the run (exit 1).  Missing
- * the target (>= 50,000 calls/s, p99 < 1 ms) is reported, not a failure.
+ * stored, cycling through queries made before the clock starts.  Each
+ * call is timed alone.  With --handles thread (the default) each thread
+ * has its own client handle, so its own connection, where the caller
+ * reads its reply itself; with --handles shared the threads share one
+ * handle, their calls multiplexed on one connection (a reply read by one
+ * thread wakes another: more CPU a call on the client's side, a little
+ * less on the coordinator's).  Every answer must be k: a wrong one, or a
+ * failed call, fails the run (exit 1).  Missing the target (>= 50,000
+ * calls/s, p99 < 1 ms) is reported, not a failure.
  */
 
 #define RPC_NS            "bench-rpc"
