@@ -29,7 +29,9 @@
  *     what it received in the last half-pool of placements.  A node is
  *     "over" when its recent bytes exceed 1.1 times its fair share (all
  *     nodes' recent bytes times its part of the capacity) plus 1/64 of its
- *     capacity (small volumes do not count).  Computed once per plan.
+ *     capacity (small volumes do not count), and it is at least half full
+ *     (avail < capacity / 2: while a node has that much room, continuing
+ *     a chain there costs no eviction).  Computed once per plan.
  *  3. Walk the new blocks in chain order with a current node.  The first
  *     block goes to the first node found in this order:
  *       a. a node holding the chain's last cached block that is not over
@@ -272,7 +274,7 @@ kvp_status_t kv_coord_place(kv_coord_members_t *members, const kv_coord_place_re
         const kv_coord_member_t *m = plan.rank[i].member;
         double cap = (double)m->capacity_bytes;
 
-        plan.rank[i].over = capacity > 0 &&
+        plan.rank[i].over = capacity > 0 && member_avail(m) < m->capacity_bytes / 2 &&
                             m->recent_bytes > OVER_SHARE * recent * cap / capacity +
                                                   cap / OVER_SLACK;
     }

@@ -322,6 +322,33 @@ static void test_continue_on_holder(void)
 }
 
 /*
+ * A holder with more than half its room free keeps its continuations,
+ * however much more than its share it received: they cost no eviction.
+ */
+static void test_roomy_holder_keeps_chains(void)
+{
+    enum { NODES = 3, LEN = 64 };
+    static const uint64_t roomy[NODES] = {GiB, GiB, GiB};
+    kv_coord_members_t   *members = members_make(NODES, roomy, GiB);
+    kvp_key_t             first   = key_of("lonely");
+    uint64_t              sizes[LEN];
+    uint32_t              targets[LEN], holder;
+
+    fill(sizes, LEN, MiB);
+    ASSERT_OK(place(members, &first, sizes, LEN, 1, NULL, 0, targets, NULL));
+    holder = targets[0];
+    for (int c = 0; c < 20; c++) {
+        kvp_key_t next = key_of("lonely-cont-%d", c);
+
+        ASSERT_OK(place(members, &next, sizes, 4, 1, &holder, 1, targets, NULL));
+        for (int i = 0; i < 4; i++) {
+            ASSERT_EQ(targets[i], holder);
+        }
+    }
+    kv_coord_members_destroy(members);
+}
+
+/*
  * A holder that received far more than its share recently gets no
  * continuations (they go elsewhere, still together) until the others
  * catch up; a holder that did not still gets its own.
@@ -329,7 +356,9 @@ static void test_continue_on_holder(void)
 static void test_overloaded_holder_skipped(void)
 {
     enum { NODES = 3, BIG = 256 };
-    static const uint64_t roomy[NODES] = {GiB, GiB, GiB}, full[NODES] = {0, 0, 0};
+    /* half free: after the hog's 256 MiB, its node is more than half full */
+    static const uint64_t roomy[NODES] = {GiB / 2, GiB / 2, GiB / 2},
+                          full[NODES]  = {0, 0, 0};
     const uint64_t       *free_bytes[2] = {roomy, full};
 
     for (int f = 0; f < 2; f++) {
@@ -446,4 +475,5 @@ KV_TEST_MAIN(KV_TEST(test_members), KV_TEST(test_no_node_and_too_large),
              KV_TEST(test_spill_and_full_pool), KV_TEST(test_prefer_prefix_node),
              KV_TEST(test_shared_first_block_spreads),
              KV_TEST(test_continue_on_holder), KV_TEST(test_overloaded_holder_skipped),
+             KV_TEST(test_roomy_holder_keeps_chains),
              KV_TEST(test_balance_within_capacity), KV_TEST(test_replicas))
