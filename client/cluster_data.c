@@ -238,9 +238,10 @@ static int node_id_valid(uint32_t id)
 }
 
 /* A Match reply for a chain of @p count keys. */
-static kvp_status_t match_check(const Kvpool__MatchReply *r, size_t count)
+static kvp_status_t match_check(const Kvpool__MatchReply *r, size_t count,
+                                int length_only)
 {
-    if (r->matched > count || r->n_blocks != r->matched) {
+    if (r->matched > count || r->n_blocks != (length_only ? 0 : r->matched)) {
         kv_log_warn("coordinator: Match of %zu keys says %u matched, with %zu "
                     "location lists",
                     count, r->matched, r->n_blocks);
@@ -273,15 +274,17 @@ static kvp_status_t match_check(const Kvpool__MatchReply *r, size_t count)
 /*
  * Match, the reply decoded into @p arena (a few chunks, not one malloc per
  * block): the caller resets the arena once done, whatever this returns.
+ * With @p length_only the reply carries only the matched length.
  */
 static kvp_status_t match_call(kvp__cluster_t *cl, const char *ns, const kvp_key_t *keys,
-                               size_t count, kv_pb_arena_t *arena,
+                               size_t count, int length_only, kv_pb_arena_t *arena,
                                Kvpool__MatchReply **reply_p)
 {
     Kvpool__MatchRequest req   = KVPOOL__MATCH_REQUEST__INIT;
     Kvpool__MatchReply  *reply = NULL;
     kvp_status_t         status;
 
+    req.length_only = length_only;
     req.ns     = kvp__ns_bytes(ns);
     req.n_keys = count;
     req.keys   = kvp__keys_borrow(keys, count);
@@ -300,7 +303,7 @@ static kvp_status_t match_call(kvp__cluster_t *cl, const char *ns, const kvp_key
     if (status != KVP_OK) {
         return status;
     }
-    status = match_check(reply, count);
+    status = match_check(reply, count, length_only);
     if (status != KVP_OK) {
         return status;
     }
@@ -352,7 +355,7 @@ kvp_status_t kvp__cluster_match(kvp_client_h client, const char *ns,
     kvp_status_t        status;
 
     kv_pb_arena_init(&arena, first, sizeof(first));
-    status = match_call(client->cluster, ns, keys, count, &arena, &reply);
+    status = match_call(client->cluster, ns, keys, count, 1, &arena, &reply);
     if (status == KVP_OK) {
         *matched_p = reply->matched;
     }
@@ -574,7 +577,7 @@ kvp_status_t kvp__cluster_get_chain(kvp_client_h client, const char *ns,
     kvp_status_t        status;
 
     kv_pb_arena_init(&arena, first, sizeof(first));
-    status = match_call(cl, ns, keys, count, &arena, &match);
+    status = match_call(cl, ns, keys, count, 0, &arena, &match);
     if (status != KVP_OK) {
         kv_pb_arena_reset(&arena);
         return status;
@@ -713,7 +716,7 @@ kvp_status_t kvp__cluster_get_batch(kvp_client_h client, const char *ns,
         if (statuses[i] != KVP_OK) {
             continue;
         }
-        statuses[i] = match_check(match, 1);
+        statuses[i] = match_check(match, 1, 0);
         if (statuses[i] != KVP_OK) {
             continue;
         }

@@ -70,7 +70,8 @@ static size_t node_prefixes(const uint32_t *locs, const uint32_t *cnt, size_t ma
 
 /*
  * Match: the longest cached prefix, each of its blocks' locations (one
- * walk up the index's parent links) and each node's prefix.  The reply is
+ * walk up the index's parent links) and each node's prefix; only the
+ * length with length_only.  The reply is
  * built in buffers the coordinator keeps, so a call allocates nothing.
  */
 void kv_coord_handle_match(kv_rpc_call_t *call, const ProtobufCMessage *msg,
@@ -100,6 +101,14 @@ void kv_coord_handle_match(kv_rpc_call_t *call, const ProtobufCMessage *msg,
         memcpy(keys[i].bytes, req->keys[i].data, KVP_KEY_LEN);
     }
     matched = kv_index_match(coord->index, ns_id, keys, req->n_keys);
+    coord->matches++;
+    coord->matched_blocks += matched;
+    coord->requested_blocks += req->n_keys;
+    reply.matched = (uint32_t)matched;
+    if (req->length_only) {
+        kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
+        return;
+    }
 
     /* every matched block's locations, block after block */
     cnt   = kv_coord_buf(&bufs[1], matched * sizeof(*cnt) + 1);
@@ -126,13 +135,9 @@ void kv_coord_handle_match(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     for (size_t k = 0; k < reply.n_nodes; k++) {
         prefix_ptrs[k] = &prefixes[k];
     }
-    reply.matched  = (uint32_t)matched;
     reply.n_blocks = matched;
     reply.blocks   = block_ptrs;
     reply.nodes    = prefix_ptrs;
-    coord->matches++;
-    coord->matched_blocks += matched;
-    coord->requested_blocks += req->n_keys;
     kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
 }
 

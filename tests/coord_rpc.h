@@ -82,40 +82,54 @@ static inline ProtobufCBinaryData *coord_keys(const kvp_key_t *keys, size_t n)
     return bins;
 }
 
-/**
- * Match @p n keys of namespace @p ns.  Returns the status; on KVP_OK
- * *@p reply_p is set.
- */
-static inline kvp_status_t coord_match(kv_rpc_client_t *client, const char *ns,
-                                       const kvp_key_t *keys, size_t n,
-                                       Kvpool__MatchReply **reply_p)
+/* Match @p n keys of @p ns, only their length if @p length_only. */
+static inline kvp_status_t coord_match_call(kv_rpc_client_t *client, const char *ns,
+                                            const kvp_key_t *keys, size_t n,
+                                            int length_only, Kvpool__MatchReply **reply_p)
 {
     Kvpool__MatchRequest req  = KVPOOL__MATCH_REQUEST__INIT;
     ProtobufCBinaryData *bins = coord_keys(keys, n);
     kvp_status_t         status;
 
-    req.ns.data = (uint8_t *)ns;
-    req.ns.len  = strlen(ns);
-    req.n_keys  = n;
-    req.keys    = bins;
+    req.ns.data     = (uint8_t *)ns;
+    req.ns.len      = strlen(ns);
+    req.n_keys      = n;
+    req.keys        = bins;
+    req.length_only = length_only;
     status = kv_rpc_call(client, KV_COORD_MATCH, &req.base, NULL, 0, COORD_CALL_MS,
                          (ProtobufCMessage **)reply_p, NULL);
     free(bins);
     return status;
 }
 
-/** The matched length of @p n keys (0 for an unknown namespace). */
+/**
+ * Match @p n keys of namespace @p ns, with locations.  Returns the status;
+ * on KVP_OK *@p reply_p is set.
+ */
+static inline kvp_status_t coord_match(kv_rpc_client_t *client, const char *ns,
+                                       const kvp_key_t *keys, size_t n,
+                                       Kvpool__MatchReply **reply_p)
+{
+    return coord_match_call(client, ns, keys, n, 0, reply_p);
+}
+
+/**
+ * The matched length of @p n keys (0 for an unknown namespace), asked with
+ * length_only: the reply must then carry no locations.
+ */
 static inline size_t coord_matched(kv_rpc_client_t *client, const char *ns,
                                    const kvp_key_t *keys, size_t n)
 {
     Kvpool__MatchReply *reply;
-    kvp_status_t        status = coord_match(client, ns, keys, n, &reply);
+    kvp_status_t        status = coord_match_call(client, ns, keys, n, 1, &reply);
     size_t              matched;
 
     if (status == KVP_ERR_NOT_FOUND) {
         return 0;
     }
     ASSERT_OK(status);
+    ASSERT_EQ(reply->n_blocks, 0);
+    ASSERT_EQ(reply->n_nodes, 0);
     matched = reply->matched;
     coord_free(reply);
     return matched;

@@ -248,8 +248,8 @@ static size_t bench_latency(const kv_prefix_index_t *index, uint32_t ns, tree_t 
  *
  * Measure: --threads N threads (default 8) each call kvp_match() in a loop
  * for --seconds S (default 3) on chains of L keys: the first k keys of a
- * stored chain (k random in 1..L, so the reply lists k blocks' locations;
- * with --full-hit k = L, the largest reply) then L - k keys that are not
+ * stored chain (k random in 1..L, so the coordinator binary-searches a
+ * prefix of k; with --full-hit k = L) then L - k keys that are not
  * stored, cycling through queries made before the clock starts.  Each
  * call is timed alone.  With --handles thread (the default) each thread
  * has its own client handle, so its own connection, where the caller

@@ -368,7 +368,8 @@ KVP_EXPORT kvp_status_t kvp_stats(kvp_client_h client, kvp_stats_t *stats_p);
 /**
  * @brief The longest cached prefix of a chain.
  *
- * Connected to a coordinator, its index answers (Match): the blocks cached
+ * Connected to a coordinator, its index answers (a Match asking for the
+ * length only, so the reply stays small): the blocks cached
  * anywhere in the pool.  Connected to a node, the node's own blocks
  * (as kvp_exists()).
  *
