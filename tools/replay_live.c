@@ -253,6 +253,28 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+#define JOIN_WAIT_S 10
+
+/*
+ * A pool to replay against: a single node, or a coordinator with at least
+ * one node joined (waiting up to JOIN_WAIT_S for the first, as nodes
+ * started just before need a moment).
+ */
+static int pool_has_nodes(kvp_client_h client)
+{
+    kvp_index_stats_t st;
+
+    for (int i = 0; i < JOIN_WAIT_S * 10; i++) {
+        kvp_status_t status = kvp_index_stats(client, &st);
+
+        if (status == KVP_ERR_UNSUPPORTED || (status == KVP_OK && st.nodes > 0)) {
+            return 1;
+        }
+        usleep(100000);
+    }
+    return 0;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -299,6 +321,11 @@ int kv_cli_replay_live(const kv_cli_replay_opts_t *opts)
     }
     if (kv_cli_connect(&conn, &live.client) != KVP_OK) {
         goto out_trace;
+    }
+    if (!pool_has_nodes(live.client)) {
+        fprintf(stderr, "kvpool replay: no pool node has joined %s within %d s\n",
+                opts->coord, JOIN_WAIT_S);
+        goto out_client;
     }
     /* the nodes evict with their own policy, in their own memory */
     live.result.policy = "node";
@@ -351,6 +378,7 @@ int kv_cli_replay_live(const kv_cli_replay_opts_t *opts)
     rc = live.live.errors == 0 && !live.trace_failed ? 0 : 1;
     kv_free(live.get_us);
     kv_free(live.put_us);
+out_client:
     kvp_client_disconnect(live.client);
 out_trace:
     kv_workload_destroy(live.trace);
