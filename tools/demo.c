@@ -81,55 +81,18 @@ static int next_request(demo_t *demo, kvp_key_t **keys_p, size_t *num_p,
 /* Most nodes --nodes starts. */
 #define DEMO_NODES_MAX 16
 
-/* A worker's buffers: one block each for the longest chain seen so far. */
-typedef struct {
-    size_t        cap;
-    uint8_t     **bufs;
-    uint64_t     *caps, *sizes;
-    kvp_status_t *statuses;
-    uint8_t      *want;
-} demo_buffers_t;
-
-static void buffers_reserve(demo_buffers_t *b, size_t n, uint64_t block_size)
-{
-    if (n <= b->cap) {
-        return;
-    }
-    b->bufs     = kv_realloc(b->bufs, n * sizeof(*b->bufs), "block buffers");
-    b->caps     = kv_realloc(b->caps, n * sizeof(*b->caps), "capacities");
-    b->sizes    = kv_realloc(b->sizes, n * sizeof(*b->sizes), "sizes");
-    b->statuses = kv_realloc(b->statuses, n * sizeof(*b->statuses), "statuses");
-    for (size_t i = b->cap; i < n; i++) {
-        b->bufs[i] = kv_malloc(block_size, "block buffer");
-        b->caps[i] = block_size;
-    }
-    b->cap = n;
-}
-
-static void buffers_cleanup(demo_buffers_t *b)
-{
-    for (size_t i = 0; i < b->cap; i++) {
-        kv_free(b->bufs[i]);
-    }
-    kv_free(b->bufs);
-    kv_free(b->caps);
-    kv_free(b->sizes);
-    kv_free(b->statuses);
-    kv_free(b->want);
-}
-
 /*
  * One request: load the cached prefix of keys[0..num), check its bytes,
  * save the whole chain (the cached blocks are skipped, the others carry
  * the bytes derived from their keys).
  */
-static kvp_status_t demo_request(demo_t *demo, demo_buffers_t *b, const kvp_key_t *keys,
+static kvp_status_t demo_request(demo_t *demo, kv_chain_buffers_t *b, const kvp_key_t *keys,
                                  size_t num, size_t *loaded_p, size_t *mismatches_p)
 {
     size_t       loaded = 0;
     kvp_status_t status;
 
-    buffers_reserve(b, num, demo->block_size);
+    kv_chain_buffers_reserve(b, num);
     status = kvp_get_chain(demo->client, demo->ns, keys, (void *const *)b->bufs, b->caps,
                            num, b->sizes, &loaded);
     if (status != KVP_OK) {
@@ -163,12 +126,12 @@ static kvp_status_t demo_request(demo_t *demo, demo_buffers_t *b, const kvp_key_
 static void *worker_main(void *arg)
 {
     demo_t        *demo = arg;
-    demo_buffers_t b    = {0};
+    kv_chain_buffers_t b    = {0};
     kvp_key_t     *keys = NULL;
     size_t         cap  = 0, num;
     kvp_status_t   status;
 
-    b.want = kv_malloc(demo->block_size, "expected block");
+    kv_chain_buffers_init(&b, demo->block_size);
     while (next_request(demo, &keys, &num, &cap)) {
         size_t loaded = 0, mismatches = 0;
 
@@ -191,7 +154,7 @@ static void *worker_main(void *arg)
     demo->end_ns = KV_MAX(demo->end_ns, kv_time_ns());
     pthread_mutex_unlock(&demo->lock);
     kv_free(keys);
-    buffers_cleanup(&b);
+    kv_chain_buffers_cleanup(&b);
     return NULL;
 }
 

@@ -59,43 +59,6 @@ typedef struct {
     size_t     cap;
 } record_t;
 
-/* A worker's buffers: one block each for the longest chain seen so far. */
-typedef struct {
-    size_t        cap;
-    uint8_t     **bufs;
-    uint64_t     *caps, *sizes;
-    kvp_status_t *statuses;
-    uint8_t      *want;
-} live_buffers_t;
-
-static void buffers_reserve(live_buffers_t *b, size_t n, uint64_t block_size)
-{
-    if (n <= b->cap) {
-        return;
-    }
-    b->bufs     = kv_realloc(b->bufs, n * sizeof(*b->bufs), "block buffers");
-    b->caps     = kv_realloc(b->caps, n * sizeof(*b->caps), "capacities");
-    b->sizes    = kv_realloc(b->sizes, n * sizeof(*b->sizes), "sizes");
-    b->statuses = kv_realloc(b->statuses, n * sizeof(*b->statuses), "statuses");
-    for (size_t i = b->cap; i < n; i++) {
-        b->bufs[i] = kv_malloc(block_size, "block buffer");
-        b->caps[i] = block_size;
-    }
-    b->cap = n;
-}
-
-static void buffers_cleanup(live_buffers_t *b)
-{
-    for (size_t i = 0; i < b->cap; i++) {
-        kv_free(b->bufs[i]);
-    }
-    kv_free(b->bufs);
-    kv_free(b->caps);
-    kv_free(b->sizes);
-    kv_free(b->statuses);
-    kv_free(b->want);
-}
-
 /* Take the next record (0 when there is none left). */
 static int next_record(live_t *live, record_t *rec)
 {
@@ -174,14 +137,14 @@ static void live_error(live_t *live, const char *what, const char *why)
 }
 
 /* One record: load the cached prefix, check it, save the chain. */
-static void replay_record(live_t *live, live_buffers_t *b, const record_t *rec)
+static void replay_record(live_t *live, kv_chain_buffers_t *b, const record_t *rec)
 {
     uint64_t     bs     = live->opts->block_size, t0, t1, t2;
     size_t       loaded = 0;
     uint64_t     errors = 0;
     kvp_status_t status;
 
-    buffers_reserve(b, rec->n, bs);
+    kv_chain_buffers_reserve(b, rec->n);
     t0     = kv_time_ns();
     status = kvp_get_chain(live->client, live->opts->ns, rec->keys,
                            (void *const *)b->bufs, b->caps, rec->n, b->sizes, &loaded);
@@ -240,16 +203,16 @@ static void replay_record(live_t *live, live_buffers_t *b, const record_t *rec)
 static void *worker_main(void *arg)
 {
     live_t        *live = arg;
-    live_buffers_t b    = {0};
+    kv_chain_buffers_t b    = {0};
     record_t       rec  = {0};
 
-    b.want = kv_malloc(live->opts->block_size, "expected block");
+    kv_chain_buffers_init(&b, live->opts->block_size);
     while (next_record(live, &rec)) {
         pace(live, &rec);
         replay_record(live, &b, &rec);
     }
     kv_free(rec.keys);
-    buffers_cleanup(&b);
+    kv_chain_buffers_cleanup(&b);
     return NULL;
 }
 

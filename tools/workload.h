@@ -152,6 +152,30 @@ kvp_status_t kv_workload_next(kv_workload_t *workload, kv_request_t *req);
 void kv_workload_block_bytes(const kvp_key_t *key, void *buf, uint64_t size);
 
 /**
+ * A worker's buffers for loading chains and checking them: one block
+ * buffer per key of the longest chain seen so far (bufs, with caps, sizes
+ * and statuses as kvp_get_chain() takes them), and want, one block for
+ * kv_workload_block_bytes().  Start it zeroed.
+ */
+typedef struct kv_chain_buffers {
+    uint64_t      block_size;
+    size_t        cap;
+    uint8_t     **bufs;
+    uint64_t     *caps, *sizes;
+    kvp_status_t *statuses;
+    uint8_t      *want;
+} kv_chain_buffers_t;
+
+/** @brief Ready @p b for chains of @p block_size-byte blocks (aborts if out of memory). */
+void kv_chain_buffers_init(kv_chain_buffers_t *b, uint64_t block_size);
+
+/** @brief Make room for chains of @p n keys (aborts if out of memory). */
+void kv_chain_buffers_reserve(kv_chain_buffers_t *b, size_t n);
+
+/** @brief Free everything @p b holds. */
+void kv_chain_buffers_cleanup(kv_chain_buffers_t *b);
+
+/**
  * @brief The message of the last error of @p workload.
  * @return a string owned by the workload, valid until the next call on it;
  *         "" if there was no error (or @p workload is NULL).  Never NULL.
