@@ -4,8 +4,10 @@
 #include <kv/util.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 /*
@@ -20,6 +22,7 @@ typedef struct {
 
 struct kv_evloop {
     int      epfd;
+    int      sigfd;   /* kv_evloop_stop_on_signals(), or -1 */
     int      stop;
     watch_t *watches;
     int      num_watches;
@@ -33,7 +36,8 @@ kvp_status_t kv_evloop_create(kv_evloop_t **loop_p)
 {
     kv_evloop_t *loop = kv_calloc(1, sizeof(*loop), "event loop");
 
-    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+    loop->sigfd = -1;
+    loop->epfd  = epoll_create1(EPOLL_CLOEXEC);
     if (loop->epfd < 0) {
         kv_log_error("epoll_create1: %m");
         kv_free(loop);
@@ -47,6 +51,9 @@ void kv_evloop_destroy(kv_evloop_t *loop)
 {
     if (loop == NULL) {
         return;
+    }
+    if (loop->sigfd >= 0) {
+        close(loop->sigfd);
     }
     close(loop->epfd);
     kv_free(loop->watches);
@@ -139,4 +146,31 @@ kvp_status_t kv_evloop_run(kv_evloop_t *loop)
 void kv_evloop_stop(kv_evloop_t *loop)
 {
     loop->stop = 1;
+}
+
+static void on_signal(int fd, uint32_t events, void *arg)
+{
+    struct signalfd_siginfo info;
+
+    if (read(fd, &info, sizeof(info)) == sizeof(info)) {
+        kv_log_info("signal %u: shutting down", info.ssi_signo);
+        kv_evloop_stop(arg);
+    }
+}
+
+kvp_status_t kv_evloop_stop_on_signals(kv_evloop_t *loop)
+{
+    sigset_t mask;
+
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    loop->sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (loop->sigfd < 0) {
+        kv_log_error("signalfd: %m");
+        return KVP_ERR_IO;
+    }
+    return kv_evloop_add(loop, loop->sigfd, EPOLLIN, on_signal, loop);
 }

@@ -14,12 +14,10 @@
 #include <kv/log.h>
 
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/signalfd.h>
 #include <unistd.h>
 
 static void usage(FILE *out)
@@ -32,16 +30,6 @@ static void usage(FILE *out)
             "%d nodes (without a token only loopback addresses may be used).\n",
             KV_COORD_DEFAULT_PORT, KV_COORD_DEFAULT_LEASE_MS,
             KV_COORD_DEFAULT_MAX_NODES);
-}
-
-static void on_signal(int fd, uint32_t events, void *arg)
-{
-    struct signalfd_siginfo info;
-
-    if (read(fd, &info, sizeof(info)) == sizeof(info)) {
-        kv_log_info("signal %u: shutting down", info.ssi_signo);
-        kv_evloop_stop(arg);
-    }
 }
 
 static void on_tick(void *arg)
@@ -72,8 +60,7 @@ int main(int argc, char **argv)
     char              err[512];
     kv_evloop_t      *loop;
     kv_coord_t       *coord;
-    sigset_t          mask;
-    int               sfd, opt, rc = 1;
+    int               opt, rc = 1;
 
     kv_coord_config_defaults(&config);
     while ((opt = getopt_long(argc, argv, "c:p:l:t:E:L:N:h", options, NULL)) != -1) {
@@ -108,33 +95,27 @@ int main(int argc, char **argv)
     }
     kv_log_to_stderr(config.log_level, "kvpool-coord");
 
-    signal(SIGPIPE, SIG_IGN);
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
-    sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-
-    if (sfd < 0 || kv_evloop_create(&loop) != KVP_OK) {
+    if (kv_evloop_create(&loop) != KVP_OK) {
         fprintf(stderr, "kvpool-coord: cannot set up the event loop\n");
         return 1;
+    }
+    if (kv_evloop_stop_on_signals(loop) != KVP_OK) {
+        fprintf(stderr, "kvpool-coord: cannot watch for signals\n");
+        goto out_loop;
     }
     if (kv_coord_create(loop, &config, &coord) != KVP_OK) {
         fprintf(stderr, "kvpool-coord: cannot start (see the log above)\n");
         goto out_loop;
     }
-    kv_evloop_add(loop, sfd, EPOLLIN, on_signal, loop);
     kv_evloop_set_tick(loop, kv_coord_tick_ms(coord), on_tick, coord);
     printf("kvpool-coord listening on %s:%u\n", config.listen, kv_coord_port(coord));
     fflush(stdout);
     kv_log_info("serving %s:%u, node lease %u ms", config.listen, kv_coord_port(coord),
                 config.lease_ms);
     rc = kv_evloop_run(loop) == KVP_OK ? 0 : 1;
-    kv_evloop_remove(loop, sfd);
     kv_coord_destroy(coord);
     kv_log_info("stopped");
 out_loop:
     kv_evloop_destroy(loop);
-    close(sfd);
     return rc;
 }

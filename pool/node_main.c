@@ -17,12 +17,10 @@
 #include <kv/log.h>
 
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/signalfd.h>
 #include <unistd.h>
 
 static void usage(FILE *out)
@@ -38,16 +36,6 @@ static void usage(FILE *out)
             "(without a token only loopback addresses may be used), eviction\n"
             "policy %s (kvpool replay --list-policies lists them), no coordinator.\n",
             KV_NODE_DEFAULT_PORT, KV_EVICT_DEFAULT_POLICY);
-}
-
-static void on_signal(int fd, uint32_t events, void *arg)
-{
-    struct signalfd_siginfo info;
-
-    if (read(fd, &info, sizeof(info)) == sizeof(info)) {
-        kv_log_info("signal %u: shutting down", info.ssi_signo);
-        kv_evloop_stop(arg);
-    }
 }
 
 static void on_tick(void *arg)
@@ -87,8 +75,7 @@ int main(int argc, char **argv)
     char             err[512];
     kv_evloop_t     *loop;
     kv_node_t       *node;
-    sigset_t         mask;
-    int              sfd, opt, rc = 1;
+    int              opt, rc = 1;
 
     kv_node_config_defaults(&config);
     while ((opt = getopt_long(argc, argv, "c:p:m:l:t:n:L:S:E:D:P:C:A:h", options,
@@ -124,33 +111,27 @@ int main(int argc, char **argv)
     }
     kv_log_to_stderr(config.log_level, "kvpool-node");
 
-    signal(SIGPIPE, SIG_IGN);
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
-    sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-
-    if (sfd < 0 || kv_evloop_create(&loop) != KVP_OK) {
+    if (kv_evloop_create(&loop) != KVP_OK) {
         fprintf(stderr, "kvpool-node: cannot set up the event loop\n");
         return 1;
+    }
+    if (kv_evloop_stop_on_signals(loop) != KVP_OK) {
+        fprintf(stderr, "kvpool-node: cannot watch for signals\n");
+        goto out_loop;
     }
     if (kv_node_create(loop, &config, &node) != KVP_OK) {
         fprintf(stderr, "kvpool-node: cannot start (see the log above)\n");
         goto out_loop;
     }
-    kv_evloop_add(loop, sfd, EPOLLIN, on_signal, loop);
     kv_evloop_set_tick(loop, 1000, on_tick, node);
     printf("kvpool-node listening on %s:%u\n", config.listen, kv_node_port(node));
     fflush(stdout);
     kv_log_info("serving %s:%u with %llu bytes of host memory", config.listen,
                 kv_node_port(node), (unsigned long long)config.memory);
     rc = kv_evloop_run(loop) == KVP_OK ? 0 : 1;
-    kv_evloop_remove(loop, sfd);
     kv_node_destroy(node);
     kv_log_info("stopped");
 out_loop:
     kv_evloop_destroy(loop);
-    close(sfd);
     return rc;
 }

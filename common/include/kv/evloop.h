@@ -41,5 +41,13 @@ void kv_evloop_set_tick(kv_evloop_t *loop, uint32_t period_ms,
 kvp_status_t kv_evloop_run(kv_evloop_t *loop);
 /** Make kv_evloop_run() return after the current iteration. */
 void kv_evloop_stop(kv_evloop_t *loop);
+/**
+ * A daemon's signals: ignore SIGPIPE, block SIGTERM and SIGINT in the
+ * calling thread (and so in the threads it starts later: call this before
+ * starting any), and stop @p loop when one arrives, read through a
+ * signalfd the loop watches and kv_evloop_destroy() closes.
+ * @return KVP_OK; KVP_ERR_IO if the signalfd cannot be made.
+ */
+kvp_status_t kv_evloop_stop_on_signals(kv_evloop_t *loop);
 
 #endif
