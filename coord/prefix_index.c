@@ -53,6 +53,7 @@
 #include <kv/alloc.h>
 #include <kv/hash.h>
 #include <kv/log.h>
+#include <kv/ns_table.h>
 #include <kv/util.h>
 
 #include <assert.h>
@@ -62,7 +63,6 @@
 #define ENTRIES_MAX     (UINT32_MAX - 1u)
 #define ENTRIES_MIN     1024u
 #define SET_FIRST_CAP   2u
-#define NS_SLOTS        (2 * KV_INDEX_MAX_NAMESPACES)
 
 enum {
     ENTRY_LIVE     = 1 << 0, /* held (else on the free list) */
@@ -111,17 +111,11 @@ struct kv_prefix_index {
     uint64_t       num_cached;
     uint64_t       num_locs;
 
-    uint32_t       ns_count;
-    char         **ns_names;     /* [KV_INDEX_MAX_NAMESPACES] */
-    uint8_t       *ns_lens;      /* [KV_INDEX_MAX_NAMESPACES] */
-    uint16_t      *ns_slots;     /* [NS_SLOTS] id + 1, 0 = empty */
-    uint64_t       ns_bytes;     /* of the names */
+    kv_ns_table_t *ns;
 };
 
 _Static_assert(sizeof(index_entry_t) == 44, "an entry stays 44 bytes");
 _Static_assert(KV_INDEX_MAX_NAMESPACES <= UINT16_MAX, "ns ids fit an entry");
-_Static_assert((NS_SLOTS & (NS_SLOTS - 1)) == 0, "NS_SLOTS is a power of two");
-_Static_assert(KVP_NAMESPACE_MAX <= UINT8_MAX, "namespace lengths fit ns_lens");
 
 static uint64_t entry_hash(uint32_t ns_id, const kvp_key_t *key)
 {
@@ -569,11 +563,7 @@ kvp_status_t kv_index_create(size_t expected_blocks, kv_prefix_index_t **index_p
     if (status != KVP_OK) {
         goto err_free_entries;
     }
-    index->ns_names = kv_calloc(KV_INDEX_MAX_NAMESPACES, sizeof(*index->ns_names),
-                                "namespaces");
-    index->ns_lens  = kv_calloc(KV_INDEX_MAX_NAMESPACES, sizeof(*index->ns_lens),
-                                "namespaces");
-    index->ns_slots = kv_calloc(NS_SLOTS, sizeof(*index->ns_slots), "namespace index");
+    index->ns = kv_ns_table_create(KV_INDEX_MAX_NAMESPACES, "prefix index");
     *index_p = index;
     return KVP_OK;
 
@@ -592,12 +582,7 @@ void kv_index_destroy(kv_prefix_index_t *index)
     for (uint32_t s = 0; s < index->sets_used; s++) {
         kv_free(index->sets[s].locs); /* NULL for free sets */
     }
-    for (uint32_t id = 0; id < index->ns_count; id++) {
-        kv_free(index->ns_names[id]);
-    }
-    kv_free(index->ns_names);
-    kv_free(index->ns_lens);
-    kv_free(index->ns_slots);
+    kv_ns_table_destroy(index->ns);
     kv_free(index->sets);
     kv_free(index->buckets);
     kv_free(index->entries);
@@ -607,39 +592,10 @@ void kv_index_destroy(kv_prefix_index_t *index)
 kvp_status_t kv_index_ns_id(kv_prefix_index_t *index, const void *ns, size_t len,
                             int create, uint32_t *id_p)
 {
-    size_t   slot;
-    uint32_t id;
-
-    if ((index == NULL) || (ns == NULL) || (id_p == NULL) || (len == 0) ||
-        (len > KVP_NAMESPACE_MAX)) {
+    if (index == NULL) {
         return KVP_ERR_INVALID_PARAM;
     }
-
-    for (slot = kv_checksum(ns, len) & (NS_SLOTS - 1); index->ns_slots[slot] != 0;
-         slot = (slot + 1) & (NS_SLOTS - 1)) {
-        id = index->ns_slots[slot] - 1u;
-        if ((index->ns_lens[id] == len) && (memcmp(index->ns_names[id], ns, len) == 0)) {
-            *id_p = id;
-            return KVP_OK;
-        }
-    }
-    if (!create) {
-        return KVP_ERR_NOT_FOUND;
-    }
-    if (index->ns_count >= KV_INDEX_MAX_NAMESPACES) {
-        kv_log_warn("prefix index: namespace limit (%d) reached",
-                    KV_INDEX_MAX_NAMESPACES);
-        return KVP_ERR_NO_SPACE;
-    }
-
-    id                     = index->ns_count++;
-    index->ns_names[id]    = kv_malloc(len, "namespace");
-    memcpy(index->ns_names[id], ns, len);
-    index->ns_lens[id]     = (uint8_t)len;
-    index->ns_slots[slot]  = (uint16_t)(id + 1);
-    index->ns_bytes       += len;
-    *id_p = id;
-    return KVP_OK;
+    return kv_ns_table_id(index->ns, ns, len, create, id_p);
 }
 
 /* Non-zero if @p ancestor is @p i or one of its ancestors. */
@@ -664,7 +620,7 @@ kvp_status_t kv_index_store(kv_prefix_index_t *index, uint32_t ns_id,
     index_entry_t *entry;
     kvp_status_t   status;
 
-    if ((index == NULL) || (key == NULL) || (ns_id >= index->ns_count) ||
+    if ((index == NULL) || (key == NULL) || (ns_id >= kv_ns_table_count(index->ns)) ||
         (node == 0) || (node > KV_COORD_NODE_MAX) ||
         ((parent != NULL) && (memcmp(parent->bytes, key->bytes, KVP_KEY_LEN) == 0))) {
         return KVP_ERR_INVALID_PARAM;
@@ -721,7 +677,7 @@ int kv_index_remove(kv_prefix_index_t *index, uint32_t ns_id,
 {
     uint32_t i;
 
-    if ((index == NULL) || (key == NULL) || (ns_id >= index->ns_count)) {
+    if ((index == NULL) || (key == NULL) || (ns_id >= kv_ns_table_count(index->ns))) {
         return 0;
     }
     i = index_find(index, ns_id, key);
@@ -769,7 +725,7 @@ size_t kv_index_match(const kv_prefix_index_t *index, uint32_t ns_id,
 {
     size_t lo = 0, hi = count, mid;
 
-    if ((index == NULL) || (keys == NULL) || (ns_id >= index->ns_count) ||
+    if ((index == NULL) || (keys == NULL) || (ns_id >= kv_ns_table_count(index->ns)) ||
         (count > KV_INDEX_MAX_CHAIN)) {
         return 0;
     }
@@ -791,7 +747,7 @@ size_t kv_index_locations(const kv_prefix_index_t *index, uint32_t ns_id,
     uint32_t        i, count;
     const uint32_t *held;
 
-    if ((index == NULL) || (key == NULL) || (ns_id >= index->ns_count)) {
+    if ((index == NULL) || (key == NULL) || (ns_id >= kv_ns_table_count(index->ns))) {
         return 0;
     }
     i = index_find(index, ns_id, key);
@@ -815,7 +771,7 @@ size_t kv_index_chain_locations(const kv_prefix_index_t *index, uint32_t ns_id,
     if ((counts == NULL) || (count > KV_INDEX_MAX_CHAIN)) {
         return 0;
     }
-    if ((index == NULL) || (keys == NULL) || (ns_id >= index->ns_count)) {
+    if ((index == NULL) || (keys == NULL) || (ns_id >= kv_ns_table_count(index->ns))) {
         memset(counts, 0, count * sizeof(*counts));
         return 0;
     }
@@ -850,7 +806,7 @@ size_t kv_index_chain_locations(const kv_prefix_index_t *index, uint32_t ns_id,
 int kv_index_cached(const kv_prefix_index_t *index, uint32_t ns_id,
                     const kvp_key_t *key)
 {
-    if ((index == NULL) || (key == NULL) || (ns_id >= index->ns_count)) {
+    if ((index == NULL) || (key == NULL) || (ns_id >= kv_ns_table_count(index->ns))) {
         return 0;
     }
     return index_cached(index, ns_id, key);
@@ -901,8 +857,5 @@ void kv_index_stats(const kv_prefix_index_t *index, kv_index_stats_t *stats_p)
                          index->entries_cap * sizeof(*index->entries) +
                          index->num_buckets * sizeof(*index->buckets) +
                          (uint64_t)index->sets_cap * sizeof(*index->sets) +
-                         index->set_bytes +
-                         KV_INDEX_MAX_NAMESPACES * (sizeof(*index->ns_names) +
-                                                    sizeof(*index->ns_lens)) +
-                         NS_SLOTS * sizeof(*index->ns_slots) + index->ns_bytes;
+                         index->set_bytes + kv_ns_table_bytes(index->ns);
 }

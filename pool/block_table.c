@@ -18,14 +18,14 @@
  * with pins.  Their difference is what eviction can free, which lets
  * reserve fail at once, evicting nothing, when even that is not enough.
  *
- * Namespaces are interned into an array indexed by id, with an open
- * addressing index of twice the namespace cap (load factor <= 1/2).
+ * Namespaces are interned by a kv_ns_table (<kv/ns_table.h>).
  */
 #include "block_table.h"
 
 #include <kv/alloc.h>
 #include <kv/hash.h>
 #include <kv/log.h>
+#include <kv/ns_table.h>
 #include <kv/util.h>
 
 #include <assert.h>
@@ -38,7 +38,6 @@ enum {
 };
 
 #define BLOCK_TABLE_INITIAL_BUCKETS 1024
-#define NS_SLOTS                    (2 * KV_BLOCK_TABLE_MAX_NAMESPACES)
 
 typedef struct block_list {
     kv_block_t *head;   /* most recently used / added */
@@ -64,14 +63,9 @@ struct kv_block_table {
     kv_block_listener_t listener;
     void         *listener_arg;
 
-    uint32_t      ns_count;
-    char        **ns_names;     /* [KV_BLOCK_TABLE_MAX_NAMESPACES] */
-    uint8_t      *ns_lens;      /* [KV_BLOCK_TABLE_MAX_NAMESPACES] */
-    uint16_t     *ns_slots;     /* [NS_SLOTS] id + 1, 0 = empty */
+    kv_ns_table_t *ns;
 };
 
-_Static_assert(KVP_NAMESPACE_MAX <= UINT8_MAX, "namespace lengths fit ns_lens");
-_Static_assert(KV_BLOCK_TABLE_MAX_NAMESPACES < UINT16_MAX, "ids fit ns_slots");
 
 static void block_list_push_head(block_list_t *list, kv_block_t *block)
 {
@@ -252,12 +246,7 @@ kvp_status_t kv_block_table_create(kv_arena_t *arena, const char *policy,
     table->num_buckets = BLOCK_TABLE_INITIAL_BUCKETS;
     table->buckets     = kv_calloc(table->num_buckets, sizeof(*table->buckets),
                                    "block hash");
-    table->ns_names    = kv_calloc(KV_BLOCK_TABLE_MAX_NAMESPACES,
-                                   sizeof(*table->ns_names), "namespaces");
-    table->ns_lens     = kv_calloc(KV_BLOCK_TABLE_MAX_NAMESPACES,
-                                   sizeof(*table->ns_lens), "namespaces");
-    table->ns_slots    = kv_calloc(NS_SLOTS, sizeof(*table->ns_slots),
-                                   "namespace index");
+    table->ns          = kv_ns_table_create(KV_BLOCK_TABLE_MAX_NAMESPACES, "block table");
     *table_p = table;
     return KVP_OK;
 }
@@ -281,12 +270,7 @@ void kv_block_table_destroy(kv_block_table_t *table)
     block_list_release_all(table, &table->committed);
     block_list_release_all(table, &table->limbo);
     kv_evict_destroy(table->policy);
-    for (uint32_t id = 0; id < table->ns_count; id++) {
-        kv_free(table->ns_names[id]);
-    }
-    kv_free(table->ns_names);
-    kv_free(table->ns_lens);
-    kv_free(table->ns_slots);
+    kv_ns_table_destroy(table->ns);
     kv_free(table->buckets);
     kv_free(table);
 }
@@ -294,41 +278,7 @@ void kv_block_table_destroy(kv_block_table_t *table)
 kvp_status_t kv_block_table_ns_id(kv_block_table_t *table, const char *ns,
                                   size_t len, int create, uint32_t *id_p)
 {
-    size_t   slot;
-    uint32_t id;
-
-    if ((ns == NULL) || (id_p == NULL) || (len == 0) ||
-        (len > KVP_NAMESPACE_MAX)) {
-        return KVP_ERR_INVALID_PARAM;
-    }
-
-    for (slot = kv_checksum(ns, len) & (NS_SLOTS - 1);
-         table->ns_slots[slot] != 0; slot = (slot + 1) & (NS_SLOTS - 1)) {
-        id = table->ns_slots[slot] - 1u;
-        if ((table->ns_lens[id] == len) &&
-            (memcmp(table->ns_names[id], ns, len) == 0)) {
-            *id_p = id;
-            return KVP_OK;
-        }
-    }
-
-    if (!create) {
-        return KVP_ERR_NOT_FOUND;
-    }
-    if (table->ns_count >= KV_BLOCK_TABLE_MAX_NAMESPACES) {
-        kv_log_warn("block table: namespace limit (%d) reached",
-                    KV_BLOCK_TABLE_MAX_NAMESPACES);
-        return KVP_ERR_NO_SPACE;
-    }
-
-    id                     = table->ns_count++;
-    table->ns_names[id]    = kv_malloc(len, "namespace");
-    memcpy(table->ns_names[id], ns, len);
-    table->ns_lens[id]     = (uint8_t)len;
-    table->ns_slots[slot]  = (uint16_t)(id + 1);
-    kv_log_debug("block table: namespace '%.*s' is id %u", (int)len, ns, id);
-    *id_p = id;
-    return KVP_OK;
+    return kv_ns_table_id(table->ns, ns, len, create, id_p);
 }
 
 static kvp_status_t block_table_reserve(kv_block_table_t *table, uint32_t ns_id,
@@ -341,7 +291,7 @@ static kvp_status_t block_table_reserve(kv_block_table_t *table, uint32_t ns_id,
     kvp_status_t status;
 
     if ((key == NULL) || (block_p == NULL) || (size == 0) ||
-        (ns_id >= table->ns_count)) {
+        (ns_id >= kv_ns_table_count(table->ns))) {
         return KVP_ERR_INVALID_PARAM;
     }
     if (size > capacity) {
@@ -529,11 +479,7 @@ void kv_block_table_foreach(const kv_block_table_t *table,
 const char *kv_block_table_ns_name(const kv_block_table_t *table, uint32_t ns_id,
                                    size_t *len_p)
 {
-    if (ns_id >= table->ns_count) {
-        return NULL;
-    }
-    *len_p = table->ns_lens[ns_id];
-    return table->ns_names[ns_id];
+    return kv_ns_table_name(table->ns, ns_id, len_p);
 }
 
 void *kv_block_table_data(kv_block_table_t *table, const kv_block_t *block)
