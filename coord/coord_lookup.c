@@ -28,47 +28,6 @@ static kvp_key_t *chain_keys(const ProtobufCBinaryData *keys, size_t n)
 }
 
 /*
- * Each node's prefix of the matched blocks: the number of leading blocks
- * it holds (in any tier).  Block i's locations are the next @p cnt[i] of
- * @p locs, block after block.  Fills @p out (node ids holding block 0,
- * with their lengths) and returns how many.
- */
-static size_t node_prefixes(const uint32_t *locs, const uint32_t *cnt, size_t matched,
-                            Kvpool__NodePrefix *out)
-{
-    size_t n = 0;
-
-    for (size_t j = 0; matched > 0 && j < cnt[0]; j++) {
-        uint32_t node = KV_LOC_NODE(locs[j]);
-        size_t   k    = 0;
-
-        while (k < n && out[k].node_id != node) {
-            k++;
-        }
-        if (k == n) {
-            kvpool__node_prefix__init(&out[n]);
-            out[n].node_id  = node;
-            out[n++].length = 1;
-        }
-    }
-    locs += matched > 0 ? cnt[0] : 0;
-    for (size_t i = 1; i < matched; locs += cnt[i++]) {
-        for (size_t k = 0; k < n; k++) {
-            if (out[k].length != i) {
-                continue; /* its run ended before block i */
-            }
-            for (size_t j = 0; j < cnt[i]; j++) {
-                if (KV_LOC_NODE(locs[j]) == out[k].node_id) {
-                    out[k].length++;
-                    break;
-                }
-            }
-        }
-    }
-    return n;
-}
-
-/*
  * Match: the longest cached prefix, each of its blocks' locations (one
  * walk up the index's parent links) and each node's prefix; only the
  * length with length_only.  The reply is
@@ -83,6 +42,7 @@ void kv_coord_handle_match(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     Kvpool__MatchReply          reply = KVPOOL__MATCH_REPLY__INIT;
     Kvpool__BlockLocations     *blocks, **block_ptrs;
     Kvpool__NodePrefix         *prefixes, **prefix_ptrs;
+    kv_index_node_run_t        *runs;
     size_t                      matched, total, cap, off = 0, n_prefixes;
     uint32_t                    ns_id, *locs, *cnt;
     kvp_key_t                  *keys;
@@ -128,12 +88,17 @@ void kv_coord_handle_match(kv_rpc_call_t *call, const ProtobufCMessage *msg,
         block_ptrs[i]         = &blocks[i];
     }
     n_prefixes  = matched > 0 ? cnt[0] : 0;
-    prefixes    = kv_coord_buf(&bufs[4],
-                               n_prefixes * (sizeof(*prefixes) + sizeof(*prefix_ptrs)) + 1);
+    prefixes    = kv_coord_buf(&bufs[4], n_prefixes * (sizeof(*prefixes) +
+                                                       sizeof(*prefix_ptrs) +
+                                                       sizeof(*runs)) + 1);
     prefix_ptrs = (Kvpool__NodePrefix **)(prefixes + n_prefixes);
-    reply.n_nodes = node_prefixes(locs, cnt, matched, prefixes);
+    runs        = (kv_index_node_run_t *)(prefix_ptrs + n_prefixes);
+    reply.n_nodes = kv_index_node_prefixes(cnt, locs, matched, runs, n_prefixes);
     for (size_t k = 0; k < reply.n_nodes; k++) {
-        prefix_ptrs[k] = &prefixes[k];
+        kvpool__node_prefix__init(&prefixes[k]);
+        prefixes[k].node_id = runs[k].node;
+        prefixes[k].length  = runs[k].length;
+        prefix_ptrs[k]      = &prefixes[k];
     }
     reply.n_blocks = matched;
     reply.blocks   = block_ptrs;

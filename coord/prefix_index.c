@@ -859,3 +859,37 @@ void kv_index_stats(const kv_prefix_index_t *index, kv_index_stats_t *stats_p)
                          (uint64_t)index->sets_cap * sizeof(*index->sets) +
                          index->set_bytes + kv_ns_table_bytes(index->ns);
 }
+
+size_t kv_index_node_prefixes(const uint32_t *counts, const uint32_t *locs, size_t count,
+                              kv_index_node_run_t *runs, size_t max)
+{
+    size_t n = 0;
+
+    for (size_t j = 0; count > 0 && j < counts[0]; j++) {
+        uint32_t node = KV_LOC_NODE(locs[j]);
+        size_t   k    = 0;
+
+        while (k < n && runs[k].node != node) {
+            k++;
+        }
+        if (k == n && n < max) {
+            runs[n].node     = node;
+            runs[n++].length = 1;
+        }
+    }
+    locs += count > 0 ? counts[0] : 0;
+    for (size_t i = 1; i < count; locs += counts[i++]) {
+        for (size_t k = 0; k < n; k++) {
+            if (runs[k].length != i) {
+                continue; /* its run ended before block i */
+            }
+            for (size_t j = 0; j < counts[i]; j++) {
+                if (KV_LOC_NODE(locs[j]) == runs[k].node) {
+                    runs[k].length++;
+                    break;
+                }
+            }
+        }
+    }
+    return n;
+}

@@ -151,6 +151,24 @@ size_t kv_index_chain_locations(const kv_prefix_index_t *index, uint32_t ns_id,
                                 const kvp_key_t *keys, size_t count, uint32_t *counts,
                                 uint32_t *locs, size_t max);
 
+/** A pool node's run of a chain: it holds blocks [0, length). */
+typedef struct kv_index_node_run {
+    uint32_t node;
+    uint32_t length;
+} kv_index_node_run_t;
+
+/**
+ * @brief Each node's prefix of a chain: how many leading blocks it holds
+ * (in any tier), from what kv_index_chain_locations() gave for the chain's
+ * first @p count blocks (all their locations).
+ * @param [out] runs one per node holding block 0, in the order of block
+ *                   0's locations; at most @p max (nodes past it are left
+ *                   out).
+ * @return how many runs were written.
+ */
+size_t kv_index_node_prefixes(const uint32_t *counts, const uint32_t *locs, size_t count,
+                              kv_index_node_run_t *runs, size_t max);
+
 /** @return non-zero if @p key is cached (see above). */
 int kv_index_cached(const kv_prefix_index_t *index, uint32_t ns_id,
                     const kvp_key_t *key);
