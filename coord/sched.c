@@ -17,7 +17,11 @@
 #include <kv/alloc.h>
 #include <kv/util.h>
 
+#include <errno.h>
 #include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct sched_instance {
@@ -85,6 +89,81 @@ int kv_sched_cost_valid(const kv_sched_cost_t *cost)
            finite_nonneg(cost->remote_bytes_s) && cost->remote_bytes_s > 0 &&
            finite_nonneg(cost->decode_step_s) &&
            finite_nonneg(cost->decode_step_per_request_s);
+}
+
+/* The figures by name: offsets of the doubles of kv_sched_cost_t. */
+static const struct {
+    const char *key;
+    size_t      offset;
+    int         positive; /* must be > 0, not only >= 0 */
+} cost_fields[] = {
+    {"prefill_fixed_s", offsetof(kv_sched_cost_t, prefill_fixed_s), 0},
+    {"prefill_token_s", offsetof(kv_sched_cost_t, prefill_token_s), 0},
+    {"prefill_attn_s", offsetof(kv_sched_cost_t, prefill_attn_s), 0},
+    {"kv_bytes_per_token", offsetof(kv_sched_cost_t, kv_bytes_per_token), 0},
+    {"local_bytes_s", offsetof(kv_sched_cost_t, local_bytes_s), 1},
+    {"remote_bytes_s", offsetof(kv_sched_cost_t, remote_bytes_s), 1},
+    {"decode_step_s", offsetof(kv_sched_cost_t, decode_step_s), 0},
+    {"decode_step_per_request_s", offsetof(kv_sched_cost_t, decode_step_per_request_s), 0},
+};
+
+static const char *const cost_keys[] = {
+    "block_tokens", "prefill_fixed_s", "prefill_token_s", "prefill_attn_s",
+    "kv_bytes_per_token", "local_bytes_s", "remote_bytes_s", "decode_step_s",
+    "decode_step_per_request_s", NULL,
+};
+
+const char *const *kv_sched_cost_keys(void)
+{
+    return cost_keys;
+}
+
+kvp_status_t kv_sched_cost_set(kv_sched_cost_t *cost, const char *key, const char *value,
+                               char *err, size_t err_len)
+{
+    char  *end;
+    double v;
+
+    errno = 0;
+    v     = strtod(value, &end);
+    if (strcmp(key, "block_tokens") == 0) {
+        if (end == value || *end != '\0' || errno != 0 || !(v >= 1 && v <= 65536) ||
+            v != (double)(uint32_t)v) {
+            snprintf(err, err_len, "block_tokens must be a whole number of 1..65536, "
+                     "not '%s'", value);
+            return KVP_ERR_CONFIG;
+        }
+        cost->block_tokens = (uint32_t)v;
+        return KVP_OK;
+    }
+    for (size_t i = 0; i < sizeof(cost_fields) / sizeof(cost_fields[0]); i++) {
+        if (strcmp(key, cost_fields[i].key) != 0) {
+            continue;
+        }
+        if (end == value || *end != '\0' || errno != 0 || !isfinite(v) || v < 0 ||
+            v >= 1e15 || (cost_fields[i].positive && v == 0)) {
+            snprintf(err, err_len, "%s must be a number %s 0 and below 1e15, not '%s'",
+                     key, cost_fields[i].positive ? ">" : ">=", value);
+            return KVP_ERR_CONFIG;
+        }
+        *(double *)((char *)cost + cost_fields[i].offset) = v;
+        return KVP_OK;
+    }
+    snprintf(err, err_len, "no cost figure '%s'", key);
+    return KVP_ERR_NOT_FOUND;
+}
+
+double kv_sched_cost_get(const kv_sched_cost_t *cost, const char *key)
+{
+    if (strcmp(key, "block_tokens") == 0) {
+        return cost->block_tokens;
+    }
+    for (size_t i = 0; i < sizeof(cost_fields) / sizeof(cost_fields[0]); i++) {
+        if (strcmp(key, cost_fields[i].key) == 0) {
+            return *(const double *)((const char *)cost + cost_fields[i].offset);
+        }
+    }
+    return NAN;
 }
 
 double kv_sched_prefill_s(const kv_sched_cost_t *cost, uint64_t cached_tokens,

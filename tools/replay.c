@@ -27,16 +27,14 @@
  * see from its size.  This file also holds what both modes share: the options, the
  * counting and the summary; the live mode is kv_cli_replay_live().
  */
+#include "cache_model.h"
 #include "cli.h"
 #include "workload.h"
 
-#include <kv/alloc.h>
-#include <kv/hash.h>
 #include <kv/util.h>
 #include <kvcoord/prefix_index.h>
 #include <kvstore/evict.h>
 
-#include <assert.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -52,8 +50,6 @@
 
 /** Where the offline replay stores blocks: node 1, tier host (kvpool.Tier 0). */
 #define REPLAY_LOC KV_LOC(1, 0)
-
-#define REPLAY_INITIAL_BUCKETS 4096
 
 /* ---- shared by both modes ----------------------------------------------- */
 
@@ -186,159 +182,28 @@ void kv_cli_replay_report(const kv_cli_replay_opts_t *opts,
 
 /* ---- the offline mode ---------------------------------------------------- */
 
-/* A stored block: its policy entry and its key, in a chained hash table. */
-typedef struct replay_block {
-    kv_evict_entry_t     evict;
-    kvp_key_t            key;
-    struct replay_block *hash_next;
-} replay_block_t;
-
 typedef struct offline {
     kv_prefix_index_t *index;
     uint32_t           ns;
-    kv_evict_t        *policy;
-    replay_block_t   **buckets;
-    size_t             num_buckets; /* a power of two */
-    size_t             num_blocks;
-    uint64_t           capacity;    /* 0 = no limit */
-    uint64_t           evictions;
+    kv_cache_model_t  *store;
 } offline_t;
-
-static uint64_t key_hash(const kvp_key_t *key)
-{
-    /* splitmix64 finaliser over the key's first word */
-    uint64_t h = kv_key_hash64(key);
-
-    h ^= h >> 30;
-    h *= 0xbf58476d1ce4e5b9ull;
-    h ^= h >> 27;
-    h *= 0x94d049bb133111ebull;
-    return h ^ (h >> 31);
-}
-
-static replay_block_t **offline_bucket(const offline_t *off, const kvp_key_t *key)
-{
-    return &off->buckets[key_hash(key) & (off->num_buckets - 1)];
-}
-
-static replay_block_t *offline_find(const offline_t *off, const kvp_key_t *key)
-{
-    for (replay_block_t *b = *offline_bucket(off, key); b != NULL; b = b->hash_next) {
-        if (memcmp(b->key.bytes, key->bytes, KVP_KEY_LEN) == 0) {
-            return b;
-        }
-    }
-    return NULL;
-}
-
-static void offline_grow(offline_t *off)
-{
-    replay_block_t **old     = off->buckets;
-    size_t           old_len = off->num_buckets;
-
-    off->num_buckets *= 2;
-    off->buckets = kv_calloc(off->num_buckets, sizeof(*off->buckets), "replay hash");
-    for (size_t i = 0; i < old_len; i++) {
-        replay_block_t *b, *next;
-        for (b = old[i]; b != NULL; b = next) {
-            replay_block_t **bucket = offline_bucket(off, &b->key);
-            next         = b->hash_next;
-            b->hash_next = *bucket;
-            *bucket      = b;
-        }
-    }
-    kv_free(old);
-}
-
-/* Evict the policy's victim: out of the index and freed. */
-static void offline_evict(offline_t *off)
-{
-    kv_evict_entry_t *entry = kv_evict_pop(off->policy);
-    replay_block_t   *victim, **link;
-
-    assert(entry != NULL); /* nothing is pinned offline */
-    victim = kv_container_of(entry, replay_block_t, evict);
-    kv_index_remove(off->index, off->ns, &victim->key, REPLAY_LOC);
-    link = offline_bucket(off, &victim->key);
-    while (*link != victim) {
-        link = &(*link)->hash_next;
-    }
-    *link = victim->hash_next;
-    kv_free(victim);
-    off->num_blocks--;
-    off->evictions++;
-}
-
-/* Store keys[i] (not stored now), whose parent is keys[i - 1]. */
-static kvp_status_t offline_store(offline_t *off, const kvp_key_t *keys, size_t i,
-                                  unsigned flags)
-{
-    const kvp_key_t *parent_key = i > 0 ? &keys[i - 1] : NULL;
-    replay_block_t  *parent     = i > 0 ? offline_find(off, parent_key) : NULL;
-    replay_block_t  *block, **bucket;
-    kvp_status_t     status;
-
-    status = kv_index_store(off->index, off->ns, &keys[i], parent_key, REPLAY_LOC);
-    if (status != KVP_OK) {
-        return status;
-    }
-    if (off->num_blocks >= off->num_buckets) {
-        offline_grow(off);
-    }
-    block      = kv_malloc(sizeof(*block), "replay block");
-    block->key = keys[i];
-    bucket     = offline_bucket(off, &block->key);
-    block->hash_next = *bucket;
-    *bucket          = block;
-    kv_evict_insert_flags(off->policy, &block->evict,
-                          parent != NULL ? &parent->evict : NULL,
-                          key_hash(&block->key), flags);
-    off->num_blocks++;
-    while (off->capacity > 0 && off->num_blocks > off->capacity) {
-        offline_evict(off);
-    }
-    return KVP_OK;
-}
 
 /* One request: count its cached prefix, then use every block of it. */
 static kvp_status_t offline_request(offline_t *off, const kv_request_t *req,
                                     kv_cli_replay_result_t *result)
 {
-    size_t       matched = kv_index_match(off->index, off->ns, req->keys, req->num_keys);
-    kvp_status_t status;
-
-    int          partial = (uint64_t)req->input_tokens <
-                           (uint64_t)req->num_keys * KV_CLI_REPLAY_BLOCK_TOKENS;
+    size_t matched = kv_index_match(off->index, off->ns, req->keys, req->num_keys);
+    int    partial = (uint64_t)req->input_tokens <
+                     (uint64_t)req->num_keys * KV_CLI_REPLAY_BLOCK_TOKENS;
 
     kv_cli_replay_count(result, req->input_tokens, req->num_keys, matched);
-    kv_evict_set_time(off->policy, req->timestamp_ms);
-    for (size_t i = 0; i < req->num_keys; i++) {
-        replay_block_t *block = offline_find(off, &req->keys[i]);
-        unsigned        flags = partial && i + 1 == req->num_keys ? KV_EVICT_PARTIAL : 0;
-
-        if (block != NULL) {
-            kv_evict_touch_flags(off->policy, &block->evict, flags);
-            continue;
-        }
-        status = offline_store(off, req->keys, i, flags);
-        if (status != KVP_OK) {
-            return status;
-        }
-    }
-    return KVP_OK;
+    kv_cache_model_set_time(off->store, req->timestamp_ms);
+    return kv_cache_model_use(off->store, req->keys, req->num_keys, partial);
 }
 
 static void offline_cleanup(offline_t *off)
 {
-    for (size_t i = 0; i < off->num_buckets; i++) {
-        replay_block_t *b, *next;
-        for (b = off->buckets[i]; b != NULL; b = next) {
-            next = b->hash_next;
-            kv_free(b);
-        }
-    }
-    kv_free(off->buckets);
-    kv_evict_destroy(off->policy);
+    kv_cache_model_destroy(off->store);
     kv_index_destroy(off->index);
 }
 
@@ -359,14 +224,12 @@ static int replay_offline(const kv_cli_replay_opts_t *opts)
     }
     if (kv_index_create(0, &off.index) != KVP_OK ||
         kv_index_ns_id(off.index, "replay", 6, 1, &off.ns) != KVP_OK ||
-        kv_evict_create(opts->policy, &off.policy) != KVP_OK) {
+        kv_cache_model_create(off.index, off.ns, REPLAY_LOC, opts->policy,
+                              opts->capacity_blocks, &off.store) != KVP_OK) {
         fprintf(stderr, "kvpool replay: cannot set up the index and the policy\n");
         goto out;
     }
-    off.capacity    = opts->capacity_blocks;
-    off.num_buckets = REPLAY_INITIAL_BUCKETS;
-    off.buckets     = kv_calloc(off.num_buckets, sizeof(*off.buckets), "replay hash");
-    result.policy          = kv_evict_name(off.policy);
+    result.policy          = kv_cache_model_policy(off.store);
     result.capacity_blocks = opts->capacity_blocks;
 
     start = kv_time_ns();
@@ -397,7 +260,7 @@ static int replay_offline(const kv_cli_replay_opts_t *opts)
             kv_cli_replay_progress(&result, (double)(kv_time_ns() - start) / 1e9);
         }
     }
-    result.evictions = off.evictions;
+    result.evictions = kv_cache_model_evictions(off.store);
     result.seconds   = (double)(kv_time_ns() - start) / 1e9;
     kv_cli_replay_report(opts, &result);
     rc = 0;

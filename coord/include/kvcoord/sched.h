@@ -110,6 +110,28 @@ void kv_sched_cost_defaults(kv_sched_cost_t *cost);
 int kv_sched_cost_valid(const kv_sched_cost_t *cost);
 
 /**
+ * @brief Set one figure of @p cost by its name, the field's name
+ * ("block_tokens", "prefill_token_s", ...: the coordinator's config keys
+ * and `kvpool simulate --cost KEY=VALUE` use these names).
+ * @param [in] value decimal text; block_tokens 1..65536, the others
+ *                   finite, >= 0 and below 1e15, bandwidths > 0.
+ * @return KVP_OK; KVP_ERR_NOT_FOUND (no such figure); KVP_ERR_CONFIG (a
+ *         bad value); both with a reason in @p err.  @p cost is changed
+ *         only on success.
+ */
+kvp_status_t kv_sched_cost_set(kv_sched_cost_t *cost, const char *key, const char *value,
+                               char *err, size_t err_len);
+
+/**
+ * @return the names kv_sched_cost_set() takes, in the order of the
+ *         struct; NULL-terminated.  Static storage.
+ */
+const char *const *kv_sched_cost_keys(void);
+
+/** @return the figure named @p key (as a double), or NaN for an unknown name. */
+double kv_sched_cost_get(const kv_sched_cost_t *cost, const char *key);
+
+/**
  * @return seconds to prefill a prompt of @p prompt_tokens whose first
  *         @p cached_tokens (<= prompt_tokens) are already in memory:
  *         fixed + token x new + attn x (prompt^2 - cached^2) / 2.
