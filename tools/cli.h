@@ -30,6 +30,10 @@ int kv_cli_bench(int argc, char **argv);
  * coordinator's Match RPC); returns the process exit status. */
 int kv_cli_bench_index(int argc, char **argv);
 
+/** `kvpool simulate ...` (disaggregated serving of a trace, simulated);
+ * returns the process exit status. */
+int kv_cli_simulate(int argc, char **argv);
+
 /** Most --threads of a live replay. */
 #define KV_CLI_REPLAY_THREADS_MAX 64
 

@@ -12,6 +12,7 @@
  *   kvpool bench-index --rpc [--coord HOST:PORT] [--threads N] [--seconds S] ...
  *   kvpool replay TRACE --offline --capacity-blocks N [--policy NAME] [--json]
  *   kvpool replay TRACE --coord HOST:PORT [--block-size SIZE] [--json] ...
+ *   kvpool simulate TRACE [--prefill N] [--decode M] [--policy NAME|all] ...
  *
  * NAME is any string; its XXH3-128 is the block key.  Exit status 0 on
  * success, 1 with a one-line reason on stderr otherwise, 2 for bad usage.
@@ -59,6 +60,8 @@ static void usage(FILE *out)
             "       kvpool replay TRACE --coord HOST:PORT [--block-size SIZE]\n"
             "                     [--requests N] [--time-scale X] [--threads N] [--json]\n"
             "       kvpool replay --list-policies\n"
+            "       kvpool simulate TRACE [--prefill N] [--decode M] [--policy NAME|all]\n"
+            "                       [--capacity-blocks C] [--seed S] [--json] ...\n"
             "common options: --ns NAMESPACE (default \"default\"), --token TOKEN\n"
             "(or $KVPOOL_TOKEN)\n");
 }
@@ -235,6 +238,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "bench-index") == 0) {
         return kv_cli_bench_index(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "simulate") == 0) {
+        return kv_cli_simulate(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "replay") == 0) {
         return kv_cli_replay(argc - 1, argv + 1);
