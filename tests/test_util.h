@@ -386,4 +386,16 @@ static inline char *read_last_line(const char *path)
     return last;
 }
 
+/** The number after "name": in the JSON object @p line (the test fails if absent). */
+static inline double json_number_in(const char *line, const char *name)
+{
+    char        key[64];
+    const char *at;
+
+    snprintf(key, sizeof(key), "\"%s\":", name);
+    at = strstr(line, key);
+    ASSERT_(at != NULL, "no %s in %s", key, line);
+    return strtod(at + strlen(key), NULL);
+}
+
 #endif

@@ -34,6 +34,10 @@ int kv_cli_bench_index(int argc, char **argv);
  * returns the process exit status. */
 int kv_cli_simulate(int argc, char **argv);
 
+/** `kvpool gen-trace ...` (a synthetic trace in the Mooncake format on
+ * stdout); returns the process exit status. */
+int kv_cli_gen_trace(int argc, char **argv);
+
 /** Most --threads of a live replay. */
 #define KV_CLI_REPLAY_THREADS_MAX 64
 

@@ -13,6 +13,7 @@
  *   kvpool replay TRACE --offline --capacity-blocks N [--policy NAME] [--json]
  *   kvpool replay TRACE --coord HOST:PORT [--block-size SIZE] [--json] ...
  *   kvpool simulate TRACE [--prefill N] [--decode M] [--policy NAME|all] ...
+ *   kvpool gen-trace [--requests N] [--seed S] ... > TRACE
  *
  * NAME is any string; its XXH3-128 is the block key.  Exit status 0 on
  * success, 1 with a one-line reason on stderr otherwise, 2 for bad usage.
@@ -62,6 +63,8 @@ static void usage(FILE *out)
             "       kvpool replay --list-policies\n"
             "       kvpool simulate TRACE [--prefill N] [--decode M] [--policy NAME|all]\n"
             "                       [--capacity-blocks C] [--seed S] [--json] ...\n"
+            "       kvpool gen-trace [--requests N] [--seed S] [--conversations C]\n"
+            "                        [--system-prompts P] > TRACE\n"
             "common options: --ns NAMESPACE (default \"default\"), --token TOKEN\n"
             "(or $KVPOOL_TOKEN)\n");
 }
@@ -238,6 +241,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "bench-index") == 0) {
         return kv_cli_bench_index(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "gen-trace") == 0) {
+        return kv_cli_gen_trace(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "simulate") == 0) {
         return kv_cli_simulate(argc - 1, argv + 1);
