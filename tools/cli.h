@@ -17,6 +17,14 @@ typedef struct kv_cli_conn {
     const char *token; /**< from --token or $KVPOOL_TOKEN */
 } kv_cli_conn_t;
 
+/**
+ * Parse @p text, the value of @p flag of `kvpool @p cmd`: decimal digits
+ * only, @p min..@p max.
+ * @return 1 with *@p value_p set; 0 after printing why not.
+ */
+int kv_cli_parse_u64(const char *cmd, const char *flag, const char *text, uint64_t min,
+                     uint64_t max, uint64_t *value_p);
+
 /** Connect as @p conn says; prints a one-line reason on failure. */
 kvp_status_t kv_cli_connect(const kv_cli_conn_t *conn, kvp_client_h *client_p);
 

@@ -78,22 +78,6 @@ static uint64_t table_id(id_table_t *t, const kvp_key_t *key, uint64_t *next_id_
     return t->ids[s] - 1;
 }
 
-static int parse_arg(const char *flag, const char *text, uint64_t max, uint64_t *out)
-{
-    char              *end;
-    unsigned long long v;
-
-    errno = 0;
-    v     = strtoull(text, &end, 10);
-    if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno != 0 || v > max) {
-        fprintf(stderr, "kvpool gen-trace: %s must be 0..%llu, not '%s'\n", flag,
-                (unsigned long long)max, text);
-        return 0;
-    }
-    *out = v;
-    return 1;
-}
-
 int kv_cli_gen_trace(int argc, char **argv)
 {
     static const struct option options[] = {
@@ -116,23 +100,27 @@ int kv_cli_gen_trace(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
         case 'r':
-            if (!parse_arg("--requests", optarg, GEN_TRACE_REQUESTS_MAX, &requests)) {
+            if (!kv_cli_parse_u64("gen-trace", "--requests", optarg,
+                                  0, GEN_TRACE_REQUESTS_MAX, &requests)) {
                 return 2;
             }
             break;
         case 's':
-            if (!parse_arg("--seed", optarg, UINT64_MAX, &params.seed)) {
+            if (!kv_cli_parse_u64("gen-trace", "--seed", optarg,
+                                  0, UINT64_MAX, &params.seed)) {
                 return 2;
             }
             break;
         case 'c':
-            if (!parse_arg("--conversations", optarg, KV_WORKLOAD_GEN_MAX_CONVERSATIONS, &v)) {
+            if (!kv_cli_parse_u64("gen-trace", "--conversations", optarg,
+                                  0, KV_WORKLOAD_GEN_MAX_CONVERSATIONS, &v)) {
                 return 2;
             }
             params.conversations = (uint32_t)v;
             break;
         case 'p':
-            if (!parse_arg("--system-prompts", optarg, KV_WORKLOAD_GEN_MAX_SYSTEM_PROMPTS,
+            if (!kv_cli_parse_u64("gen-trace", "--system-prompts", optarg,
+                                  0, KV_WORKLOAD_GEN_MAX_SYSTEM_PROMPTS,
                            &v)) {
                 return 2;
             }

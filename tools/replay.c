@@ -67,24 +67,6 @@ static void replay_usage(FILE *out)
             KV_EVICT_DEFAULT_POLICY);
 }
 
-/* Parse a count of 0..REPLAY_COUNT_MAX (decimal digits only). */
-static int parse_count(const char *flag, const char *text, uint64_t *value_p)
-{
-    unsigned long long value;
-    char              *end;
-
-    errno = 0;
-    value = strtoull(text, &end, 10);
-    if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno != 0 ||
-        value > REPLAY_COUNT_MAX) {
-        fprintf(stderr, "kvpool replay: %s must be a number of 0..%llu, not '%s'\n",
-                flag, REPLAY_COUNT_MAX, text);
-        return 0;
-    }
-    *value_p = value;
-    return 1;
-}
-
 static void print_policy_names(FILE *out, const char *sep)
 {
     const char *const *names = kv_evict_policy_names();
@@ -331,12 +313,14 @@ int kv_cli_replay(int argc, char **argv)
             have_capacity = 1;
             if (strcmp(optarg, "unlimited") == 0) {
                 opts.capacity_blocks = 0;
-            } else if (!parse_count("--capacity-blocks", optarg, &opts.capacity_blocks)) {
+            } else if (!kv_cli_parse_u64("replay", "--capacity-blocks", optarg,
+                                         0, REPLAY_COUNT_MAX, &opts.capacity_blocks)) {
                 return 2;
             }
             break;
         case 'r':
-            if (!parse_count("--requests", optarg, &opts.max_requests)) {
+            if (!kv_cli_parse_u64("replay", "--requests", optarg,
+                                  0, REPLAY_COUNT_MAX, &opts.max_requests)) {
                 return 2;
             }
             if (opts.max_requests == 0) {

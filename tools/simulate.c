@@ -691,24 +691,6 @@ static void usage(FILE *out)
     fprintf(out, "\n");
 }
 
-static int parse_u64(const char *flag, const char *text, uint64_t min, uint64_t max,
-                     uint64_t *out)
-{
-    char              *end;
-    unsigned long long v;
-
-    errno = 0;
-    v     = strtoull(text, &end, 10);
-    if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno != 0 || v < min ||
-        v > max) {
-        fprintf(stderr, "kvpool simulate: %s must be %llu..%llu, not '%s'\n", flag,
-                (unsigned long long)min, (unsigned long long)max, text);
-        return 0;
-    }
-    *out = v;
-    return 1;
-}
-
 static int parse_positive(const char *flag, const char *text, double *out)
 {
     char  *end;
@@ -806,13 +788,15 @@ int kv_cli_simulate(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
         case 'p':
-            if (!parse_u64("--prefill", optarg, 1, SIM_INSTANCES_MAX, &v)) {
+            if (!kv_cli_parse_u64("simulate", "--prefill", optarg,
+                                  1, SIM_INSTANCES_MAX, &v)) {
                 return 2;
             }
             o.prefill = (uint32_t)v;
             break;
         case 'd':
-            if (!parse_u64("--decode", optarg, 1, SIM_INSTANCES_MAX, &v)) {
+            if (!kv_cli_parse_u64("simulate", "--decode", optarg,
+                                  1, SIM_INSTANCES_MAX, &v)) {
                 return 2;
             }
             o.decode = (uint32_t)v;
@@ -823,17 +807,19 @@ int kv_cli_simulate(int argc, char **argv)
             }
             break;
         case 'c':
-            if (!parse_u64("--capacity-blocks", optarg, 0, 1ull << 32, &o.capacity_blocks)) {
+            if (!kv_cli_parse_u64("simulate", "--capacity-blocks", optarg,
+                                  0, 1ull << 32, &o.capacity_blocks)) {
                 return 2;
             }
             break;
         case 'D':
-            if (!parse_u64("--decode-blocks", optarg, 1, 1ull << 32, &o.decode_blocks)) {
+            if (!kv_cli_parse_u64("simulate", "--decode-blocks", optarg,
+                                  1, 1ull << 32, &o.decode_blocks)) {
                 return 2;
             }
             break;
         case 's':
-            if (!parse_u64("--seed", optarg, 0, UINT64_MAX, &o.seed)) {
+            if (!kv_cli_parse_u64("simulate", "--seed", optarg, 0, UINT64_MAX, &o.seed)) {
                 return 2;
             }
             break;
@@ -860,7 +846,8 @@ int kv_cli_simulate(int argc, char **argv)
             }
             break;
         case 'r':
-            if (!parse_u64("--requests", optarg, 1, SIM_REQUESTS_MAX, &o.max_requests)) {
+            if (!kv_cli_parse_u64("simulate", "--requests", optarg,
+                                  1, SIM_REQUESTS_MAX, &o.max_requests)) {
                 return 2;
             }
             break;

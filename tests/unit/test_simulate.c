@@ -190,7 +190,7 @@ static void test_bad_input(void)
     cli(&f, key, 2);
     expect_stderr(&f, "no cost figure 'warp'");
     cli(&f, zero, 2);
-    expect_stderr(&f, "--prefill must be 1..");
+    expect_stderr(&f, "--prefill must be a number of 1..1024");
     cli(&f, missing, 1);
     expect_stderr(&f, "/nonexistent/trace.jsonl");
     cli(&f, too_big, 1);
