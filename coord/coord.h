@@ -8,6 +8,7 @@
 #define KV_COORD_COORD_H
 
 #include <kv/evloop.h>
+#include <kvcoord/sched.h>
 #include <kvpool/kvpool.h>
 
 #include <stdint.h>
@@ -15,6 +16,7 @@
 #define KV_COORD_DEFAULT_PORT      7080
 #define KV_COORD_DEFAULT_LEASE_MS  3000
 #define KV_COORD_DEFAULT_MAX_NODES 1024
+#define KV_COORD_DEFAULT_MAX_INSTANCES 1024
 
 /** Everything kvpool-coord reads from its flags and config file. */
 typedef struct kv_coord_config {
@@ -24,6 +26,10 @@ typedef struct kv_coord_config {
     uint32_t lease_ms;   /**< a node not heard from for this long is dropped */
     int      log_level;
     uint32_t max_nodes;  /**< nodes registered at once, 1..KV_COORD_NODE_MAX */
+    uint32_t max_instances;       /**< inference instances, 1..KV_SCHED_INSTANCE_MAX */
+    kv_sched_policy_t policy;     /**< scheduler_policy */
+    uint64_t          seed;       /**< scheduler_seed: the random policy's */
+    kv_sched_cost_t   cost;       /**< the cost model: one key per figure */
 } kv_coord_config_t;
 
 /** Fill @p config with defaults. */

@@ -8,6 +8,7 @@
 #include <kv/log.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,10 @@ void kv_coord_config_defaults(kv_coord_config_t *config)
     config->lease_ms  = KV_COORD_DEFAULT_LEASE_MS;
     config->log_level = KVP_LOG_INFO;
     config->max_nodes = KV_COORD_DEFAULT_MAX_NODES;
+    config->max_instances = KV_COORD_DEFAULT_MAX_INSTANCES;
+    config->policy        = KV_SCHED_DEFAULT_POLICY;
+    config->seed          = 1;
+    kv_sched_cost_defaults(&config->cost);
 }
 
 static kvp_status_t copy_string(char *dst, size_t dst_len, const char *key,
@@ -100,6 +105,32 @@ kvp_status_t kv_coord_config_set(kv_coord_config_t *config, const char *key,
             config->max_nodes = (uint32_t)v;
         }
         return status;
+    }
+    if (strcmp(key, "max_instances") == 0) {
+        status = parse_uint(key, value, 1, KV_SCHED_INSTANCE_MAX, &v, err, err_len);
+        if (status == KVP_OK) {
+            config->max_instances = (uint32_t)v;
+        }
+        return status;
+    }
+    if (strcmp(key, "scheduler_policy") == 0) {
+        if (kv_sched_policy_parse(value, &config->policy) != KVP_OK) {
+            snprintf(err, err_len, "scheduler_policy must be one of cache-aware, "
+                     "local-cache-aware, load, round-robin, random, not '%s'", value);
+            return KVP_ERR_CONFIG;
+        }
+        return KVP_OK;
+    }
+    if (strcmp(key, "scheduler_seed") == 0) {
+        status = parse_uint(key, value, 0, ULONG_MAX, &v, err, err_len);
+        if (status == KVP_OK) {
+            config->seed = v;
+        }
+        return status;
+    }
+    status = kv_sched_cost_set(&config->cost, key, value, err, err_len);
+    if (status != KVP_ERR_NOT_FOUND) {
+        return status == KVP_OK ? KVP_OK : KVP_ERR_CONFIG;
     }
     snprintf(err, err_len, "unknown setting '%s'", key);
     return KVP_ERR_CONFIG;

@@ -15,6 +15,7 @@
 #include "kvpool.pb-c.h"
 
 #include <kvcoord/prefix_index.h>
+#include <kvcoord/sched.h>
 #include <kvproto/coord_service.h>
 #include <kvproto/rpc_server.h>
 
@@ -154,6 +155,21 @@ kvp_status_t kv_coord_place(kv_coord_members_t *members, const kv_coord_place_re
                             size_t err_len);
 
 /* ---------------------------------------------------------------------- */
+/* Inference instances (coord_instances.c)                                 */
+/* ---------------------------------------------------------------------- */
+
+/** An inference instance: what the coordinator keeps beside the scheduler's
+    entry of the same id. */
+typedef struct kv_coord_instance {
+    uint32_t id;                 /**< 1..max_instances; 0: the slot is free */
+    uint64_t incarnation;        /**< the engine process's, from its join */
+    char     name[KV_COORD_NAME_MAX + 1];
+    char     node_address[KV_COORD_ADDRESS_MAX + 1]; /**< "" for none */
+    uint32_t node_id;            /**< that node's id when last looked up */
+    uint64_t deadline_ns;        /**< lease end, kv_time_ns() clock */
+} kv_coord_instance_t;
+
+/* ---------------------------------------------------------------------- */
 /* The coordinator (coord_service.c)                                       */
 /* ---------------------------------------------------------------------- */
 
@@ -180,7 +196,17 @@ struct kv_coord {
     kv_coord_buf_t      match_buf[KV_COORD_MATCH_BUFS]; /* Match's, kept */
     uint64_t            matches, matched_blocks, requested_blocks;
     uint64_t            events, lease_expiries;
+    /* scheduling (coord_instances.c, coord_schedule.c) */
+    kv_sched_t          *sched;
+    kv_coord_instance_t *instances;      /* [max_instances + 1]; [0] unused */
+    uint32_t             num_instances;
+    uint32_t             next_instance;  /* where the search for a free id starts */
+    kv_coord_buf_t       schedule_keys;  /* Schedule's keys, kept */
+    uint64_t             decisions[KV_SCHED_POLICY_COUNT];
 };
+
+/** @return when a lease granted now ends (kv_time_ns() clock). */
+uint64_t kv_coord_lease_end(const kv_coord_t *coord);
 
 /** @return @p count uint32_t of the coordinator's scratch memory. */
 uint32_t *kv_coord_scratch(kv_coord_t *coord, size_t count);
@@ -215,7 +241,20 @@ void kv_coord_handle_match(kv_rpc_call_t *call, const ProtobufCMessage *msg,
 void kv_coord_handle_plan_put(kv_rpc_call_t *call, const ProtobufCMessage *msg,
                               const void *payload, uint64_t payload_len, void *arg);
 
+void kv_coord_handle_instance_join(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                                   const void *payload, uint64_t payload_len, void *arg);
+void kv_coord_handle_instance_report(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                                     const void *payload, uint64_t payload_len,
+                                     void *arg);
+void kv_coord_handle_instance_leave(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                                    const void *payload, uint64_t payload_len, void *arg);
+void kv_coord_handle_schedule(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                              const void *payload, uint64_t payload_len, void *arg);
+
 /** Drop every member whose lease ran out, and its blocks from the index. */
 void kv_coord_expire_members(kv_coord_t *coord);
+
+/** Unregister every instance whose lease ran out. */
+void kv_coord_expire_instances(kv_coord_t *coord);
 
 #endif

@@ -25,11 +25,14 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: kvpool-coord [--config FILE] [--port P] [--listen ADDR]\n"
             "                    [--token TOKEN] [--lease-ms MS] [--max-nodes N]\n"
+            "                    [--max-instances N] [--scheduler-policy NAME]\n"
             "                    [--log-level error|warn|info|debug]\n"
             "Defaults: port %d, listen 127.0.0.1, no token, lease %d ms,\n"
-            "%d nodes (without a token only loopback addresses may be used).\n",
+            "%d nodes, %d instances, policy %s (without a token only loopback\n"
+            "addresses may be used).  The cost model's keys are set in the file.\n",
             KV_COORD_DEFAULT_PORT, KV_COORD_DEFAULT_LEASE_MS,
-            KV_COORD_DEFAULT_MAX_NODES);
+            KV_COORD_DEFAULT_MAX_NODES, KV_COORD_DEFAULT_MAX_INSTANCES,
+            kv_sched_policy_name(KV_SCHED_DEFAULT_POLICY));
 }
 
 static void on_tick(void *arg)
@@ -47,12 +50,15 @@ int main(int argc, char **argv)
         {"lease-ms", required_argument, NULL, 'E'},
         {"log-level", required_argument, NULL, 'L'},
         {"max-nodes", required_argument, NULL, 'N'},
+        {"max-instances", required_argument, NULL, 'I'},
+        {"scheduler-policy", required_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     static const char *keys[128] = {
         ['p'] = "port",     ['l'] = "listen",    ['t'] = "token",
         ['E'] = "lease_ms", ['L'] = "log_level", ['N'] = "max_nodes",
+        ['I'] = "max_instances", ['S'] = "scheduler_policy",
     };
     kv_coord_config_t config;
     const char       *config_path = NULL;
@@ -63,7 +69,7 @@ int main(int argc, char **argv)
     int               opt, rc = 1;
 
     kv_coord_config_defaults(&config);
-    while ((opt = getopt_long(argc, argv, "c:p:l:t:E:L:N:h", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:p:l:t:E:L:N:I:S:h", options, NULL)) != -1) {
         if (opt == 'c') {
             config_path = optarg;
         } else if (opt == 'h') {

@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t lease_end(const kv_coord_t *coord)
+uint64_t kv_coord_lease_end(const kv_coord_t *coord)
 {
     return kv_time_ns() + (uint64_t)coord->config.lease_ms * 1000000ull;
 }
@@ -170,7 +170,7 @@ void kv_coord_handle_join(kv_rpc_call_t *call, const ProtobufCMessage *msg,
         keep_id = old->incarnation == proto.incarnation ? old->id : 0;
         member_drop(coord, old, "is replaced by a new Join");
     }
-    proto.deadline_ns = lease_end(coord);
+    proto.deadline_ns = kv_coord_lease_end(coord);
     status = kv_coord_members_add(coord->members, &proto, req->node->data_plane.data,
                                   req->node->data_plane.len, keep_id, &m);
     if (status != KVP_OK) {
@@ -204,7 +204,7 @@ void kv_coord_handle_heartbeat(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     m->blocks        = req->blocks;
     m->load          = req->load;
     m->planned_bytes = 0; /* free_bytes now counts what was stored since */
-    m->deadline_ns   = lease_end(coord);
+    m->deadline_ns   = kv_coord_lease_end(coord);
     reply.lease_ms   = coord->config.lease_ms;
     reply.epoch      = coord->epoch;
     kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);

@@ -2,7 +2,9 @@
  * The coordinator's RPC service: its state, the handler table, Stats, and
  * the checks the handlers share.  The handlers themselves live by topic:
  * coord_nodes.c (Join, Heartbeat, Nodes, lease expiry), coord_publish.c
- * (Publish), coord_lookup.c (Match, PlanPut).
+ * (Publish), coord_lookup.c (Match, PlanPut), coord_instances.c
+ * (InstanceJoin, InstanceReport, InstanceLeave), coord_schedule.c
+ * (Schedule).
  *
  * Everything runs on the loop thread, one request at a time, so handlers
  * need no locks; every field from the wire is checked before anything
@@ -102,6 +104,9 @@ static void handle_stats(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     reply.requested_blocks = coord->requested_blocks;
     reply.events           = coord->events;
     reply.lease_expiries   = coord->lease_expiries;
+    reply.instances        = coord->num_instances;
+    reply.n_decisions      = KV_SCHED_POLICY_COUNT;
+    reply.decisions        = coord->decisions;
     kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
 }
 
@@ -113,6 +118,10 @@ static const kv_rpc_handler_func_t coord_handlers[KV_COORD_METHOD_COUNT] = {
     [KV_COORD_PLAN_PUT]  = kv_coord_handle_plan_put,
     [KV_COORD_NODES]     = kv_coord_handle_nodes,
     [KV_COORD_STATS]     = handle_stats,
+    [KV_COORD_INSTANCE_JOIN]   = kv_coord_handle_instance_join,
+    [KV_COORD_INSTANCE_REPORT] = kv_coord_handle_instance_report,
+    [KV_COORD_INSTANCE_LEAVE]  = kv_coord_handle_instance_leave,
+    [KV_COORD_SCHEDULE]        = kv_coord_handle_schedule,
 };
 
 /* No method takes a payload. */
@@ -136,7 +145,7 @@ kvp_status_t kv_coord_create(kv_evloop_t *loop, const kv_coord_config_t *config,
     kv_coord_t            *coord;
     kvp_status_t           status;
 
-    _Static_assert(KV_COORD_METHOD_COUNT == 8, "coord_handlers must list every method");
+    _Static_assert(KV_COORD_METHOD_COUNT == 12, "coord_handlers must list every method");
     if (kvpool__coordinator__descriptor.n_methods != KV_COORD_METHOD_COUNT) {
         kv_log_error("the Coordinator service has %u methods, the coordinator knows %d",
                      kvpool__coordinator__descriptor.n_methods, KV_COORD_METHOD_COUNT);
@@ -154,6 +163,13 @@ kvp_status_t kv_coord_create(kv_evloop_t *loop, const kv_coord_config_t *config,
     if (status != KVP_OK) {
         goto err_index;
     }
+    status = kv_sched_create(config->policy, &config->cost, config->seed, &coord->sched);
+    if (status != KVP_OK) {
+        kv_log_error("the scheduler's cost model is not usable");
+        goto err_members;
+    }
+    coord->instances = kv_calloc(config->max_instances + 1, sizeof(*coord->instances),
+                                 "instances");
     coord->hello             = hello;
     coord->hello.coordinator = 1;
     params.listen      = config->listen;
@@ -168,11 +184,14 @@ kvp_status_t kv_coord_create(kv_evloop_t *loop, const kv_coord_config_t *config,
     params.hello       = &coord->hello;
     status = kv_rpc_server_create(loop, &params, &coord->server);
     if (status != KVP_OK) {
-        goto err_members;
+        goto err_sched;
     }
     *coord_p = coord;
     return KVP_OK;
 
+err_sched:
+    kv_free(coord->instances);
+    kv_sched_destroy(coord->sched);
 err_members:
     kv_coord_members_destroy(coord->members);
 err_index:
@@ -189,8 +208,11 @@ void kv_coord_destroy(kv_coord_t *coord)
     }
     kv_rpc_server_destroy(coord->server);
     kv_coord_members_destroy(coord->members);
+    kv_free(coord->instances);
+    kv_sched_destroy(coord->sched);
     kv_index_destroy(coord->index);
     kv_free(coord->scratch);
+    kv_free(coord->schedule_keys.mem);
     for (int i = 0; i < KV_COORD_MATCH_BUFS; i++) {
         kv_free(coord->match_buf[i].mem);
     }
@@ -212,4 +234,5 @@ void kv_coord_tick(kv_coord_t *coord)
 {
     kv_rpc_server_expire(coord->server);
     kv_coord_expire_members(coord);
+    kv_coord_expire_instances(coord);
 }

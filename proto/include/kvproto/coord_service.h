@@ -19,6 +19,10 @@ typedef enum kv_coord_method {
     KV_COORD_PLAN_PUT,
     KV_COORD_NODES,
     KV_COORD_STATS,
+    KV_COORD_INSTANCE_JOIN,
+    KV_COORD_INSTANCE_REPORT,
+    KV_COORD_INSTANCE_LEAVE,
+    KV_COORD_SCHEDULE,
     KV_COORD_METHOD_COUNT
 } kv_coord_method_t;
 
