@@ -107,4 +107,26 @@ kvp_status_t kvp__peer_acquire(kvp__cluster_t *cl, kvp__peer_t *peer,
 void kvp__peer_release(kvp__cluster_t *cl, kvp__peer_t *peer, kvp_client_h conn,
                        kvp_status_t status);
 
+/**
+ * Read blocks [0, count) of a chain, block i from node @p node_ids[i]
+ * (in parallel, one batch per node); the loaded prefix ends at the first
+ * block that did not arrive intact or whose node is not listed.
+ * @return KVP_OK, with *@p loaded_p set.
+ */
+kvp_status_t kvp__cluster_get_from(kvp_client_h client, const char *ns,
+                                   const kvp_key_t *keys, const uint32_t *node_ids,
+                                   void *const *bufs, const uint64_t *capacities,
+                                   size_t count, uint64_t *sizes, size_t *loaded_p);
+
+/**
+ * Put blocks [first, count) of a chain on node @p node_id, chained (the
+ * parent of block first is keys[first - 1]).
+ * @return KVP_OK when every block was stored; KVP_ERR_NOT_FOUND (the node
+ *         is not listed); else the first block's error.
+ */
+kvp_status_t kvp__cluster_put_to(kvp_client_h client, const char *ns,
+                                 const kvp_key_t *keys, const void *const *datas,
+                                 const uint64_t *sizes, size_t first, size_t count,
+                                 uint32_t node_id);
+
 #endif

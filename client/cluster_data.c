@@ -622,6 +622,78 @@ kvp_status_t kvp__cluster_get_chain(kvp_client_h client, const char *ns,
 }
 
 /* ---------------------------------------------------------------------- */
+/* Blocks from and to named nodes (a Schedule plan: client/schedule.c)     */
+/* ---------------------------------------------------------------------- */
+
+kvp_status_t kvp__cluster_get_from(kvp_client_h client, const char *ns,
+                                   const kvp_key_t *keys, const uint32_t *node_ids,
+                                   void *const *bufs, const uint64_t *capacities,
+                                   size_t count, uint64_t *sizes, size_t *loaded_p)
+{
+    kvp__cluster_t *cl     = client->cluster;
+    kvp__peer_t   **source = kv_calloc(count + 1, sizeof(*source), "block sources");
+    spread_t        s      = {.cl    = cl,
+                              .ns    = ns,
+                              .keys  = keys,
+                              .lens  = capacities,
+                              .bufs  = bufs,
+                              .sizes = sizes};
+    size_t          loaded = 0, end = 0;
+
+    s.statuses = kv_malloc((count + 1) * sizeof(*s.statuses), "block statuses");
+    while (end < count) {
+        source[end] = end > 0 && node_ids[end] == node_ids[end - 1]
+                          ? source[end - 1]
+                          : named_peer(cl, node_ids[end]);
+        if (source[end] == NULL) {
+            break; /* a node the coordinator no longer lists: the prefix ends */
+        }
+        s.statuses[end++] = KVP_ERR_NOT_FOUND;
+    }
+    spread_init(&s, source, end);
+    kvp__fanout(cl->pool, s.n_parts, get_part, &s);
+    spread_cleanup(&s);
+    while (loaded < end && s.statuses[loaded] == KVP_OK) {
+        loaded++;
+    }
+    kv_free(s.statuses);
+    kv_free(source);
+    *loaded_p = loaded;
+    return KVP_OK;
+}
+
+kvp_status_t kvp__cluster_put_to(kvp_client_h client, const char *ns,
+                                 const kvp_key_t *keys, const void *const *datas,
+                                 const uint64_t *sizes, size_t first, size_t count,
+                                 uint32_t node_id)
+{
+    kvp__cluster_t *cl   = client->cluster;
+    kvp__peer_t    *peer = kvp__peer_find(cl, node_id);
+    spread_t        s    = {.cl = cl, .ns = ns, .keys = keys, .datas = datas,
+                            .lens = sizes, .chain = 1};
+    kvp__peer_t   **source;
+    kvp_status_t    status = KVP_OK;
+
+    if (peer == NULL) {
+        return KVP_ERR_NOT_FOUND;
+    }
+    source     = kv_calloc(count + 1, sizeof(*source), "block sources");
+    s.statuses = kv_malloc((count + 1) * sizeof(*s.statuses), "block statuses");
+    for (size_t i = first; i < count; i++) {
+        source[i] = peer;
+    }
+    spread_init(&s, source, count);
+    kvp__fanout(cl->pool, s.n_parts, put_part, &s);
+    spread_cleanup(&s);
+    for (size_t i = first; status == KVP_OK && i < count; i++) {
+        status = s.statuses[i];
+    }
+    kv_free(s.statuses);
+    kv_free(source);
+    return status;
+}
+
+/* ---------------------------------------------------------------------- */
 /* Unrelated blocks                                                        */
 /* ---------------------------------------------------------------------- */
 

@@ -484,6 +484,154 @@ typedef struct kvp_index_stats {
 KVP_EXPORT kvp_status_t kvp_index_stats(kvp_client_h client,
                                         kvp_index_stats_t *stats_p);
 
+/* ---------------------------------------------------------------------- */
+/* Disaggregated serving: instances, Schedule and the handover             */
+/* (connected to a coordinator; docs/SCHEDULING.md)                        */
+/* ---------------------------------------------------------------------- */
+
+/** Roles of an inference instance (kvp_instance_params_t::roles, a mask). */
+#define KVP_ROLE_PREFILL 1u
+#define KVP_ROLE_DECODE  2u
+
+/** Longest instance name, in bytes. */
+#define KVP_INSTANCE_NAME_MAX 63
+/** Most load runs in a plan. */
+#define KVP_PLAN_RUNS_MAX 16
+
+/** An inference instance registered with the coordinator. */
+typedef struct kvp_instance *kvp_instance_h;
+
+/** What an instance registers with. */
+typedef struct kvp_instance_params {
+    const char *name;            /**< 1..KVP_INSTANCE_NAME_MAX printable bytes */
+    uint32_t    roles;           /**< KVP_ROLE_PREFILL and/or KVP_ROLE_DECODE */
+    uint64_t    capacity_blocks; /**< KV blocks it holds for decoding, >= 1 */
+    const char *node;            /**< "HOST:PORT" of the pool node on the same
+                                      host (its blocks are the instance's own
+                                      cache), or NULL */
+} kvp_instance_params_t;
+
+/** An instance's load (kvp_instance_report()). */
+typedef struct kvp_instance_load {
+    uint64_t queued_prefill_tokens; /**< prompt tokens queued or being computed */
+    uint32_t running_decode;        /**< requests decoding */
+    uint64_t free_blocks;           /**< KV blocks free for decoding */
+} kvp_instance_load_t;
+
+/**
+ * @brief Register an inference instance; it holds a lease, renewed by
+ * kvp_instance_report() (report at least every third of a lease: 1 s with
+ * the default 3 s).
+ * @param [out] inst_p the instance, set on success; end it with
+ *                     kvp_instance_leave().  It borrows @p client, which
+ *                     must outlive it.
+ * @return KVP_OK; KVP_ERR_INVALID_PARAM (bad params; the coordinator's
+ *         message is logged); KVP_ERR_NO_SPACE (the coordinator has
+ *         max_instances); KVP_ERR_UNSUPPORTED (connected to a node, not a
+ *         coordinator); a connection error.
+ */
+KVP_EXPORT kvp_status_t kvp_instance_join(kvp_client_h client,
+                                          const kvp_instance_params_t *params,
+                                          kvp_instance_h *inst_p);
+
+/** @return the instance's id as the coordinator knows it (plans name it). */
+KVP_EXPORT uint32_t kvp_instance_id(kvp_instance_h inst);
+
+/**
+ * @brief Report the instance's load and renew its lease.  When the
+ * coordinator no longer knows it (it restarted, or the lease ran out), the
+ * instance joins again, possibly under another id (kvp_instance_id()).
+ * @return KVP_OK; a connection error; KVP_ERR_INVALID_PARAM.
+ */
+KVP_EXPORT kvp_status_t kvp_instance_report(kvp_instance_h inst,
+                                            const kvp_instance_load_t *load);
+
+/**
+ * @brief Unregister the instance at once and free @p inst (also when the
+ * coordinator cannot be told: its lease then runs out).  NULL is accepted.
+ * @return KVP_OK; the error of telling the coordinator.
+ */
+KVP_EXPORT kvp_status_t kvp_instance_leave(kvp_instance_h inst);
+
+/** Blocks [first, first + count) of a chain, to load from pool node @c node_id. */
+typedef struct kvp_plan_run {
+    uint32_t first;
+    uint32_t count;
+    uint32_t node_id;
+} kvp_plan_run_t;
+
+/**
+ * A Schedule decision.  It holds no pointers, so a frontend may pass it to
+ * the engines as it is.
+ */
+typedef struct kvp_plan {
+    uint32_t       prefill_id;    /**< the prefill instance */
+    char           prefill_name[KVP_INSTANCE_NAME_MAX + 1];
+    uint32_t       decode_id;     /**< the decode instance */
+    char           decode_name[KVP_INSTANCE_NAME_MAX + 1];
+    uint32_t       cached;        /**< blocks of the longest prefix cached anywhere */
+    uint32_t       local;         /**< of them, on the prefill instance's node */
+    uint32_t       load;          /**< leading blocks to load; compute the rest */
+    uint32_t       n_runs;        /**< runs covering [0, load), in order */
+    kvp_plan_run_t runs[KVP_PLAN_RUNS_MAX];
+    uint32_t       save_node_id;  /**< where the new blocks go; 0: placement */
+    double         queue_s;       /**< the cost model's estimates, seconds */
+    double         transfer_s;
+    double         prefill_s;
+    double         ttft_s;
+} kvp_plan_t;
+
+/**
+ * @brief Ask the coordinator where a request runs: its prefill and decode
+ * instances, and which leading blocks of its chain the prefill instance
+ * loads (the coordinator's scheduler_policy decides; docs/SCHEDULING.md).
+ * @param [in] keys          the prompt's chain, 0..KVP_BATCH_MAX keys.
+ * @param [in] prompt_tokens 1..2^24.
+ * @param [in] output_tokens expected answer length, 0..2^24.
+ * @param [out] plan_p       set on success.
+ * @return KVP_OK; KVP_ERR_NO_SPACE (no prefill or no decode instance);
+ *         KVP_ERR_INVALID_PARAM; KVP_ERR_UNSUPPORTED (connected to a node);
+ *         KVP_ERR_PROTOCOL (a reply that does not fit the request); a
+ *         connection error.
+ */
+KVP_EXPORT kvp_status_t kvp_schedule(kvp_client_h client, const char *ns,
+                                     const kvp_key_t *keys, size_t count,
+                                     uint64_t prompt_tokens, uint64_t output_tokens,
+                                     kvp_plan_t *plan_p);
+
+/**
+ * @brief The prefill instance's load: read the plan's blocks [0,
+ * plan->load) from the nodes its runs name, in parallel, checksums
+ * verified.  A block that is missing, damaged or on a lost node ends the
+ * loaded prefix there: the engine computes from *@p loaded_p on.
+ * @param [in] bufs, capacities, sizes as kvp_get_chain(), for @p count
+ *                  (>= plan->load) keys of the chain.
+ * @return KVP_OK (also when fewer blocks than planned arrived);
+ *         KVP_ERR_INVALID_PARAM (arguments, or a plan whose runs do not
+ *         cover [0, load) in order); KVP_ERR_UNSUPPORTED (connected to a
+ *         node).
+ */
+KVP_EXPORT kvp_status_t kvp_plan_load(kvp_client_h client, const kvp_plan_t *plan,
+                                      const char *ns, const kvp_key_t *keys,
+                                      void *const *bufs, const uint64_t *capacities,
+                                      size_t count, uint64_t *sizes, size_t *loaded_p);
+
+/**
+ * @brief The prefill instance's save: put blocks [first, count) of the
+ * chain, chained (each block's parent is the one before it), on the plan's
+ * save node: the decode instance's node, so the KV lands where it is read
+ * and enters the index as it is committed (MemServe's
+ * transfer_with_insert).  With no save node, or when that node fails, it
+ * saves the whole chain as kvp_put_chain() does.
+ * @param [in] datas, sizes all @p count blocks of the chain (those before
+ *                   @p first are read only by the fallback).
+ * @return KVP_OK when every block was saved; else the first error.
+ */
+KVP_EXPORT kvp_status_t kvp_plan_save(kvp_client_h client, const kvp_plan_t *plan,
+                                      const char *ns, const kvp_key_t *keys,
+                                      const void *const *datas, const uint64_t *sizes,
+                                      size_t first, size_t count);
+
 /**
  * @brief Turn token ids into chained block keys.
  *
