@@ -308,3 +308,31 @@ kvp_status_t kvp_plan_save(kvp_client_h client, const kvp_plan_t *plan, const ch
     kv_free(statuses);
     return status;
 }
+
+kvp_status_t kvp_plan_handover(const kvp_plan_t *plan, size_t loaded, size_t count,
+                               kvp_plan_t *out_p)
+{
+    kvp_plan_t out;
+
+    if (plan == NULL || out_p == NULL || loaded > plan->load || loaded > count ||
+        count > KVP_BATCH_MAX || plan->n_runs > KVP_PLAN_RUNS_MAX) {
+        return KVP_ERR_INVALID_PARAM;
+    }
+    out        = *plan;
+    out.n_runs = 0;
+    out.load   = 0;
+    for (uint32_t r = 0; r < plan->n_runs && out.load < loaded; r++) {
+        kvp_plan_run_t run = plan->runs[r];
+
+        run.count = (uint32_t)KV_MIN((size_t)run.count, loaded - out.load);
+        out.runs[out.n_runs++] = run;
+        out.load += run.count;
+    }
+    if (plan->save_node_id != 0 && loaded < count && out.n_runs < KVP_PLAN_RUNS_MAX) {
+        out.runs[out.n_runs++] =
+            (kvp_plan_run_t){(uint32_t)loaded, (uint32_t)(count - loaded), plan->save_node_id};
+        out.load = (uint32_t)count;
+    }
+    *out_p = out;
+    return KVP_OK;
+}

@@ -387,7 +387,7 @@ static inline char *read_last_line(const char *path)
 }
 
 /** The number after "name": in the JSON object @p line (the test fails if absent). */
-static inline double json_number_in(const char *line, const char *name)
+static inline double json_number(const char *line, const char *name)
 {
     char        key[64];
     const char *at;

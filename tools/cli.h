@@ -42,6 +42,13 @@ int kv_cli_bench_index(int argc, char **argv);
  * returns the process exit status. */
 int kv_cli_simulate(int argc, char **argv);
 
+/** `kvpool demo --disaggregated ...`; returns the process exit status. */
+int kv_cli_demo_disagg(int argc, char **argv);
+
+/** `kvpool engine ...` (the synthetic engine the disaggregated demo starts);
+ * returns the process exit status. */
+int kv_cli_engine(int argc, char **argv);
+
 /** `kvpool gen-trace ...` (a synthetic trace in the Mooncake format on
  * stdout); returns the process exit status. */
 int kv_cli_gen_trace(int argc, char **argv);
@@ -145,5 +152,34 @@ pid_t kv_cli_coord_start(char *address, size_t len);
 
 /** Stop a daemon started by the calls above (pid <= 0 is ignored). */
 void kv_cli_daemon_stop(pid_t pid);
+
+/** Most nodes kv_cli_pool_start() starts. */
+#define KV_CLI_POOL_NODES_MAX 16
+
+/** A pool started as child processes: a coordinator and its nodes. */
+typedef struct kv_cli_pool {
+    pid_t coord;
+    pid_t nodes[KV_CLI_POOL_NODES_MAX];
+    int   num_nodes;
+    char  address[256];                                  /**< the coordinator's */
+    char  node_addresses[KV_CLI_POOL_NODES_MAX][256];    /**< each node's */
+} kv_cli_pool_t;
+
+/**
+ * Start a coordinator and @p n (<= KV_CLI_POOL_NODES_MAX) nodes of
+ * @p memory joined to it, in a zeroed @p pool.
+ * @return 0; -1 with a reason printed and nothing left running.
+ */
+int kv_cli_pool_start(kv_cli_pool_t *pool, int n, const char *memory);
+
+/** Stop what kv_cli_pool_start() started (a zeroed pool: nothing). */
+void kv_cli_pool_stop(kv_cli_pool_t *pool);
+
+/**
+ * Wait up to 10 s until the coordinator @p client is connected to has
+ * @p n nodes (they join as they start).
+ * @return KVP_OK; KVP_ERR_TIMED_OUT (printed); a call's error.
+ */
+kvp_status_t kv_cli_pool_wait_joined(kvp_client_h client, int n);
 
 #endif

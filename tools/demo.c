@@ -78,9 +78,6 @@ static int next_request(demo_t *demo, kvp_key_t **keys_p, size_t *num_p,
     return ok;
 }
 
-/* Most nodes --nodes starts. */
-#define DEMO_NODES_MAX 16
-
 /*
  * One request: load the cached prefix of keys[0..num), check its bytes,
  * save the whole chain (the cached blocks are skipped, the others carry
@@ -169,62 +166,6 @@ static void print_progress(demo_t *demo, double seconds, FILE *out)
     pthread_mutex_unlock(&demo->lock);
 }
 
-/* The pool the demo started: a coordinator and its nodes. */
-typedef struct {
-    pid_t coord;
-    pid_t nodes[DEMO_NODES_MAX];
-    int   num_nodes;
-    char  address[256]; /* the coordinator's */
-} demo_pool_t;
-
-static void pool_stop(demo_pool_t *pool)
-{
-    for (int i = 0; i < pool->num_nodes; i++) {
-        kv_cli_daemon_stop(pool->nodes[i]);
-    }
-    kv_cli_daemon_stop(pool->coord);
-}
-
-/* Start a coordinator and @p n nodes of @p memory joined to it. */
-static int pool_start(demo_pool_t *pool, int n, const char *memory)
-{
-    char address[256];
-
-    pool->coord = kv_cli_coord_start(pool->address, sizeof(pool->address));
-    if (pool->coord < 0) {
-        return -1;
-    }
-    for (; pool->num_nodes < n; pool->num_nodes++) {
-        pid_t pid = kv_cli_node_start(memory, pool->address, address, sizeof(address));
-        if (pid < 0) {
-            pool_stop(pool);
-            return -1;
-        }
-        pool->nodes[pool->num_nodes] = pid;
-    }
-    return 0;
-}
-
-/* Wait until the coordinator has @p n nodes (they join as they start). */
-static kvp_status_t pool_wait_joined(kvp_client_h client, int n)
-{
-    kvp_index_stats_t st = {0};
-    kvp_status_t      status;
-
-    for (uint64_t deadline = kv_time_ns() + 10000000000ull;;) {
-        status = kvp_index_stats(client, &st);
-        if (status != KVP_OK || st.nodes >= (uint64_t)n) {
-            return status;
-        }
-        if (kv_time_ns() > deadline) {
-            fprintf(stderr, "kvpool demo: %llu of %d nodes joined the coordinator\n",
-                    (unsigned long long)st.nodes, n);
-            return KVP_ERR_TIMED_OUT;
-        }
-        usleep(20000);
-    }
-}
-
 int kv_cli_demo(int argc, char **argv)
 {
     static const struct option options[] = {
@@ -241,7 +182,7 @@ int kv_cli_demo(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     demo_t               demo    = {0};
-    demo_pool_t          pool    = {0};
+    kv_cli_pool_t          pool    = {0};
     kv_workload_params_t wparams = {0};
     kv_cli_conn_t        conn    = {NULL, "demo", getenv("KVPOOL_TOKEN")};
     kvp_index_stats_t    index0 = {0}, index1 = {0};
@@ -252,6 +193,11 @@ int kv_cli_demo(int argc, char **argv)
     uint64_t             start;
     double               seconds;
 
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--disaggregated") == 0) {
+            return kv_cli_demo_disagg(argc, argv);
+        }
+    }
     demo.block_size   = 64 << 10;
     demo.max_requests = UINT64_MAX;
     wparams.seed      = 1;
@@ -279,9 +225,9 @@ int kv_cli_demo(int argc, char **argv)
         }
     }
     if (threads < 1 || threads > 64 || demo.max_requests == 0 || num_nodes < 1 ||
-        num_nodes > DEMO_NODES_MAX) {
+        num_nodes > KV_CLI_POOL_NODES_MAX) {
         fprintf(stderr, "kvpool demo: --threads must be 1..64, --nodes 1..%d, "
-                        "--requests > 0\n", DEMO_NODES_MAX);
+                        "--requests > 0\n", KV_CLI_POOL_NODES_MAX);
         return 2;
     }
     if (trace == NULL && demo.max_requests == UINT64_MAX) {
@@ -298,7 +244,7 @@ int kv_cli_demo(int argc, char **argv)
         return 1;
     }
     if (conn.node == NULL) {
-        if (pool_start(&pool, num_nodes, memory) != 0) {
+        if (kv_cli_pool_start(&pool, num_nodes, memory) != 0) {
             goto out_workload;
         }
         conn.node = pool.address;
@@ -310,7 +256,7 @@ int kv_cli_demo(int argc, char **argv)
     /* connected to a coordinator, its counters say what its index saw */
     cluster = kvp_index_stats(demo.client, &index0) == KVP_OK;
     if (cluster && pool.coord > 0 &&
-        (pool_wait_joined(demo.client, num_nodes) != KVP_OK ||
+        (kv_cli_pool_wait_joined(demo.client, num_nodes) != KVP_OK ||
          kvp_index_stats(demo.client, &index0) != KVP_OK)) {
         goto out_client;
     }
@@ -387,7 +333,7 @@ int kv_cli_demo(int argc, char **argv)
 out_client:
     kvp_client_disconnect(demo.client);
 out_pool:
-    pool_stop(&pool);
+    kv_cli_pool_stop(&pool);
 out_workload:
     kv_workload_destroy(demo.workload);
     return rc;

@@ -242,6 +242,9 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "bench-index") == 0) {
         return kv_cli_bench_index(argc - 1, argv + 1);
     }
+    if (strcmp(cmd, "engine") == 0) {
+        return kv_cli_engine(argc - 1, argv + 1);
+    }
     if (strcmp(cmd, "gen-trace") == 0) {
         return kv_cli_gen_trace(argc - 1, argv + 1);
     }

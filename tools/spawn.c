@@ -6,6 +6,8 @@
  */
 #include "cli.h"
 
+#include <kv/util.h>
+
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
@@ -113,5 +115,51 @@ void kv_cli_daemon_stop(pid_t pid)
     if (pid > 0) {
         kill(pid, SIGTERM);
         waitpid(pid, NULL, 0);
+    }
+}
+
+void kv_cli_pool_stop(kv_cli_pool_t *pool)
+{
+    for (int i = 0; i < pool->num_nodes; i++) {
+        kv_cli_daemon_stop(pool->nodes[i]);
+    }
+    kv_cli_daemon_stop(pool->coord);
+}
+
+int kv_cli_pool_start(kv_cli_pool_t *pool, int n, const char *memory)
+{
+    pool->coord = kv_cli_coord_start(pool->address, sizeof(pool->address));
+    if (pool->coord < 0) {
+        return -1;
+    }
+    for (; pool->num_nodes < n; pool->num_nodes++) {
+        char *address = pool->node_addresses[pool->num_nodes];
+        pid_t pid     = kv_cli_node_start(memory, pool->address, address,
+                                          sizeof(pool->node_addresses[0]));
+        if (pid < 0) {
+            kv_cli_pool_stop(pool);
+            return -1;
+        }
+        pool->nodes[pool->num_nodes] = pid;
+    }
+    return 0;
+}
+
+kvp_status_t kv_cli_pool_wait_joined(kvp_client_h client, int n)
+{
+    kvp_index_stats_t st = {0};
+    kvp_status_t      status;
+
+    for (uint64_t deadline = kv_time_ns() + 10000000000ull;;) {
+        status = kvp_index_stats(client, &st);
+        if (status != KVP_OK || st.nodes >= (uint64_t)n) {
+            return status;
+        }
+        if (kv_time_ns() > deadline) {
+            fprintf(stderr, "kvpool: %llu of %d nodes joined the coordinator\n",
+                    (unsigned long long)st.nodes, n);
+            return KVP_ERR_TIMED_OUT;
+        }
+        usleep(20000);
     }
 }

@@ -633,6 +633,21 @@ KVP_EXPORT kvp_status_t kvp_plan_save(kvp_client_h client, const kvp_plan_t *pla
                                       size_t first, size_t count);
 
 /**
+ * @brief The decode side's plan: where the whole chain is once the prefill
+ * instance is done.  Its first @p loaded blocks where @p plan loaded them
+ * from, the rest on @p plan's save node (kvp_plan_save()).  Pass it to
+ * kvp_plan_load() on the decode instance.  Without a save node, or when
+ * the runs would pass KVP_PLAN_RUNS_MAX, it covers only the loaded prefix
+ * (the decode side finds the rest with kvp_get_chain()).
+ * @param [in] loaded what kvp_plan_load() loaded for @p plan (<= plan->load).
+ * @param [in] count  blocks of the chain.
+ * @param [out] out_p the decode plan (its load is the blocks it covers).
+ * @return KVP_OK; KVP_ERR_INVALID_PARAM.
+ */
+KVP_EXPORT kvp_status_t kvp_plan_handover(const kvp_plan_t *plan, size_t loaded,
+                                          size_t count, kvp_plan_t *out_p);
+
+/**
  * @brief Turn token ids into chained block keys.
  *
  * key_i = XXH3-128(key_{i-1} || little-endian uint32 tokens of block i), the

@@ -685,18 +685,6 @@ static void test_cluster_bad_replies(void)
 /* The command line: kvpool replay (live) and kvpool demo                  */
 /* ---------------------------------------------------------------------- */
 
-/* The number after "@p field": in a JSON line (the field must be there). */
-static double json_number(const char *line, const char *field)
-{
-    char        pattern[64];
-    const char *at;
-
-    snprintf(pattern, sizeof(pattern), "\"%s\":", field);
-    at = strstr(line, pattern);
-    ASSERT(at != NULL);
-    return strtod(at + strlen(pattern), NULL);
-}
-
 /* Milliseconds between the records of the synthetic trace. */
 #define GAP_MS 40
 

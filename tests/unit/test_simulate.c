@@ -60,13 +60,13 @@ static void test_two_requests(void)
     kv_sched_cost_defaults(&c);
     first  = kv_sched_prefill_s(&c, 0, 1500);
     second = kv_sched_transfer_s(&c, 3, c.local_bytes_s) + kv_sched_prefill_s(&c, 1500, 1500);
-    ASSERT(fabs(json_number_in(line, "ttft_mean_s") - (first + second) / 2) < 1e-5);
+    ASSERT(fabs(json_number(line, "ttft_mean_s") - (first + second) / 2) < 1e-5);
     ASSERT(second < first);
-    ASSERT(fabs(json_number_in(line, "ttft_p50_s") - second) < 1e-5);
-    ASSERT(fabs(json_number_in(line, "hit_ratio") - 0.5) < 1e-9);
-    ASSERT_EQ(json_number_in(line, "requests"), 2);
+    ASSERT(fabs(json_number(line, "ttft_p50_s") - second) < 1e-5);
+    ASSERT(fabs(json_number(line, "hit_ratio") - 0.5) < 1e-9);
+    ASSERT_EQ(json_number(line, "requests"), 2);
     /* a decode step with one request running, 20 tokens */
-    ASSERT(fabs(json_number_in(line, "tbt_mean_s") - kv_sched_decode_step_s(&c, 1)) < 1e-6);
+    ASSERT(fabs(json_number(line, "tbt_mean_s") - kv_sched_decode_step_s(&c, 1)) < 1e-6);
     free(line);
     cli_files_remove(&f);
 }
@@ -103,8 +103,8 @@ static void run_all(cli_files_t *f, const char *const *extra, double *ttft)
             char key[64];
             snprintf(key, sizeof(key), "\"policy\":\"%s\"", kv_sched_policy_name(p));
             if (strstr(line, key) != NULL) {
-                ttft[p] = json_number_in(line, "ttft_mean_s");
-                ASSERT(json_number_in(line, "slo_attainment") >= 0);
+                ttft[p] = json_number(line, "ttft_mean_s");
+                ASSERT(json_number(line, "slo_attainment") >= 0);
                 seen++;
             }
         }
