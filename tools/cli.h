@@ -38,6 +38,10 @@ int kv_cli_bench(int argc, char **argv);
  * coordinator's Match RPC); returns the process exit status. */
 int kv_cli_bench_index(int argc, char **argv);
 
+/** `kvpool bench-sched ...` (the scheduler in process over a large index);
+ * returns the process exit status. */
+int kv_cli_bench_sched(int argc, char **argv);
+
 /** `kvpool simulate ...` (disaggregated serving of a trace, simulated);
  * returns the process exit status. */
 int kv_cli_simulate(int argc, char **argv);

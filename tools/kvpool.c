@@ -12,6 +12,7 @@
  *   kvpool bench-index --rpc [--coord HOST:PORT] [--threads N] [--seconds S] ...
  *   kvpool replay TRACE --offline --capacity-blocks N [--policy NAME] [--json]
  *   kvpool replay TRACE --coord HOST:PORT [--block-size SIZE] [--json] ...
+ *   kvpool bench-sched [--blocks N] [--instances N] [--seconds S] [--policy NAME]
  *   kvpool simulate TRACE [--prefill N] [--decode M] [--policy NAME|all] ...
  *   kvpool gen-trace [--requests N] [--seed S] ... > TRACE
  *
@@ -61,6 +62,8 @@ static void usage(FILE *out)
             "       kvpool replay TRACE --coord HOST:PORT [--block-size SIZE]\n"
             "                     [--requests N] [--time-scale X] [--threads N] [--json]\n"
             "       kvpool replay --list-policies\n"
+            "       kvpool bench-sched [--blocks N] [--instances N] [--seconds S]\n"
+            "                     [--policy NAME] [--json]\n"
             "       kvpool simulate TRACE [--prefill N] [--decode M] [--policy NAME|all]\n"
             "                       [--capacity-blocks C] [--seed S] [--json] ...\n"
             "       kvpool gen-trace [--requests N] [--seed S] [--conversations C]\n"
@@ -241,6 +244,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "bench-index") == 0) {
         return kv_cli_bench_index(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "bench-sched") == 0) {
+        return kv_cli_bench_sched(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "engine") == 0) {
         return kv_cli_engine(argc - 1, argv + 1);
