@@ -208,6 +208,10 @@ struct kv_coord {
 /** @return when a lease granted now ends (kv_time_ns() clock). */
 uint64_t kv_coord_lease_end(const kv_coord_t *coord);
 
+/** Add node id @p id to the @p n distinct ids of @p set (0 is skipped);
+    @return the new count. */
+size_t kv_coord_id_add(uint32_t *set, size_t n, uint32_t id);
+
 /** @return @p count uint32_t of the coordinator's scratch memory. */
 uint32_t *kv_coord_scratch(kv_coord_t *coord, size_t count);
 

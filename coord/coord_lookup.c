@@ -132,20 +132,6 @@ static int plan_check(kv_rpc_call_t *call, const Kvpool__PlanPutRequest *req)
     return 1;
 }
 
-/* Add @p id to the @p n distinct ids of @p set (0 is skipped). */
-static size_t id_add(uint32_t *set, size_t n, uint32_t id)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (set[i] == id) {
-            return n;
-        }
-    }
-    if (id != 0) {
-        set[n++] = id;
-    }
-    return n;
-}
-
 void kv_coord_handle_plan_put(kv_rpc_call_t *call, const ProtobufCMessage *msg,
                               const void *payload, uint64_t payload_len, void *arg)
 {
@@ -184,7 +170,7 @@ void kv_coord_handle_plan_put(kv_rpc_call_t *call, const ProtobufCMessage *msg,
                                         PREFER_MAX);
 
         for (size_t i = 0; i < KV_MIN(n, (size_t)PREFER_MAX); i++) {
-            place.n_prefer = id_add(prefer, place.n_prefer, KV_LOC_NODE(locs[i]));
+            place.n_prefer = kv_coord_id_add(prefer, place.n_prefer, KV_LOC_NODE(locs[i]));
         }
     }
     if (fresh > 0) {
@@ -201,7 +187,7 @@ void kv_coord_handle_plan_put(kv_rpc_call_t *call, const ProtobufCMessage *msg,
         }
     }
     for (size_t i = cached; i < req->n_keys + fresh * (replicas - 1); i++) {
-        n_named = id_add(named, n_named, targets[i]);
+        n_named = kv_coord_id_add(named, n_named, targets[i]);
     }
     infos     = kv_calloc(n_named + 1, sizeof(*infos) + sizeof(*info_ptrs), "plan nodes");
     info_ptrs = (Kvpool__NodeInfo **)(infos + n_named);

@@ -9,20 +9,6 @@
 
 #include <string.h>
 
-/* Add node @p id to the @p n distinct ids of @p set (0 is skipped). */
-static size_t add_node(uint32_t *set, size_t n, uint32_t id)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (set[i] == id) {
-            return n;
-        }
-    }
-    if (id != 0) {
-        set[n++] = id;
-    }
-    return n;
-}
-
 void kv_coord_handle_schedule(kv_rpc_call_t *call, const ProtobufCMessage *msg,
                               const void *payload, uint64_t payload_len, void *arg)
 {
@@ -110,11 +96,11 @@ void kv_coord_handle_schedule(kv_rpc_call_t *call, const ProtobufCMessage *msg,
         runs[i].count   = plan.runs[i].count;
         runs[i].node_id = plan.runs[i].node;
         run_ptrs[i]     = &runs[i];
-        n_named         = add_node(named, n_named, plan.runs[i].node);
+        n_named         = kv_coord_id_add(named, n_named, plan.runs[i].node);
     }
     reply.n_runs = plan.n_runs;
     reply.runs   = run_ptrs;
-    n_named      = add_node(named, n_named, plan.save_node);
+    n_named      = kv_coord_id_add(named, n_named, plan.save_node);
     for (size_t i = 0; i < n_named; i++) {
         const kv_coord_member_t *m = kv_coord_members_find(coord->members, named[i]);
 

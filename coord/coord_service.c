@@ -46,6 +46,19 @@ int kv_coord_check_chain(kv_rpc_call_t *call, const ProtobufCBinaryData *ns,
     return 1;
 }
 
+size_t kv_coord_id_add(uint32_t *set, size_t n, uint32_t id)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (set[i] == id) {
+            return n;
+        }
+    }
+    if (id != 0) {
+        set[n++] = id;
+    }
+    return n;
+}
+
 uint32_t *kv_coord_scratch(kv_coord_t *coord, size_t count)
 {
     if (count > coord->scratch_len) {
