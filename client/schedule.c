@@ -68,9 +68,9 @@ kvp_status_t kvp_instance_join(kvp_client_h client, const kvp_instance_params_t 
     if (client->cluster == NULL) {
         return KVP_ERR_UNSUPPORTED;
     }
-    inst         = kv_calloc(1, sizeof(*inst), "instance");
-    inst->client = client;
-    inst->roles  = params->roles;
+    inst                  = kv_calloc(1, sizeof(*inst), "instance");
+    inst->client          = client;
+    inst->roles           = params->roles;
     inst->capacity_blocks = params->capacity_blocks;
     snprintf(inst->name, sizeof(inst->name), "%s", params->name);
     snprintf(inst->node, sizeof(inst->node), "%s", params->node ? params->node : "");
@@ -181,8 +181,8 @@ static kvp_status_t plan_from_reply(kvp__cluster_t *cl, const Kvpool__ScheduleRe
         kv_log_warn("coordinator: plan runs cover %u of %u blocks", next, r->load);
         return KVP_ERR_PROTOCOL;
     }
-    plan->prefill_id   = r->prefill_id;
-    plan->decode_id    = r->decode_id;
+    plan->prefill_id = r->prefill_id;
+    plan->decode_id  = r->decode_id;
     snprintf(plan->prefill_name, sizeof(plan->prefill_name), "%s", r->prefill_name);
     snprintf(plan->decode_name, sizeof(plan->decode_name), "%s", r->decode_name);
     plan->cached       = r->cached;
@@ -217,8 +217,8 @@ kvp_status_t kvp_schedule(kvp_client_h client, const char *ns, const kvp_key_t *
     req.keys          = kvp__keys_borrow(keys, count);
     req.prompt_tokens = prompt_tokens;
     req.output_tokens = output_tokens;
-    status = kvp__coord_call(client->cluster, KV_COORD_SCHEDULE, &req.base,
-                             (ProtobufCMessage **)&reply);
+    status            = kvp__coord_call(client->cluster, KV_COORD_SCHEDULE, &req.base,
+                                        (ProtobufCMessage **)&reply);
     kv_free(req.keys);
     if (status == KVP_OK) {
         status = plan_from_reply(client->cluster, reply, count, plan_p);
@@ -238,8 +238,8 @@ kvp_status_t kvp_plan_load(kvp_client_h client, const kvp_plan_t *plan, const ch
 
     if (client == NULL || plan == NULL || !kvp__ns_valid(ns) || loaded_p == NULL ||
         plan->load > count || count > KVP_BATCH_MAX || plan->n_runs > KVP_PLAN_RUNS_MAX ||
-        (plan->load > 0 && (keys == NULL || bufs == NULL || capacities == NULL ||
-                            sizes == NULL))) {
+        (plan->load > 0 &&
+         (keys == NULL || bufs == NULL || capacities == NULL || sizes == NULL))) {
         return KVP_ERR_INVALID_PARAM;
     }
     if (client->cluster == NULL) {
@@ -275,8 +275,8 @@ kvp_status_t kvp_plan_save(kvp_client_h client, const kvp_plan_t *plan, const ch
     kvp_status_t  status = KVP_ERR_NOT_FOUND;
 
     if (client == NULL || plan == NULL || !kvp__ns_valid(ns) || first > count ||
-        count > KVP_BATCH_MAX || (count > 0 && (keys == NULL || datas == NULL ||
-                                                sizes == NULL))) {
+        count > KVP_BATCH_MAX ||
+        (count > 0 && (keys == NULL || datas == NULL || sizes == NULL))) {
         return KVP_ERR_INVALID_PARAM;
     }
     for (size_t i = 0; i < count; i++) {
@@ -294,9 +294,9 @@ kvp_status_t kvp_plan_save(kvp_client_h client, const kvp_plan_t *plan, const ch
         status = kvp__cluster_put_to(client, ns, keys, datas, sizes, first, count,
                                      plan->save_node_id);
     }
-    if (status == KVP_OK || !(status == KVP_ERR_NOT_FOUND || status == KVP_ERR_TIMED_OUT ||
-                              KVP_STATUS_IS_CONNECTION_ERROR(status) ||
-                              status <= KVP_ERR_FIRST_NODE)) {
+    if (status == KVP_OK ||
+        !(status == KVP_ERR_NOT_FOUND || status == KVP_ERR_TIMED_OUT ||
+          KVP_STATUS_IS_CONNECTION_ERROR(status) || status <= KVP_ERR_FIRST_NODE)) {
         return status;
     }
     /* no save node, or it is gone: place the chain as any put would */
@@ -324,13 +324,13 @@ kvp_status_t kvp_plan_handover(const kvp_plan_t *plan, size_t loaded, size_t cou
     for (uint32_t r = 0; r < plan->n_runs && out.load < loaded; r++) {
         kvp_plan_run_t run = plan->runs[r];
 
-        run.count = (uint32_t)KV_MIN((size_t)run.count, loaded - out.load);
+        run.count              = (uint32_t)KV_MIN((size_t)run.count, loaded - out.load);
         out.runs[out.n_runs++] = run;
         out.load += run.count;
     }
     if (plan->save_node_id != 0 && loaded < count && out.n_runs < KVP_PLAN_RUNS_MAX) {
-        out.runs[out.n_runs++] =
-            (kvp_plan_run_t){(uint32_t)loaded, (uint32_t)(count - loaded), plan->save_node_id};
+        out.runs[out.n_runs++] = (kvp_plan_run_t){
+            (uint32_t)loaded, (uint32_t)(count - loaded), plan->save_node_id};
         out.load = (uint32_t)count;
     }
     *out_p = out;

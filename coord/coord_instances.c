@@ -51,14 +51,14 @@ static void instance_remove(kv_coord_t *coord, kv_coord_instance_t *in)
     coord->num_instances--;
 }
 
-static int check_text(kv_rpc_call_t *call, const char *what, const char *text,
-                      size_t min, size_t max)
+static int check_text(kv_rpc_call_t *call, const char *what, const char *text, size_t min,
+                      size_t max)
 {
     size_t len = strlen(text);
 
     if (len < min || len > max) {
-        kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM, "%s must be %zu..%zu bytes, got %zu",
-                           what, min, max, len);
+        kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM,
+                           "%s must be %zu..%zu bytes, got %zu", what, min, max, len);
         return 0;
     }
     for (size_t i = 0; i < len; i++) {
@@ -78,14 +78,15 @@ void kv_coord_handle_instance_join(kv_rpc_call_t *call, const ProtobufCMessage *
     kv_coord_t                        *coord = arg;
     Kvpool__InstanceJoinReply          reply = KVPOOL__INSTANCE_JOIN_REPLY__INIT;
     kv_sched_instance_t                si;
-    kv_coord_instance_t               *in = NULL;
+    kv_coord_instance_t               *in  = NULL;
     uint32_t                           max = coord->config.max_instances;
 
     if (!check_text(call, "instance name", req->name, 1, KV_COORD_NAME_MAX) ||
         !check_text(call, "node address", req->node, 0, KV_COORD_ADDRESS_MAX)) {
         return;
     }
-    if ((req->roles & KV_SCHED_BOTH) == 0 || (req->roles & ~(uint32_t)KV_SCHED_BOTH) != 0) {
+    if ((req->roles & KV_SCHED_BOTH) == 0 ||
+        (req->roles & ~(uint32_t)KV_SCHED_BOTH) != 0) {
         kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM,
                            "roles must be 1 (prefill), 2 (decode) or 3 (both), not %u",
                            req->roles);
@@ -96,15 +97,15 @@ void kv_coord_handle_instance_join(kv_rpc_call_t *call, const ProtobufCMessage *
         return;
     }
     if (coord->num_instances >= max) {
-        kv_rpc_reply_error(call, KVP_ERR_NO_SPACE, "%u instances are registered (max_instances)",
-                           max);
+        kv_rpc_reply_error(call, KVP_ERR_NO_SPACE,
+                           "%u instances are registered (max_instances)", max);
         return;
     }
     for (uint32_t i = 0; i < max; i++) {
         uint32_t id = 1 + (coord->next_instance + i) % max;
         if (coord->instances[id].id == 0) {
-            in = &coord->instances[id];
-            in->id = id;
+            in                   = &coord->instances[id];
+            in->id               = id;
             coord->next_instance = id % max;
             break;
         }
@@ -137,9 +138,10 @@ void kv_coord_handle_instance_report(kv_rpc_call_t *call, const ProtobufCMessage
     const Kvpool__InstanceReportRequest *req = (const Kvpool__InstanceReportRequest *)msg;
     kv_coord_t                          *coord = arg;
     Kvpool__InstanceReportReply          reply = KVPOOL__INSTANCE_REPORT_REPLY__INIT;
-    kv_coord_instance_t                 *in = find(coord, req->instance_id, req->incarnation);
-    kv_sched_load_t load = {req->queued_prefill_tokens, req->running_decode, req->free_blocks};
-    uint32_t        node;
+    kv_coord_instance_t *in   = find(coord, req->instance_id, req->incarnation);
+    kv_sched_load_t      load = {req->queued_prefill_tokens, req->running_decode,
+                                 req->free_blocks};
+    uint32_t             node;
 
     if (in == NULL) {
         kv_rpc_reply_error(call, KVP_ERR_NOT_FOUND,
@@ -170,7 +172,7 @@ void kv_coord_handle_instance_leave(kv_rpc_call_t *call, const ProtobufCMessage 
     const Kvpool__InstanceLeaveRequest *req   = (const Kvpool__InstanceLeaveRequest *)msg;
     kv_coord_t                         *coord = arg;
     Kvpool__InstanceLeaveReply          reply = KVPOOL__INSTANCE_LEAVE_REPLY__INIT;
-    kv_coord_instance_t                *in = find(coord, req->instance_id, req->incarnation);
+    kv_coord_instance_t *in = find(coord, req->instance_id, req->incarnation);
 
     if (in == NULL) {
         kv_rpc_reply_error(call, KVP_ERR_NOT_FOUND,

@@ -5,8 +5,6 @@
  */
 #include "coord_int.h"
 
-#include <kv/util.h>
-
 #include <string.h>
 
 void kv_coord_handle_schedule(kv_rpc_call_t *call, const ProtobufCMessage *msg,
@@ -35,30 +33,34 @@ void kv_coord_handle_schedule(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     }
     if (req->prompt_tokens == 0 || req->prompt_tokens > KV_SCHED_PROMPT_MAX ||
         req->output_tokens > KV_SCHED_OUTPUT_MAX) {
-        kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM,
-                           "prompt_tokens must be 1..%llu and output_tokens at most %llu, "
-                           "got %llu and %llu", (unsigned long long)KV_SCHED_PROMPT_MAX,
-                           (unsigned long long)KV_SCHED_OUTPUT_MAX,
-                           (unsigned long long)req->prompt_tokens,
-                           (unsigned long long)req->output_tokens);
+        kv_rpc_reply_error(
+            call, KVP_ERR_INVALID_PARAM,
+            "prompt_tokens must be 1..%llu and output_tokens at most %llu, "
+            "got %llu and %llu",
+            (unsigned long long)KV_SCHED_PROMPT_MAX,
+            (unsigned long long)KV_SCHED_OUTPUT_MAX,
+            (unsigned long long)req->prompt_tokens,
+            (unsigned long long)req->output_tokens);
         return;
     }
     max_keys = (req->prompt_tokens + cost->block_tokens - 1) / cost->block_tokens + 1;
     if (req->n_keys > max_keys) {
-        kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM,
-                           "%zu keys for a prompt of %llu tokens (at most %llu blocks of %u)",
-                           req->n_keys, (unsigned long long)req->prompt_tokens,
-                           (unsigned long long)max_keys, cost->block_tokens);
+        kv_rpc_reply_error(
+            call, KVP_ERR_INVALID_PARAM,
+            "%zu keys for a prompt of %llu tokens (at most %llu blocks of %u)",
+            req->n_keys, (unsigned long long)req->prompt_tokens,
+            (unsigned long long)max_keys, cost->block_tokens);
         return;
     }
     if (kv_sched_count(coord->sched, KV_SCHED_PREFILL) == 0 ||
         kv_sched_count(coord->sched, KV_SCHED_DECODE) == 0) {
-        kv_rpc_reply_error(call, KVP_ERR_NO_SPACE, "no %s instance registered",
-                           kv_sched_count(coord->sched, KV_SCHED_PREFILL) == 0 ? "prefill"
-                                                                                : "decode");
+        kv_rpc_reply_error(
+            call, KVP_ERR_NO_SPACE, "no %s instance registered",
+            kv_sched_count(coord->sched, KV_SCHED_PREFILL) == 0 ? "prefill" : "decode");
         return;
     }
-    if (kv_index_ns_id(coord->index, req->ns.data, req->ns.len, 0, &sreq.ns_id) != KVP_OK) {
+    if (kv_index_ns_id(coord->index, req->ns.data, req->ns.len, 0, &sreq.ns_id) !=
+        KVP_OK) {
         index = NULL; /* no block of the namespace yet: nothing cached */
     }
     keys = kv_coord_buf(&coord->schedule_keys, req->n_keys * sizeof(*keys) + 1);
@@ -69,7 +71,7 @@ void kv_coord_handle_schedule(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     sreq.count         = req->n_keys;
     sreq.prompt_tokens = req->prompt_tokens;
     sreq.output_tokens = req->output_tokens;
-    status = kv_sched_schedule(coord->sched, index, &sreq, &plan);
+    status             = kv_sched_schedule(coord->sched, index, &sreq, &plan);
     if (status != KVP_OK) {
         kv_rpc_reply_error(call, status, "the scheduler refused the request: %s",
                            kvp_status_string(status));

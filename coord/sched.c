@@ -39,9 +39,9 @@ struct kv_sched {
     kv_sched_cost_t   cost;
     uint64_t          rng;
     uint64_t          decisions;
-    sched_instance_t *inst;      /* dense, n of them */
+    sched_instance_t *inst; /* dense, n of them */
     size_t            n, cap;
-    uint16_t         *slot_of;   /* id -> slot + 1; 0: not registered */
+    uint16_t         *slot_of; /* id -> slot + 1; 0: not registered */
     /* per-decision scratch, grown as needed */
     uint32_t            *counts;
     uint32_t            *locs;
@@ -69,8 +69,8 @@ void kv_sched_cost_defaults(kv_sched_cost_t *cost)
     cost->prefill_token_s           = 112e-6;
     cost->prefill_attn_s            = 2.1e-9;
     cost->kv_bytes_per_token        = 327680;
-    cost->local_bytes_s             = 50e9;  /* PCIe 5 x16, host -> GPU */
-    cost->remote_bytes_s            = 25e9;  /* a 200 Gb/s RDMA NIC */
+    cost->local_bytes_s             = 50e9; /* PCIe 5 x16, host -> GPU */
+    cost->remote_bytes_s            = 25e9; /* a 200 Gb/s RDMA NIC */
     cost->decode_step_s             = 0.025;
     cost->decode_step_per_request_s = 0.0004;
 }
@@ -84,7 +84,8 @@ int kv_sched_cost_valid(const kv_sched_cost_t *cost)
 {
     return cost != NULL && cost->block_tokens >= 1 && cost->block_tokens <= 65536 &&
            finite_nonneg(cost->prefill_fixed_s) && finite_nonneg(cost->prefill_token_s) &&
-           finite_nonneg(cost->prefill_attn_s) && finite_nonneg(cost->kv_bytes_per_token) &&
+           finite_nonneg(cost->prefill_attn_s) &&
+           finite_nonneg(cost->kv_bytes_per_token) &&
            finite_nonneg(cost->local_bytes_s) && cost->local_bytes_s > 0 &&
            finite_nonneg(cost->remote_bytes_s) && cost->remote_bytes_s > 0 &&
            finite_nonneg(cost->decode_step_s) &&
@@ -104,13 +105,21 @@ static const struct {
     {"local_bytes_s", offsetof(kv_sched_cost_t, local_bytes_s), 1},
     {"remote_bytes_s", offsetof(kv_sched_cost_t, remote_bytes_s), 1},
     {"decode_step_s", offsetof(kv_sched_cost_t, decode_step_s), 0},
-    {"decode_step_per_request_s", offsetof(kv_sched_cost_t, decode_step_per_request_s), 0},
+    {"decode_step_per_request_s", offsetof(kv_sched_cost_t, decode_step_per_request_s),
+     0},
 };
 
 static const char *const cost_keys[] = {
-    "block_tokens", "prefill_fixed_s", "prefill_token_s", "prefill_attn_s",
-    "kv_bytes_per_token", "local_bytes_s", "remote_bytes_s", "decode_step_s",
-    "decode_step_per_request_s", NULL,
+    "block_tokens",
+    "prefill_fixed_s",
+    "prefill_token_s",
+    "prefill_attn_s",
+    "kv_bytes_per_token",
+    "local_bytes_s",
+    "remote_bytes_s",
+    "decode_step_s",
+    "decode_step_per_request_s",
+    NULL,
 };
 
 const char *const *kv_sched_cost_keys(void)
@@ -129,8 +138,10 @@ kvp_status_t kv_sched_cost_set(kv_sched_cost_t *cost, const char *key, const cha
     if (strcmp(key, "block_tokens") == 0) {
         if (end == value || *end != '\0' || errno != 0 || !(v >= 1 && v <= 65536) ||
             v != (double)(uint32_t)v) {
-            snprintf(err, err_len, "block_tokens must be a whole number of 1..65536, "
-                     "not '%s'", value);
+            snprintf(err, err_len,
+                     "block_tokens must be a whole number of 1..65536, "
+                     "not '%s'",
+                     value);
             return KVP_ERR_CONFIG;
         }
         cost->block_tokens = (uint32_t)v;
@@ -216,12 +227,12 @@ kvp_status_t kv_sched_create(kv_sched_policy_t policy, const kv_sched_cost_t *co
         !kv_sched_cost_valid(cost)) {
         return KVP_ERR_INVALID_PARAM;
     }
-    sched          = kv_calloc(1, sizeof(*sched), "scheduler");
-    sched->policy  = policy;
-    sched->cost    = *cost;
-    sched->rng     = seed;
-    sched->slot_of = kv_calloc(KV_SCHED_INSTANCE_MAX + 1, sizeof(*sched->slot_of),
-                               "scheduler slots");
+    sched         = kv_calloc(1, sizeof(*sched), "scheduler");
+    sched->policy = policy;
+    sched->cost   = *cost;
+    sched->rng    = seed;
+    sched->slot_of =
+        kv_calloc(KV_SCHED_INSTANCE_MAX + 1, sizeof(*sched->slot_of), "scheduler slots");
     *sched_p = sched;
     return KVP_OK;
 }
@@ -274,8 +285,8 @@ kvp_status_t kv_sched_add(kv_sched_t *sched, const kv_sched_instance_t *instance
     }
     in = &sched->inst[sched->n];
     memset(in, 0, sizeof(*in));
-    in->info             = *instance;
-    in->load.free_blocks = instance->capacity_blocks;
+    in->info                     = *instance;
+    in->load.free_blocks         = instance->capacity_blocks;
     sched->slot_of[instance->id] = (uint16_t)++sched->n;
     return KVP_OK;
 }
@@ -288,7 +299,7 @@ kvp_status_t kv_sched_remove(kv_sched_t *sched, uint32_t id)
     if (in == NULL) {
         return KVP_ERR_NOT_FOUND;
     }
-    slot = (size_t)(in - sched->inst);
+    slot               = (size_t)(in - sched->inst);
     sched->slot_of[id] = 0;
     if (slot + 1 < sched->n) {
         /* keep the scan order of the others: shift, not swap */
@@ -328,8 +339,8 @@ size_t kv_sched_count(const kv_sched_t *sched, uint32_t roles)
 static uint64_t free_blocks(const sched_instance_t *in)
 {
     return in->load.free_blocks > in->pending_blocks
-                   ? in->load.free_blocks - in->pending_blocks
-                   : 0;
+               ? in->load.free_blocks - in->pending_blocks
+               : 0;
 }
 
 kvp_status_t kv_sched_get(const kv_sched_t *sched, uint32_t id,
@@ -355,8 +366,8 @@ kvp_status_t kv_sched_get(const kv_sched_t *sched, uint32_t id,
 
 /* What a decision knows about the request's chain in the index. */
 typedef struct chain_view {
-    size_t matched;   /* longest cached prefix, blocks */
-    size_t n_runs;    /* sched->runs[0..n_runs): each node's prefix */
+    size_t matched; /* longest cached prefix, blocks */
+    size_t n_runs;  /* sched->runs[0..n_runs): each node's prefix */
 } chain_view_t;
 
 static void *grow(void *mem, size_t *cap, size_t need, size_t elem, const char *what)
@@ -385,25 +396,26 @@ static void view_chain(kv_sched_t *sched, const kv_prefix_index_t *index,
     }
     sched->counts = kv_realloc(sched->counts, view->matched * sizeof(*sched->counts),
                                "scheduler counts");
-    sched->locs = grow(sched->locs, &sched->locs_cap, 2 * view->matched,
-                       sizeof(*sched->locs), "scheduler locations");
-    cap   = sched->locs_cap;
-    total = kv_index_chain_locations(index, req->ns_id, req->keys, view->matched,
-                                     sched->counts, sched->locs, cap);
+    sched->locs   = grow(sched->locs, &sched->locs_cap, 2 * view->matched,
+                         sizeof(*sched->locs), "scheduler locations");
+    cap           = sched->locs_cap;
+    total         = kv_index_chain_locations(index, req->ns_id, req->keys, view->matched,
+                                             sched->counts, sched->locs, cap);
     if (total > cap) {
         sched->locs = grow(sched->locs, &sched->locs_cap, total, sizeof(*sched->locs),
                            "scheduler locations");
         kv_index_chain_locations(index, req->ns_id, req->keys, view->matched,
                                  sched->counts, sched->locs, total);
     }
-    sched->runs = grow(sched->runs, &sched->runs_cap, sched->counts[0],
-                       sizeof(*sched->runs), "scheduler runs");
+    sched->runs  = grow(sched->runs, &sched->runs_cap, sched->counts[0],
+                        sizeof(*sched->runs), "scheduler runs");
     view->n_runs = kv_index_node_prefixes(sched->counts, sched->locs, view->matched,
                                           sched->runs, sched->counts[0]);
 }
 
 /* The prefix (blocks) that pool node @p node holds of the matched chain. */
-static size_t node_prefix(const kv_sched_t *sched, const chain_view_t *view, uint32_t node)
+static size_t node_prefix(const kv_sched_t *sched, const chain_view_t *view,
+                          uint32_t node)
 {
     for (size_t k = 0; node != 0 && k < view->n_runs; k++) {
         if (sched->runs[k].node == node) {
@@ -439,8 +451,8 @@ static option_t option(const kv_sched_cost_t *cost, const kv_sched_request_t *re
     o.load       = load;
     o.transfer_s = kv_sched_transfer_s(cost, local, cost->local_bytes_s) +
                    kv_sched_transfer_s(cost, load - local, cost->remote_bytes_s);
-    o.prefill_s  = kv_sched_prefill_s(cost, cached_tokens(cost, load, req->prompt_tokens),
-                                      req->prompt_tokens);
+    o.prefill_s = kv_sched_prefill_s(cost, cached_tokens(cost, load, req->prompt_tokens),
+                                     req->prompt_tokens);
     return o;
 }
 
@@ -472,7 +484,7 @@ static uint64_t next_random(kv_sched_t *sched)
 static sched_instance_t *choose_prefill(kv_sched_t *sched, const kv_sched_request_t *req,
                                         const chain_view_t *view, option_t *opt_p)
 {
-    sched_instance_t *best = NULL;
+    sched_instance_t *best      = NULL;
     double            best_cost = 0;
     size_t            n = kv_sched_count(sched, KV_SCHED_PREFILL), pick = 0;
 
@@ -523,7 +535,7 @@ static sched_instance_t *choose_decode(kv_sched_t *sched, uint64_t need)
     uint32_t          fit_busy = 0;
 
     for (size_t i = 0; i < sched->n; i++) {
-        sched_instance_t *in = &sched->inst[i];
+        sched_instance_t *in   = &sched->inst[i];
         uint64_t          room = free_blocks(in);
         uint32_t          busy = in->load.running + in->pending_running;
 
@@ -571,8 +583,8 @@ static size_t run_length(const kv_sched_t *sched, const size_t *offsets, size_t 
 static void plan_runs(const kv_sched_t *sched, uint32_t own_node, size_t local,
                       kv_sched_plan_t *plan)
 {
-    size_t  offsets_small[64], *offsets = offsets_small;
-    size_t  pos = 0;
+    size_t offsets_small[64], *offsets = offsets_small;
+    size_t pos = 0;
 
     plan->n_runs = 0;
     if (plan->load == 0) {
@@ -586,11 +598,11 @@ static void plan_runs(const kv_sched_t *sched, uint32_t own_node, size_t local,
     }
     if (local > 0) {
         plan->runs[plan->n_runs++] = (kv_sched_run_t){0, (uint32_t)local, own_node};
-        pos = local;
+        pos                        = local;
     }
     while (pos < plan->load && plan->n_runs < KV_SCHED_RUNS_MAX) {
-        const uint32_t *locs = sched->locs + offsets[pos];
-        size_t          best_len = 0;
+        const uint32_t *locs      = sched->locs + offsets[pos];
+        size_t          best_len  = 0;
         uint32_t        best_node = 0;
 
         for (size_t j = 0; j < sched->counts[pos]; j++) {
@@ -602,8 +614,8 @@ static void plan_runs(const kv_sched_t *sched, uint32_t own_node, size_t local,
                 best_node = node;
             }
         }
-        plan->runs[plan->n_runs++] = (kv_sched_run_t){(uint32_t)pos, (uint32_t)best_len,
-                                                       best_node};
+        plan->runs[plan->n_runs++] =
+            (kv_sched_run_t){(uint32_t)pos, (uint32_t)best_len, best_node};
         pos += best_len;
     }
     plan->load = (uint32_t)pos;
@@ -636,8 +648,8 @@ kvp_status_t kv_sched_schedule(kv_sched_t *sched, const kv_prefix_index_t *index
     if (prefill == NULL) {
         return KVP_ERR_NO_SPACE;
     }
-    need   = (req->prompt_tokens + req->output_tokens + cost->block_tokens - 1) /
-             cost->block_tokens;
+    need = (req->prompt_tokens + req->output_tokens + cost->block_tokens - 1) /
+           cost->block_tokens;
     decode = choose_decode(sched, need);
 
     memset(&plan, 0, sizeof(plan));
@@ -660,6 +672,6 @@ kvp_status_t kv_sched_schedule(kv_sched_t *sched, const kv_prefix_index_t *index
     decode->pending_blocks += need;
     decode->pending_running++;
     prefill->prefill_at = decode->decode_at = ++sched->decisions;
-    *plan_p = plan;
+    *plan_p                                 = plan;
     return KVP_OK;
 }

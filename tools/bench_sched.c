@@ -33,23 +33,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NODES        8
-#define ROOTS        16
-#define ROOT_BLOCKS  4
-#define CONV_MIN     5
-#define CONV_MAX     60
-#define TAIL_MAX     8
+#define NODES 8
+#define ROOTS 16
+#define ROOT_BLOCKS 4
+#define CONV_MIN 5
+#define CONV_MAX 60
+#define TAIL_MAX 8
 #define REPORT_EVERY 64
-#define QUERY_MAX    (ROOT_BLOCKS + CONV_MAX + TAIL_MAX)
+#define QUERY_MAX (ROOT_BLOCKS + CONV_MAX + TAIL_MAX)
 
 typedef struct bench {
     kv_prefix_index_t *index;
     uint32_t           ns;
-    kvp_key_t         *keys;     /* conversation c: keys[c * (ROOT_BLOCKS + CONV_MAX)...] */
-    uint32_t          *len;      /* blocks of conversation c, root included */
+    kvp_key_t         *keys; /* conversation c: keys[c * (ROOT_BLOCKS + CONV_MAX)...] */
+    uint32_t          *len;  /* blocks of conversation c, root included */
     size_t             n_convs;
     uint64_t           rng;
-    uint64_t           fresh;    /* counter of keys no one holds */
+    uint64_t           fresh; /* counter of keys no one holds */
 } bench_t;
 
 static uint64_t next_rand(uint64_t *s)
@@ -92,14 +92,15 @@ static void build(bench_t *b, uint64_t blocks)
         }
     }
     b->n_convs = blocks / ((CONV_MIN + CONV_MAX) / 2) + 1;
-    b->keys    = kv_malloc(b->n_convs * (ROOT_BLOCKS + CONV_MAX) * sizeof(*b->keys),
-                           "bench keys");
-    b->len     = kv_malloc(b->n_convs * sizeof(*b->len), "bench lengths");
+    b->keys =
+        kv_malloc(b->n_convs * (ROOT_BLOCKS + CONV_MAX) * sizeof(*b->keys), "bench keys");
+    b->len = kv_malloc(b->n_convs * sizeof(*b->len), "bench lengths");
     for (size_t c = 0; c < b->n_convs; c++) {
-        kvp_key_t *k    = conv_keys(b, c);
-        uint32_t   n    = CONV_MIN + (uint32_t)(next_rand(&b->rng) % (CONV_MAX - CONV_MIN + 1));
-        uint32_t   node = 1 + (uint32_t)(c % NODES);
-        int        twin = next_rand(&b->rng) % 5 == 0;
+        kvp_key_t *k = conv_keys(b, c);
+        uint32_t   n =
+            CONV_MIN + (uint32_t)(next_rand(&b->rng) % (CONV_MAX - CONV_MIN + 1));
+        uint32_t node = 1 + (uint32_t)(c % NODES);
+        int      twin = next_rand(&b->rng) % 5 == 0;
 
         memcpy(k, roots[next_rand(&b->rng) % ROOTS], sizeof(roots[0]));
         if (stored >= blocks) {
@@ -111,7 +112,8 @@ static void build(bench_t *b, uint64_t blocks)
             *key = key_of(c + 1, i);
             kv_index_store(b->index, b->ns, key, key - 1, KV_LOC(node, 0));
             if (twin) {
-                kv_index_store(b->index, b->ns, key, key - 1, KV_LOC(node % NODES + 1, 0));
+                kv_index_store(b->index, b->ns, key, key - 1,
+                               KV_LOC(node % NODES + 1, 0));
             }
         }
         stored += n;
@@ -134,13 +136,15 @@ static size_t make_query(bench_t *b, kvp_key_t *q)
 }
 
 /* The plan's claims against the index; 0 with a message if one is wrong. */
-static int plan_ok(const bench_t *b, const kvp_key_t *q, size_t n, const kv_sched_plan_t *p)
+static int plan_ok(const bench_t *b, const kvp_key_t *q, size_t n,
+                   const kv_sched_plan_t *p)
 {
     uint32_t next = 0;
 
     if (p->cached != kv_index_match(b->index, b->ns, q, n) || p->load > p->cached ||
         p->local > p->load) {
-        fprintf(stderr, "kvpool bench-sched: plan of %u/%u/%u blocks, index matches %zu\n",
+        fprintf(stderr,
+                "kvpool bench-sched: plan of %u/%u/%u blocks, index matches %zu\n",
                 p->local, p->load, p->cached, kv_index_match(b->index, b->ns, q, n));
         return 0;
     }
@@ -159,15 +163,18 @@ static int plan_ok(const bench_t *b, const kvp_key_t *q, size_t n, const kv_sche
                 j++;
             }
             if (j == KV_MIN(m, (size_t)16)) {
-                fprintf(stderr, "kvpool bench-sched: run %u names node %u, which does "
-                        "not hold block %u\n", r, run->node, i);
+                fprintf(stderr,
+                        "kvpool bench-sched: run %u names node %u, which does "
+                        "not hold block %u\n",
+                        r, run->node, i);
                 return 0;
             }
         }
         next += run->count;
     }
     if (next != p->load) {
-        fprintf(stderr, "kvpool bench-sched: runs cover %u of %u blocks\n", next, p->load);
+        fprintf(stderr, "kvpool bench-sched: runs cover %u of %u blocks\n", next,
+                p->load);
         return 0;
     }
     return 1;
@@ -190,15 +197,15 @@ int kv_cli_bench_sched(int argc, char **argv)
         {"json", no_argument, NULL, 'j'},
         {NULL, 0, NULL, 0},
     };
-    kv_sched_policy_t  policy = KV_SCHED_DEFAULT_POLICY;
-    kv_sched_cost_t    cost;
-    kv_sched_t        *sched = NULL;
-    kv_index_stats_t   st;
-    bench_t            b = {0};
-    uint64_t           blocks = 1000000, instances = 16, seconds = 3, *lat = NULL;
-    uint64_t           start, end, n = 0, cap = 0, hits = 0, asked = 0;
-    kvp_key_t          q[QUERY_MAX];
-    int                opt, json = 0, rc = 1;
+    kv_sched_policy_t policy = KV_SCHED_DEFAULT_POLICY;
+    kv_sched_cost_t   cost;
+    kv_sched_t       *sched = NULL;
+    kv_index_stats_t  st;
+    bench_t           b      = {0};
+    uint64_t          blocks = 1000000, instances = 16, seconds = 3, *lat = NULL;
+    uint64_t          start, end, n = 0, cap = 0, hits = 0, asked = 0;
+    kvp_key_t         q[QUERY_MAX];
+    int               opt, json = 0, rc = 1;
 
     b.rng  = 42;
     optind = 1;
@@ -217,7 +224,8 @@ int kv_cli_bench_sched(int argc, char **argv)
             }
             break;
         case 's':
-            if (!kv_cli_parse_u64("bench-sched", "--seconds", optarg, 1, 3600, &seconds)) {
+            if (!kv_cli_parse_u64("bench-sched", "--seconds", optarg, 1, 3600,
+                                  &seconds)) {
                 return 2;
             }
             break;
@@ -227,7 +235,9 @@ int kv_cli_bench_sched(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'j': json = 1; break;
+        case 'j':
+            json = 1;
+            break;
         default:
             fprintf(stderr, "usage: kvpool bench-sched [--blocks N] [--instances N] "
                             "[--seconds S] [--policy NAME] [--json]\n");
@@ -259,7 +269,8 @@ int kv_cli_bench_sched(int argc, char **argv)
         req.prompt_tokens = req.count * cost.block_tokens - 100;
         if (n % REPORT_EVERY == 0) {
             for (uint32_t i = 0; i < instances; i++) {
-                kv_sched_load_t load = {next_rand(&b.rng) % 20000, (uint32_t)(i % 7), 2000};
+                kv_sched_load_t load = {next_rand(&b.rng) % 20000, (uint32_t)(i % 7),
+                                        2000};
                 kv_sched_report(sched, i + 1, &load);
             }
         }
@@ -289,14 +300,17 @@ int kv_cli_bench_sched(int argc, char **argv)
         }
         printf("index        %llu blocks, %.1f bytes per block\n",
                (unsigned long long)st.cached, (double)st.bytes / (double)st.cached);
-        printf("instances    %llu (%llu prefill beside %d nodes, %llu decode), policy %s\n",
-               (unsigned long long)instances, (unsigned long long)instances / 2, NODES,
-               (unsigned long long)(instances - instances / 2), kv_sched_policy_name(policy));
+        printf(
+            "instances    %llu (%llu prefill beside %d nodes, %llu decode), policy %s\n",
+            (unsigned long long)instances, (unsigned long long)instances / 2, NODES,
+            (unsigned long long)(instances - instances / 2),
+            kv_sched_policy_name(policy));
         printf("decisions    %llu: %.0f/s (time in kv_sched_schedule only)\n",
                (unsigned long long)n, (double)n / total_s);
         printf("latency      p50 %.2f us, p99 %.2f us\n", (double)lat[n / 2] / 1e3,
                (double)lat[(size_t)((double)(n - 1) * 0.99)] / 1e3);
-        printf("cached       %.4f of the requested blocks\n", (double)hits / (double)asked);
+        printf("cached       %.4f of the requested blocks\n",
+               (double)hits / (double)asked);
         if (json) {
             printf("{\"blocks\":%llu,\"bytes_per_block\":%.1f,\"instances\":%llu,"
                    "\"policy\":\"%s\",\"decisions\":%llu,\"decisions_per_s\":%.0f,"

@@ -30,7 +30,7 @@ struct kv_cache_model {
     model_block_t    **buckets;
     size_t             num_buckets; /* a power of two */
     size_t             num_blocks;
-    uint64_t           capacity;    /* 0 = no limit */
+    uint64_t           capacity; /* 0 = no limit */
     uint64_t           evictions;
 };
 
@@ -72,9 +72,9 @@ static void grow(kv_cache_model_t *m)
         model_block_t *b, *next;
         for (b = old[i]; b != NULL; b = next) {
             model_block_t **bucket = bucket_of(m, &b->key);
-            next         = b->hash_next;
-            b->hash_next = *bucket;
-            *bucket      = b;
+            next                   = b->hash_next;
+            b->hash_next           = *bucket;
+            *bucket                = b;
         }
     }
     kv_free(old);
@@ -164,14 +164,14 @@ static kvp_status_t store(kv_cache_model_t *m, const kvp_key_t *keys, size_t i,
     if (m->num_blocks >= m->num_buckets) {
         grow(m);
     }
-    block      = kv_malloc(sizeof(*block), "cache model block");
-    block->key = keys[i];
-    bucket     = bucket_of(m, &block->key);
+    block            = kv_malloc(sizeof(*block), "cache model block");
+    block->key       = keys[i];
+    bucket           = bucket_of(m, &block->key);
     block->hash_next = *bucket;
     *bucket          = block;
     kv_evict_insert_flags(m->policy, &block->evict,
-                          parent != NULL ? &parent->evict : NULL,
-                          key_hash(&block->key), flags);
+                          parent != NULL ? &parent->evict : NULL, key_hash(&block->key),
+                          flags);
     m->num_blocks++;
     while (m->capacity > 0 && m->num_blocks > m->capacity) {
         evict_one(m);

@@ -38,13 +38,13 @@
 /* An engine child: its pipes and its instance id. */
 typedef struct engine_proc {
     pid_t    pid;
-    int      to, from;   /* its stdin, its stdout */
+    int      to, from; /* its stdin, its stdout */
     uint32_t id;
 } engine_proc_t;
 
 typedef struct disagg_counts {
     uint64_t requests, blocks, loaded, computed, decoded, mismatches, missing, errors;
-    double   est_ttft;   /* sum of the plans' estimates */
+    double   est_ttft; /* sum of the plans' estimates */
 } disagg_counts_t;
 
 static void engine_stop(engine_proc_t *e)
@@ -52,7 +52,7 @@ static void engine_stop(engine_proc_t *e)
     if (e->pid <= 0) {
         return;
     }
-    close(e->to);       /* the engine ends when its stdin closes */
+    close(e->to); /* the engine ends when its stdin closes */
     close(e->from);
     waitpid(e->pid, NULL, 0);
     e->pid = 0;
@@ -62,8 +62,8 @@ static void engine_stop(engine_proc_t *e)
 static int engine_start(engine_proc_t *e, const char *coord, const char *role,
                         const char *name, const char *node, const char *block_size)
 {
-    const char *argv[] = {"kvpool", "engine",  "--coord", coord,        "--role",
-                          role,     "--name",  name,      "--node",     node,
+    const char *argv[] = {"kvpool",       "engine",   "--coord", coord,    "--role",
+                          role,           "--name",   name,      "--node", node,
                           "--block-size", block_size, NULL};
     char        line[256], want[128];
     size_t      len = 0;
@@ -94,7 +94,8 @@ static int engine_start(engine_proc_t *e, const char *coord, const char *role,
         return -1;
     }
     /* one line, read byte by byte: binary results follow it */
-    while (len + 1 < sizeof(line) && read(e->from, &line[len], 1) == 1 && line[len] != '\n') {
+    while (len + 1 < sizeof(line) && read(e->from, &line[len], 1) == 1 &&
+           line[len] != '\n') {
         len++;
     }
     line[len] = '\0';
@@ -168,8 +169,10 @@ static int run_request(kvp_client_h client, const char *ns, const kv_request_t *
         return -1;
     }
     if (plan.prefill_id != pre->id || plan.decode_id != dec->id) {
-        fprintf(stderr, "kvpool demo: Schedule chose instances %u and %u, not the "
-                "engines %u and %u\n", plan.prefill_id, plan.decode_id, pre->id, dec->id);
+        fprintf(stderr,
+                "kvpool demo: Schedule chose instances %u and %u, not the "
+                "engines %u and %u\n",
+                plan.prefill_id, plan.decode_id, pre->id, dec->id);
         return -1;
     }
     c->requests++;
@@ -199,8 +202,9 @@ static void report(const disagg_counts_t *c, double seconds, int json)
 
     printf("requests    %llu\n", (unsigned long long)c->requests);
     printf("prefill     %llu blocks: %llu loaded as the plans said, %llu computed "
-           "(hit ratio %.4f)\n", (unsigned long long)c->blocks,
-           (unsigned long long)c->loaded, (unsigned long long)c->computed, hit);
+           "(hit ratio %.4f)\n",
+           (unsigned long long)c->blocks, (unsigned long long)c->loaded,
+           (unsigned long long)c->computed, hit);
     printf("decode      %llu blocks loaded and checked, %llu missing\n",
            (unsigned long long)c->decoded, (unsigned long long)c->missing);
     printf("plans       estimated TTFT %.3f s on average (the cost model's)\n",
@@ -236,8 +240,8 @@ int kv_cli_demo_disagg(int argc, char **argv)
     kv_workload_params_t wparams = {0};
     kv_cli_pool_t        pool    = {0};
     engine_proc_t        pre = {0}, dec = {0};
-    disagg_counts_t      c = {0};
-    kv_cli_conn_t        conn = {NULL, "demo", getenv("KVPOOL_TOKEN")};
+    disagg_counts_t      c      = {0};
+    kv_cli_conn_t        conn   = {NULL, "demo", getenv("KVPOOL_TOKEN")};
     kvp_client_h         client = NULL;
     kv_workload_t       *workload;
     kv_request_t         req;
@@ -252,11 +256,20 @@ int kv_cli_demo_disagg(int argc, char **argv)
     optind               = 1;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
-        case 'D': break;
-        case 'T': trace = optarg; break;
-        case 'm': memory = optarg; break;
-        case 'j': json = 1; break;
-        case 's': wparams.seed = strtoull(optarg, NULL, 10); break;
+        case 'D':
+            break;
+        case 'T':
+            trace = optarg;
+            break;
+        case 'm':
+            memory = optarg;
+            break;
+        case 'j':
+            json = 1;
+            break;
+        case 's':
+            wparams.seed = strtoull(optarg, NULL, 10);
+            break;
         case 'r':
             max_requests = strtoull(optarg, NULL, 10);
             if (max_requests == 0) {
@@ -265,7 +278,8 @@ int kv_cli_demo_disagg(int argc, char **argv)
             }
             break;
         case 'b':
-            if (kv_size_parse(optarg, &size) != KVP_OK || size == 0 || size > KVP_BLOCK_MAX) {
+            if (kv_size_parse(optarg, &size) != KVP_OK || size == 0 ||
+                size > KVP_BLOCK_MAX) {
                 fprintf(stderr, "kvpool demo: bad --block-size '%s'\n", optarg);
                 return 2;
             }
@@ -278,8 +292,9 @@ int kv_cli_demo_disagg(int argc, char **argv)
     if (max_requests == 0) {
         max_requests = trace ? UINT64_MAX : 500;
     }
-    if (trace != NULL ? kv_workload_trace_open(trace, &workload, err, sizeof(err)) != KVP_OK
-                      : kv_workload_generator_create(&wparams, &workload) != KVP_OK) {
+    if (trace != NULL
+            ? kv_workload_trace_open(trace, &workload, err, sizeof(err)) != KVP_OK
+            : kv_workload_generator_create(&wparams, &workload) != KVP_OK) {
         fprintf(stderr, "kvpool demo: %s\n", trace ? err : "cannot start the generator");
         return 1;
     }
@@ -295,10 +310,11 @@ int kv_cli_demo_disagg(int argc, char **argv)
                      block_size) != 0) {
         goto out;
     }
-    printf("kvpool demo: coordinator %s, nodes %s and %s, prefill engine (instance %u) "
-           "beside the first, decode engine (instance %u) beside the second, workload %s\n",
-           pool.address, pool.node_addresses[0], pool.node_addresses[1], pre.id, dec.id,
-           trace ? trace : "built-in conversations");
+    printf(
+        "kvpool demo: coordinator %s, nodes %s and %s, prefill engine (instance %u) "
+        "beside the first, decode engine (instance %u) beside the second, workload %s\n",
+        pool.address, pool.node_addresses[0], pool.node_addresses[1], pre.id, dec.id,
+        trace ? trace : "built-in conversations");
     fflush(stdout);
     start = kv_time_ns();
     while (c.requests < max_requests) {

@@ -31,7 +31,7 @@
 typedef struct engine {
     kvp_client_h       client;
     const char        *ns;
-    int                prefill;      /* the role: prefill, else decode */
+    int                prefill; /* the role: prefill, else decode */
     kvp_instance_h     inst;
     uint64_t           block_size;
     uint64_t           capacity_blocks;
@@ -113,8 +113,9 @@ static void prefill(engine_t *e, const kvp_key_t *keys, size_t n, const kvp_plan
         e->bufs.sizes[i] = e->block_size;
     }
     res->computed = (uint32_t)(n - loaded);
-    res->status = kvp_plan_save(e->client, plan, e->ns, keys,
-                                (const void *const *)e->bufs.bufs, e->bufs.sizes, loaded, n);
+    res->status =
+        kvp_plan_save(e->client, plan, e->ns, keys, (const void *const *)e->bufs.bufs,
+                      e->bufs.sizes, loaded, n);
 }
 
 /* Load the chain where the handover plan says, the rest by the index. */
@@ -128,7 +129,7 @@ static void decode(engine_t *e, const kvp_key_t *keys, size_t n, const kvp_plan_
     if (res->status == KVP_OK && loaded < n) {
         res->status = kvp_get_chain(e->client, e->ns, keys, (void *const *)e->bufs.bufs,
                                     e->bufs.caps, n, e->bufs.sizes, &found);
-        loaded = KV_MAX(loaded, found);
+        loaded      = KV_MAX(loaded, found);
     }
     if (res->status != KVP_OK) {
         return;
@@ -210,12 +211,24 @@ int kv_cli_engine(int argc, char **argv)
     optind            = 1;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
-        case 'c': conn.node = optarg; break;
-        case 'r': role = optarg; break;
-        case 'n': params.name = optarg; break;
-        case 'N': params.node = optarg; break;
-        case 's': conn.ns = optarg; break;
-        case 't': conn.token = optarg; break;
+        case 'c':
+            conn.node = optarg;
+            break;
+        case 'r':
+            role = optarg;
+            break;
+        case 'n':
+            params.name = optarg;
+            break;
+        case 'N':
+            params.node = optarg;
+            break;
+        case 's':
+            conn.ns = optarg;
+            break;
+        case 't':
+            conn.token = optarg;
+            break;
         case 'C':
             e.capacity_blocks = strtoull(optarg, &end, 10);
             if (*end != '\0' || e.capacity_blocks == 0) {

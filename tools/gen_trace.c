@@ -28,8 +28,8 @@
 /* Key -> id, open addressing. */
 typedef struct id_table {
     kvp_key_t *keys;
-    uint64_t  *ids;   /* id + 1; 0 = empty slot */
-    size_t     cap;   /* a power of two */
+    uint64_t  *ids; /* id + 1; 0 = empty slot */
+    size_t     cap; /* a power of two */
     size_t     len;
 } id_table_t;
 
@@ -52,7 +52,7 @@ static void table_grow(id_table_t *t)
     t->ids  = kv_calloc(t->cap, sizeof(*t->ids), "trace ids");
     for (size_t i = 0; i < old.cap; i++) {
         if (old.ids[i] != 0) {
-            size_t s = slot_of(t, &old.keys[i]);
+            size_t s   = slot_of(t, &old.keys[i]);
             t->keys[s] = old.keys[i];
             t->ids[s]  = old.ids[i];
         }
@@ -91,44 +91,44 @@ int kv_cli_gen_trace(int argc, char **argv)
     kv_workload_params_t params = {0};
     kv_workload_t       *workload;
     kv_request_t         req;
-    id_table_t           table = {0};
+    id_table_t           table    = {0};
     uint64_t             requests = 10000, next_id = 0, v;
-    int                  opt, rc = 0;
+    int                  opt, rc                   = 0;
 
     params.block_tokens = GEN_TRACE_BLOCK_TOKENS;
     optind              = 1;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
         case 'r':
-            if (!kv_cli_parse_u64("gen-trace", "--requests", optarg,
-                                  0, GEN_TRACE_REQUESTS_MAX, &requests)) {
+            if (!kv_cli_parse_u64("gen-trace", "--requests", optarg, 0,
+                                  GEN_TRACE_REQUESTS_MAX, &requests)) {
                 return 2;
             }
             break;
         case 's':
-            if (!kv_cli_parse_u64("gen-trace", "--seed", optarg,
-                                  0, UINT64_MAX, &params.seed)) {
+            if (!kv_cli_parse_u64("gen-trace", "--seed", optarg, 0, UINT64_MAX,
+                                  &params.seed)) {
                 return 2;
             }
             break;
         case 'c':
-            if (!kv_cli_parse_u64("gen-trace", "--conversations", optarg,
-                                  0, KV_WORKLOAD_GEN_MAX_CONVERSATIONS, &v)) {
+            if (!kv_cli_parse_u64("gen-trace", "--conversations", optarg, 0,
+                                  KV_WORKLOAD_GEN_MAX_CONVERSATIONS, &v)) {
                 return 2;
             }
             params.conversations = (uint32_t)v;
             break;
         case 'p':
-            if (!kv_cli_parse_u64("gen-trace", "--system-prompts", optarg,
-                                  0, KV_WORKLOAD_GEN_MAX_SYSTEM_PROMPTS,
-                           &v)) {
+            if (!kv_cli_parse_u64("gen-trace", "--system-prompts", optarg, 0,
+                                  KV_WORKLOAD_GEN_MAX_SYSTEM_PROMPTS, &v)) {
                 return 2;
             }
             params.system_prompts = (uint32_t)v;
             break;
         case 'h':
-            printf("usage: kvpool gen-trace [--requests N] [--seed S] [--conversations C]\n"
-                   "                        [--system-prompts P] > TRACE\n");
+            printf(
+                "usage: kvpool gen-trace [--requests N] [--seed S] [--conversations C]\n"
+                "                        [--system-prompts P] > TRACE\n");
             return 0;
         default:
             fprintf(stderr, "usage: kvpool gen-trace [--requests N] [--seed S] "
@@ -151,13 +151,14 @@ int kv_cli_gen_trace(int argc, char **argv)
             break;
         }
         printf("{\"timestamp\": %llu, \"input_length\": %u, \"output_length\": %u, "
-               "\"hash_ids\": [", (unsigned long long)req.timestamp_ms, req.input_tokens,
-               req.output_tokens);
+               "\"hash_ids\": [",
+               (unsigned long long)req.timestamp_ms, req.input_tokens, req.output_tokens);
         for (size_t i = 0; i < req.num_keys; i++) {
             printf("%s%llu", i > 0 ? ", " : "",
                    (unsigned long long)table_id(&table, &req.keys[i], &next_id));
         }
-        if ((uint64_t)req.input_tokens > (uint64_t)req.num_keys * GEN_TRACE_BLOCK_TOKENS) {
+        if ((uint64_t)req.input_tokens >
+            (uint64_t)req.num_keys * GEN_TRACE_BLOCK_TOKENS) {
             printf("%s%llu", req.num_keys > 0 ? ", " : "", (unsigned long long)next_id++);
         }
         printf("]}\n");

@@ -60,8 +60,8 @@
    80 GB of HBM less 140 GB of fp16 weights), in 512-token blocks of the
    default model's 160 MiB. */
 #define SIM_DEFAULT_CAPACITY_BLOCKS 6500
-#define SIM_DEFAULT_DECODE_BLOCKS   2900
-#define SIM_DEFAULT_SLO_TTFT_S      5.0
+#define SIM_DEFAULT_DECODE_BLOCKS 2900
+#define SIM_DEFAULT_SLO_TTFT_S 5.0
 
 typedef struct sim_opts {
     const char     *trace;
@@ -80,16 +80,16 @@ typedef struct sim_opts {
 
 /* One trace request, with what happened to it. */
 typedef struct sim_req {
-    double   arrival;       /* s */
-    uint32_t prompt, output;
-    uint32_t n_keys;
-    size_t   key_off;       /* into the keys array */
+    double          arrival; /* s */
+    uint32_t        prompt, output;
+    uint32_t        n_keys;
+    size_t          key_off; /* into the keys array */
     kv_sched_plan_t plan;
-    uint64_t queued_tokens; /* what it added to its instance's queue */
-    uint32_t loaded;        /* blocks the prefill did not compute */
-    uint32_t need;          /* decode KV blocks */
-    double   ttft, decode_start, finish;
-    double   remaining;     /* decode tokens left */
+    uint64_t        queued_tokens; /* what it added to its instance's queue */
+    uint32_t        loaded;        /* blocks the prefill did not compute */
+    uint32_t        need;          /* decode KV blocks */
+    double          ttft, decode_start, finish;
+    double          remaining; /* decode tokens left */
 } sim_req_t;
 
 typedef struct sim_trace {
@@ -106,7 +106,7 @@ typedef struct sim_fifo {
 } sim_fifo_t;
 
 typedef struct sim_prefill {
-    uint32_t          id;          /* scheduler id = pool node id */
+    uint32_t          id; /* scheduler id = pool node id */
     kv_cache_model_t *cache;
     sim_fifo_t        queue;
     int               busy;
@@ -115,13 +115,13 @@ typedef struct sim_prefill {
 } sim_prefill_t;
 
 typedef struct sim_decode {
-    uint32_t    id;
-    sim_fifo_t  waiting;
-    uint32_t   *running;           /* request indexes */
-    size_t      n_running, cap_running;
-    uint64_t    free_blocks;
-    double      last;              /* time the running ones were advanced to */
-    uint64_t    gen;               /* the live completion event's */
+    uint32_t   id;
+    sim_fifo_t waiting;
+    uint32_t  *running; /* request indexes */
+    size_t     n_running, cap_running;
+    uint64_t   free_blocks;
+    double     last; /* time the running ones were advanced to */
+    uint64_t   gen;  /* the live completion event's */
 } sim_decode_t;
 
 enum { EV_ARRIVE, EV_PREFILL_DONE, EV_DECODE_ARRIVE, EV_DECODE_STEP };
@@ -130,7 +130,7 @@ typedef struct sim_event {
     double   t;
     uint64_t seq;
     int      type;
-    uint32_t target;   /* instance slot */
+    uint32_t target; /* instance slot */
     uint32_t req;
     uint64_t gen;
 } sim_event_t;
@@ -194,15 +194,16 @@ static void push_event(sim_t *sim, double t, int type, uint32_t target, uint32_t
 
     if (sim->n_heap == sim->cap_heap) {
         sim->cap_heap = sim->cap_heap ? 2 * sim->cap_heap : 1024;
-        sim->heap = kv_realloc(sim->heap, sim->cap_heap * sizeof(*sim->heap), "sim events");
+        sim->heap =
+            kv_realloc(sim->heap, sim->cap_heap * sizeof(*sim->heap), "sim events");
     }
-    i = sim->n_heap++;
+    i            = sim->n_heap++;
     sim->heap[i] = (sim_event_t){t, sim->seq++, type, target, req, gen};
     while (i > 0 && event_before(&sim->heap[i], &sim->heap[(i - 1) / 2])) {
-        sim_event_t tmp = sim->heap[i];
-        sim->heap[i] = sim->heap[(i - 1) / 2];
+        sim_event_t tmp        = sim->heap[i];
+        sim->heap[i]           = sim->heap[(i - 1) / 2];
         sim->heap[(i - 1) / 2] = tmp;
-        i = (i - 1) / 2;
+        i                      = (i - 1) / 2;
     }
 }
 
@@ -224,9 +225,9 @@ static sim_event_t pop_event(sim_t *sim)
             break;
         }
         sim_event_t tmp = sim->heap[i];
-        sim->heap[i] = sim->heap[m];
-        sim->heap[m] = tmp;
-        i = m;
+        sim->heap[i]    = sim->heap[m];
+        sim->heap[m]    = tmp;
+        i               = m;
     }
     return top;
 }
@@ -254,8 +255,8 @@ static int load_trace(const sim_opts_t *opts, sim_trace_t *trace)
         if (status == KVP_ERR_NOT_FOUND) {
             break;
         }
-        if (status != KVP_OK || r.num_keys > KV_INDEX_MAX_CHAIN ||
-            r.input_tokens == 0 || trace->n >= SIM_REQUESTS_MAX) {
+        if (status != KVP_OK || r.num_keys > KV_INDEX_MAX_CHAIN || r.input_tokens == 0 ||
+            trace->n >= SIM_REQUESTS_MAX) {
             fprintf(stderr, "kvpool simulate: %s\n",
                     status != KVP_OK ? kv_workload_error(workload)
                                      : "a request has an empty prompt, more blocks "
@@ -269,26 +270,32 @@ static int load_trace(const sim_opts_t *opts, sim_trace_t *trace)
         }
         if (trace->n == cap) {
             cap = cap ? 2 * cap : 4096;
-            trace->reqs = kv_realloc(trace->reqs, cap * sizeof(*trace->reqs), "sim requests");
+            trace->reqs =
+                kv_realloc(trace->reqs, cap * sizeof(*trace->reqs), "sim requests");
         }
         if (trace->n_keys + r.num_keys > key_cap) {
             key_cap = KV_MAX(2 * key_cap, trace->n_keys + r.num_keys + 65536);
-            trace->keys = kv_realloc(trace->keys, key_cap * sizeof(*trace->keys), "sim keys");
+            trace->keys =
+                kv_realloc(trace->keys, key_cap * sizeof(*trace->keys), "sim keys");
         }
         q = &trace->reqs[trace->n++];
         memset(q, 0, sizeof(*q));
-        q->arrival = (double)(r.timestamp_ms >= first_ms ? r.timestamp_ms - first_ms : 0) /
-                     1e3 / opts->time_scale;
+        q->arrival =
+            (double)(r.timestamp_ms >= first_ms ? r.timestamp_ms - first_ms : 0) / 1e3 /
+            opts->time_scale;
         q->prompt  = r.input_tokens;
         q->output  = r.output_tokens;
         q->n_keys  = (uint32_t)r.num_keys;
         q->key_off = trace->n_keys;
-        q->need    = (uint32_t)(((uint64_t)q->prompt + q->output + opts->cost.block_tokens - 1) /
-                                opts->cost.block_tokens);
+        q->need =
+            (uint32_t)(((uint64_t)q->prompt + q->output + opts->cost.block_tokens - 1) /
+                       opts->cost.block_tokens);
         if (q->need > opts->decode_blocks) {
-            fprintf(stderr, "kvpool simulate: %s: request %zu needs %u KV blocks, more "
-                    "than a decode instance holds (--decode-blocks %llu)\n", opts->trace,
-                    trace->n, q->need, (unsigned long long)opts->decode_blocks);
+            fprintf(stderr,
+                    "kvpool simulate: %s: request %zu needs %u KV blocks, more "
+                    "than a decode instance holds (--decode-blocks %llu)\n",
+                    opts->trace, trace->n, q->need,
+                    (unsigned long long)opts->decode_blocks);
             kv_workload_destroy(workload);
             return 0;
         }
@@ -346,11 +353,11 @@ static void prefill_start(sim_t *sim, uint32_t slot)
         load = KV_MAX(local, kv_index_match(sim->index, sim->ns, keys, q->plan.load));
     }
     q->loaded = (uint32_t)load;
-    service = kv_sched_transfer_s(cost, local, cost->local_bytes_s) +
+    service   = kv_sched_transfer_s(cost, local, cost->local_bytes_s) +
               kv_sched_transfer_s(cost, load - local, cost->remote_bytes_s) +
-              kv_sched_prefill_s(cost, KV_MIN((uint64_t)load * cost->block_tokens,
-                                              (uint64_t)q->prompt),
-                                 q->prompt);
+              kv_sched_prefill_s(
+                  cost, KV_MIN((uint64_t)load * cost->block_tokens, (uint64_t)q->prompt),
+                  q->prompt);
     p->busy = 1;
     push_event(sim, sim->now + service, EV_PREFILL_DONE, slot,
                (uint32_t)(q - sim->trace->reqs), 0);
@@ -358,11 +365,11 @@ static void prefill_start(sim_t *sim, uint32_t slot)
 
 static void on_arrive(sim_t *sim, uint32_t r)
 {
-    sim_req_t         *q = &sim->trace->reqs[r];
+    sim_req_t         *q   = &sim->trace->reqs[r];
     kv_sched_request_t req = {sim->ns, req_keys(sim, q), q->n_keys, q->prompt, q->output};
     const kv_sched_cost_t *cost = &sim->opts->cost;
-    sim_prefill_t     *p;
-    uint64_t           cached;
+    sim_prefill_t         *p;
+    uint64_t               cached;
 
     if (kv_sched_schedule(sim->sched, sim->index, &req, &q->plan) != KVP_OK) {
         abort(); /* the request was checked when the trace was read */
@@ -394,8 +401,9 @@ static void on_prefill_done(sim_t *sim, uint32_t slot, uint32_t r)
     prefill_start(sim, slot);
     report_prefill(sim, p);
     /* the prompt's KV moves to the decode instance */
-    push_event(sim, sim->now + (double)q->prompt * cost->kv_bytes_per_token /
-                                       cost->remote_bytes_s,
+    push_event(sim,
+               sim->now +
+                   (double)q->prompt * cost->kv_bytes_per_token / cost->remote_bytes_s,
                EV_DECODE_ARRIVE, q->plan.decode - 1 - sim->opts->prefill, r, 0);
 }
 
@@ -416,7 +424,7 @@ static void decode_advance(sim_t *sim, sim_decode_t *d)
 /* Admit waiting requests that fit, and plan the next completion. */
 static void decode_admit(sim_t *sim, uint32_t slot)
 {
-    sim_decode_t *d = &sim->dec[slot];
+    sim_decode_t *d     = &sim->dec[slot];
     double        least = INFINITY;
 
     while (d->waiting.len > 0 &&
@@ -426,8 +434,8 @@ static void decode_admit(sim_t *sim, uint32_t slot)
 
         if (d->n_running == d->cap_running) {
             d->cap_running = d->cap_running ? 2 * d->cap_running : 64;
-            d->running = kv_realloc(d->running, d->cap_running * sizeof(*d->running),
-                                    "sim running");
+            d->running     = kv_realloc(d->running, d->cap_running * sizeof(*d->running),
+                                        "sim running");
         }
         d->running[d->n_running++] = r;
         d->free_blocks -= q->need;
@@ -456,7 +464,7 @@ static void on_decode_arrive(sim_t *sim, uint32_t slot, uint32_t r)
 
 static void on_decode_step(sim_t *sim, uint32_t slot, uint64_t gen)
 {
-    sim_decode_t *d = &sim->dec[slot];
+    sim_decode_t *d    = &sim->dec[slot];
     size_t        kept = 0;
 
     if (gen != d->gen) {
@@ -484,7 +492,7 @@ typedef struct sim_result {
     double   tbt_mean, decode_mean;
     double   hit_ratio, cached_ratio, token_hit_ratio, slo;
     double   makespan, wall;
-    double   remote_share;   /* loaded blocks that came from another node */
+    double   remote_share; /* loaded blocks that came from another node */
     uint64_t max_served, min_served;
 } sim_result_t;
 
@@ -497,12 +505,12 @@ static int cmp_double(const void *a, const void *b)
 
 static void summarise(const sim_t *sim, sim_result_t *res)
 {
-    const sim_trace_t *tr = sim->trace;
+    const sim_trace_t *tr   = sim->trace;
     double            *ttft = kv_malloc(tr->n * sizeof(*ttft), "sim ttft");
     double             sum = 0, tbt = 0, dec = 0;
-    uint64_t           blocks = 0, loaded = 0, cached = 0, remote = 0, tokens = 0,
-                       hit_tokens = 0, in_slo = 0, tbt_n = 0;
-    uint32_t           bt = sim->opts->cost.block_tokens;
+    uint64_t blocks = 0, loaded = 0, cached = 0, remote = 0, tokens = 0, hit_tokens = 0,
+             in_slo = 0, tbt_n = 0;
+    uint32_t bt = sim->opts->cost.block_tokens;
 
     for (size_t i = 0; i < tr->n; i++) {
         const sim_req_t *q = &tr->reqs[i];
@@ -585,11 +593,12 @@ static kvp_status_t sim_setup(sim_t *sim, kv_sched_policy_t policy)
         }
     }
     for (uint32_t i = 0; status == KVP_OK && i < o->decode; i++) {
-        kv_sched_instance_t in = {o->prefill + i + 1, KV_SCHED_DECODE, 0, o->decode_blocks};
+        kv_sched_instance_t in = {o->prefill + i + 1, KV_SCHED_DECODE, 0,
+                                  o->decode_blocks};
 
         sim->dec[i].id          = in.id;
         sim->dec[i].free_blocks = o->decode_blocks;
-        status = kv_sched_add(sim->sched, &in);
+        status                  = kv_sched_add(sim->sched, &in);
     }
     return status;
 }
@@ -597,9 +606,9 @@ static kvp_status_t sim_setup(sim_t *sim, kv_sched_policy_t policy)
 static int sim_run(const sim_opts_t *opts, sim_trace_t *trace, kv_sched_policy_t policy,
                    sim_result_t *res)
 {
-    sim_t    sim = {0};
+    sim_t    sim   = {0};
     uint64_t start = kv_time_ns();
-    int      ok = 0;
+    int      ok    = 0;
 
     sim.opts  = opts;
     sim.trace = trace;
@@ -616,15 +625,23 @@ static int sim_run(const sim_opts_t *opts, sim_trace_t *trace, kv_sched_policy_t
 
         sim.now = ev.t;
         switch (ev.type) {
-        case EV_ARRIVE: on_arrive(&sim, ev.req); break;
-        case EV_PREFILL_DONE: on_prefill_done(&sim, ev.target, ev.req); break;
-        case EV_DECODE_ARRIVE: on_decode_arrive(&sim, ev.target, ev.req); break;
-        default: on_decode_step(&sim, ev.target, ev.gen); break;
+        case EV_ARRIVE:
+            on_arrive(&sim, ev.req);
+            break;
+        case EV_PREFILL_DONE:
+            on_prefill_done(&sim, ev.target, ev.req);
+            break;
+        case EV_DECODE_ARRIVE:
+            on_decode_arrive(&sim, ev.target, ev.req);
+            break;
+        default:
+            on_decode_step(&sim, ev.target, ev.gen);
+            break;
         }
     }
     summarise(&sim, res);
     res->wall = (double)(kv_time_ns() - start) / 1e9;
-    ok = 1;
+    ok        = 1;
 out:
     sim_cleanup(&sim);
     return ok;
@@ -640,8 +657,8 @@ static void print_result(const sim_opts_t *o, const sim_trace_t *tr,
     if (!o->json) {
         printf("%-18s requests %zu  TTFT mean %.3f s p50 %.3f p99 %.3f  "
                "TBT %.4f s  hit %.4f (cached %.4f)  SLO %.4f\n",
-               kv_sched_policy_name(policy), tr->n, r->ttft_mean, r->ttft_p50, r->ttft_p99,
-               r->tbt_mean, r->hit_ratio, r->cached_ratio, r->slo);
+               kv_sched_policy_name(policy), tr->n, r->ttft_mean, r->ttft_p50,
+               r->ttft_p99, r->tbt_mean, r->hit_ratio, r->cached_ratio, r->slo);
         fflush(stdout);
         return;
     }
@@ -661,7 +678,8 @@ static void print_result(const sim_opts_t *o, const sim_trace_t *tr,
            (unsigned long long)o->decode_blocks, o->time_scale,
            (unsigned long long)o->seed, o->eviction ? o->eviction : "lru", r->wall);
     for (size_t i = 0; keys[i] != NULL; i++) {
-        printf("%s\"%s\":%g", i > 0 ? "," : "", keys[i], kv_sched_cost_get(&o->cost, keys[i]));
+        printf("%s\"%s\":%g", i > 0 ? "," : "", keys[i],
+               kv_sched_cost_get(&o->cost, keys[i]));
     }
     printf("}}\n");
     fflush(stdout);
@@ -674,13 +692,14 @@ static void usage(FILE *out)
     const char *const *names = kv_sched_policy_names();
     const char *const *keys  = kv_sched_cost_keys();
 
-    fprintf(out,
-            "usage: kvpool simulate TRACE [--prefill N] [--decode M] [--policy NAME|all]\n"
-            "                       [--capacity-blocks C] [--decode-blocks D] [--seed S]\n"
-            "                       [--time-scale X] [--slo-ttft SECONDS]\n"
-            "                       [--eviction-policy P] [--cost KEY=VALUE]...\n"
-            "                       [--requests N] [--json]\n"
-            "Policies (several with commas, or all):");
+    fprintf(
+        out,
+        "usage: kvpool simulate TRACE [--prefill N] [--decode M] [--policy NAME|all]\n"
+        "                       [--capacity-blocks C] [--decode-blocks D] [--seed S]\n"
+        "                       [--time-scale X] [--slo-ttft SECONDS]\n"
+        "                       [--eviction-policy P] [--cost KEY=VALUE]...\n"
+        "                       [--requests N] [--json]\n"
+        "Policies (several with commas, or all):");
     for (size_t i = 0; names[i] != NULL; i++) {
         fprintf(out, " %s", names[i]);
     }
@@ -697,7 +716,8 @@ static int parse_positive(const char *flag, const char *text, double *out)
     double v = strtod(text, &end);
 
     if (end == text || *end != '\0' || !isfinite(v) || v <= 0 || v > 1e9) {
-        fprintf(stderr, "kvpool simulate: %s must be a number > 0, not '%s'\n", flag, text);
+        fprintf(stderr, "kvpool simulate: %s must be a number > 0, not '%s'\n", flag,
+                text);
         return 0;
     }
     *out = v;
@@ -716,7 +736,7 @@ static int parse_policies(const char *text, int *chosen)
     snprintf(buf, sizeof(buf), "%s", text);
     memset(chosen, 0, KV_SCHED_POLICY_COUNT * sizeof(*chosen));
     for (char *name = strtok_r(buf, ",", &save); name != NULL;
-         name = strtok_r(NULL, ",", &save)) {
+         name       = strtok_r(NULL, ",", &save)) {
         kv_sched_policy_t p;
 
         if (strcmp(name, "all") == 0) {
@@ -775,28 +795,28 @@ int kv_cli_simulate(int argc, char **argv)
     uint64_t    v;
     int         opt, rc = 0;
 
-    o.prefill         = 8;
-    o.decode          = 8;
-    o.capacity_blocks = SIM_DEFAULT_CAPACITY_BLOCKS;
-    o.decode_blocks   = SIM_DEFAULT_DECODE_BLOCKS;
-    o.seed            = 1;
-    o.time_scale      = 1;
-    o.slo_ttft_s      = SIM_DEFAULT_SLO_TTFT_S;
+    o.prefill                           = 8;
+    o.decode                            = 8;
+    o.capacity_blocks                   = SIM_DEFAULT_CAPACITY_BLOCKS;
+    o.decode_blocks                     = SIM_DEFAULT_DECODE_BLOCKS;
+    o.seed                              = 1;
+    o.time_scale                        = 1;
+    o.slo_ttft_s                        = SIM_DEFAULT_SLO_TTFT_S;
     o.policies[KV_SCHED_DEFAULT_POLICY] = 1;
     kv_sched_cost_defaults(&o.cost);
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
         case 'p':
-            if (!kv_cli_parse_u64("simulate", "--prefill", optarg,
-                                  1, SIM_INSTANCES_MAX, &v)) {
+            if (!kv_cli_parse_u64("simulate", "--prefill", optarg, 1, SIM_INSTANCES_MAX,
+                                  &v)) {
                 return 2;
             }
             o.prefill = (uint32_t)v;
             break;
         case 'd':
-            if (!kv_cli_parse_u64("simulate", "--decode", optarg,
-                                  1, SIM_INSTANCES_MAX, &v)) {
+            if (!kv_cli_parse_u64("simulate", "--decode", optarg, 1, SIM_INSTANCES_MAX,
+                                  &v)) {
                 return 2;
             }
             o.decode = (uint32_t)v;
@@ -807,14 +827,14 @@ int kv_cli_simulate(int argc, char **argv)
             }
             break;
         case 'c':
-            if (!kv_cli_parse_u64("simulate", "--capacity-blocks", optarg,
-                                  0, 1ull << 32, &o.capacity_blocks)) {
+            if (!kv_cli_parse_u64("simulate", "--capacity-blocks", optarg, 0, 1ull << 32,
+                                  &o.capacity_blocks)) {
                 return 2;
             }
             break;
         case 'D':
-            if (!kv_cli_parse_u64("simulate", "--decode-blocks", optarg,
-                                  1, 1ull << 32, &o.decode_blocks)) {
+            if (!kv_cli_parse_u64("simulate", "--decode-blocks", optarg, 1, 1ull << 32,
+                                  &o.decode_blocks)) {
                 return 2;
             }
             break;
@@ -835,7 +855,8 @@ int kv_cli_simulate(int argc, char **argv)
             break;
         case 'e':
             if (!kv_evict_policy_known(optarg)) {
-                fprintf(stderr, "kvpool simulate: unknown eviction policy '%s'\n", optarg);
+                fprintf(stderr, "kvpool simulate: unknown eviction policy '%s'\n",
+                        optarg);
                 return 2;
             }
             o.eviction = optarg;
@@ -846,14 +867,20 @@ int kv_cli_simulate(int argc, char **argv)
             }
             break;
         case 'r':
-            if (!kv_cli_parse_u64("simulate", "--requests", optarg,
-                                  1, SIM_REQUESTS_MAX, &o.max_requests)) {
+            if (!kv_cli_parse_u64("simulate", "--requests", optarg, 1, SIM_REQUESTS_MAX,
+                                  &o.max_requests)) {
                 return 2;
             }
             break;
-        case 'j': o.json = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'j':
+            o.json = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind + 1 != argc) {
@@ -868,8 +895,9 @@ int kv_cli_simulate(int argc, char **argv)
     }
     if (!o.json) {
         printf("%zu requests, %u prefill + %u decode instances, %llu cache blocks per "
-               "prefill instance, time scale %g\n", trace.n, o.prefill, o.decode,
-               (unsigned long long)o.capacity_blocks, o.time_scale);
+               "prefill instance, time scale %g\n",
+               trace.n, o.prefill, o.decode, (unsigned long long)o.capacity_blocks,
+               o.time_scale);
     }
     for (int p = 0; p < KV_SCHED_POLICY_COUNT && rc == 0; p++) {
         sim_result_t res;

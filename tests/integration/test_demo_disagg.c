@@ -9,9 +9,8 @@
 
 static void test_demo_disaggregated(void)
 {
-    const char *demo[] = {"demo",         "--disaggregated", "--requests", "300",
-                          "--memory",     "256MiB",          "--block-size", "16KiB",
-                          "--json",       NULL};
+    const char *demo[] = {"demo",   "--disaggregated", "--requests", "300",    "--memory",
+                          "256MiB", "--block-size",    "16KiB",      "--json", NULL};
     cli_files_t f;
     char       *last;
 

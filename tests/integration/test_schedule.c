@@ -19,7 +19,7 @@
 
 #include <math.h>
 
-#define NS    "sched"
+#define NS "sched"
 #define BLOCK (16 * KiB)
 
 static kvp_client_h connect_to(const char *address)
@@ -47,7 +47,7 @@ static void wait_nodes(kvp_client_h client, uint64_t n)
 static kvp_instance_h join(kvp_client_h client, const char *name, uint32_t roles,
                            const char *node)
 {
-    kvp_instance_params_t p = {name, roles, 1000, node};
+    kvp_instance_params_t p    = {name, roles, 1000, node};
     kvp_instance_h        inst = NULL;
 
     ASSERT_OK(kvp_instance_join(client, &p, &inst));
@@ -64,10 +64,10 @@ static void report_idle(kvp_instance_h inst)
 
 /* A chain of @p n keys named "@p name i" and its blocks' bytes. */
 typedef struct {
-    kvp_key_t  keys[32];
-    uint8_t   *data[32];
-    uint64_t   sizes[32];
-    size_t     n;
+    kvp_key_t keys[32];
+    uint8_t  *data[32];
+    uint64_t  sizes[32];
+    size_t    n;
 } chain_t;
 
 static void chain_make(chain_t *c, const char *name, size_t n)
@@ -89,7 +89,8 @@ static void chain_free(chain_t *c)
 }
 
 /* Load with @p plan; every loaded block must equal the chain's bytes. */
-static size_t plan_load_check(kvp_client_h client, const kvp_plan_t *plan, const chain_t *c)
+static size_t plan_load_check(kvp_client_h client, const kvp_plan_t *plan,
+                              const chain_t *c)
 {
     uint8_t *bufs[32];
     uint64_t caps[32], sizes[32];
@@ -160,7 +161,8 @@ static void test_schedule_follows_the_cache(void)
     ASSERT_EQ(plan.load, 8);
     ASSERT_EQ(plan.n_runs, 1);
     ASSERT(strcmp(plan.prefill_name, "prefill-a") == 0);
-    ASSERT(plan.ttft_s > 0 && plan.ttft_s == plan.queue_s + plan.transfer_s + plan.prefill_s);
+    ASSERT(plan.ttft_s > 0 &&
+           plan.ttft_s == plan.queue_s + plan.transfer_s + plan.prefill_s);
     ASSERT_EQ(plan_load_check(client, &plan, &c), 8);
 
     /* the prefill saves blocks 8..11 on the decode instance's node (B) */
@@ -209,8 +211,9 @@ static uint32_t next_prefill(kvp_client_h client)
 static void test_schedule_lease_expiry(void)
 {
     /* round-robin: while p2 is registered, every other decision picks it */
-    const char *const flags[] = {"--lease-ms", "300", "--scheduler-policy", "round-robin",
-                                 "--log-level", "error", NULL};
+    const char *const flags[] = {"--lease-ms",  "300",         "--scheduler-policy",
+                                 "round-robin", "--log-level", "error",
+                                 NULL};
     kv_test_node_t    coord;
     kvp_client_h      client;
     kvp_instance_h    p1, p2, dec;
@@ -222,10 +225,10 @@ static void test_schedule_lease_expiry(void)
 
     coord_up(&coord, 0, flags);
     client = connect_to(coord.address);
-    p1  = join(client, "p1", KVP_ROLE_PREFILL, NULL);
-    p2  = join(client, "p2", KVP_ROLE_PREFILL, NULL);
-    dec = join(client, "d", KVP_ROLE_DECODE, NULL);
-    id2 = kvp_instance_id(p2);
+    p1     = join(client, "p1", KVP_ROLE_PREFILL, NULL);
+    p2     = join(client, "p2", KVP_ROLE_PREFILL, NULL);
+    dec    = join(client, "d", KVP_ROLE_DECODE, NULL);
+    id2    = kvp_instance_id(p2);
     for (int i = 0; i < 2; i++) {
         seen2 |= next_prefill(client) == id2;
     }
@@ -273,22 +276,23 @@ static void test_schedule_config(void)
                               NULL};
     char              path[] = "/tmp/kvp-sched-XXXXXX";
     const char *const cfg[]  = {"--config", path, "--log-level", "error", NULL};
-    static const char ini[]  = "[coord]\nscheduler_policy = load\nprefill_token_s = 0.001\n"
-                               "prefill_attn_s = 0\nprefill_fixed_s = 0.5\n";
-    kv_test_node_t    coord;
-    kvp_client_h      client;
-    kvp_instance_h    p[3], dec;
-    kvp_key_t         key = key_of("cfg");
-    kvp_plan_t        plan;
-    int               fd;
+    static const char ini[] =
+        "[coord]\nscheduler_policy = load\nprefill_token_s = 0.001\n"
+        "prefill_attn_s = 0\nprefill_fixed_s = 0.5\n";
+    kv_test_node_t coord;
+    kvp_client_h   client;
+    kvp_instance_h p[3], dec;
+    kvp_key_t      key = key_of("cfg");
+    kvp_plan_t     plan;
+    int            fd;
 
     /* round-robin: the prefill instances in turn */
     coord_up(&coord, 0, rr);
     client = connect_to(coord.address);
-    p[0] = join(client, "p0", KVP_ROLE_PREFILL, NULL);
-    p[1] = join(client, "p1", KVP_ROLE_PREFILL | KVP_ROLE_DECODE, NULL);
-    p[2] = join(client, "p2", KVP_ROLE_PREFILL, NULL);
-    dec  = join(client, "d", KVP_ROLE_DECODE, NULL);
+    p[0]   = join(client, "p0", KVP_ROLE_PREFILL, NULL);
+    p[1]   = join(client, "p1", KVP_ROLE_PREFILL | KVP_ROLE_DECODE, NULL);
+    p[2]   = join(client, "p2", KVP_ROLE_PREFILL, NULL);
+    dec    = join(client, "d", KVP_ROLE_DECODE, NULL);
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < 3; i++) {
             ASSERT_OK(kvp_schedule(client, NS, &key, 1, 100, 10, &plan));
@@ -309,9 +313,9 @@ static void test_schedule_config(void)
     close(fd);
     coord_up(&coord, 0, cfg);
     client = connect_to(coord.address);
-    p[0] = join(client, "p0", KVP_ROLE_PREFILL, NULL);
-    p[1] = join(client, "p1", KVP_ROLE_PREFILL, NULL);
-    dec  = join(client, "d", KVP_ROLE_DECODE, NULL);
+    p[0]   = join(client, "p0", KVP_ROLE_PREFILL, NULL);
+    p[1]   = join(client, "p1", KVP_ROLE_PREFILL, NULL);
+    dec    = join(client, "d", KVP_ROLE_DECODE, NULL);
     {
         kvp_instance_load_t busy = {100000, 0, 1000};
         ASSERT_OK(kvp_instance_report(p[0], &busy));
@@ -369,7 +373,8 @@ static void test_schedule_bad_input(void)
                   KVP_ERR_INVALID_PARAM);
     ASSERT_STATUS(kvp_schedule(client, NS, keys, 12, 100, 10, &plan),
                   KVP_ERR_INVALID_PARAM); /* 12 blocks cannot hold 100 tokens */
-    ASSERT_STATUS(kvp_schedule(client, "", keys, 1, 100, 10, &plan), KVP_ERR_INVALID_PARAM);
+    ASSERT_STATUS(kvp_schedule(client, "", keys, 1, 100, 10, &plan),
+                  KVP_ERR_INVALID_PARAM);
 
     /* nothing changed: the same two instances still schedule */
     ASSERT_OK(kvp_schedule(client, NS, keys, 12, 12 * 512, 10, &plan));
@@ -382,5 +387,6 @@ static void test_schedule_bad_input(void)
     node_down(&coord);
 }
 
-KV_TEST_MAIN(KV_TEST(test_schedule_follows_the_cache), KV_TEST(test_schedule_lease_expiry),
-             KV_TEST(test_schedule_config), KV_TEST(test_schedule_bad_input))
+KV_TEST_MAIN(KV_TEST(test_schedule_follows_the_cache),
+             KV_TEST(test_schedule_lease_expiry), KV_TEST(test_schedule_config),
+             KV_TEST(test_schedule_bad_input))

@@ -22,7 +22,8 @@ typedef struct fixture {
     kvp_key_t          keys[64];
 } fixture_t;
 
-static void fixture_up(fixture_t *f, kv_sched_policy_t policy, const kv_sched_cost_t *cost)
+static void fixture_up(fixture_t *f, kv_sched_policy_t policy,
+                       const kv_sched_cost_t *cost)
 {
     memset(f, 0, sizeof(*f));
     ASSERT_OK(kv_index_create(0, &f->index));
@@ -91,9 +92,9 @@ static double estimate(const kv_sched_cost_t *c, double queued_tokens, size_t lo
 /* A long cached prefix on a busy instance against an idle one without it. */
 static void test_cache_against_queue(void)
 {
-    fixture_t f;
+    fixture_t       f;
     kv_sched_plan_t p;
-    uint64_t  prompt = 40 * BT;
+    uint64_t        prompt = 40 * BT;
 
     fixture_up(&f, KV_SCHED_LOCAL_CACHE_AWARE, NULL);
     store(&f, 0, 32, 1);
@@ -213,10 +214,10 @@ static void test_policies(void)
     ASSERT(memcmp(seq_a, seq_b, sizeof(seq_a)) == 0);
     ASSERT_EQ(seen, 0x1e);
     {
-        kv_sched_t *other;
-        kv_sched_cost_t c;
+        kv_sched_t        *other;
+        kv_sched_cost_t    c;
         kv_prefix_index_t *index;
-        uint32_t ns;
+        uint32_t           ns;
 
         kv_sched_cost_defaults(&c);
         ASSERT_OK(kv_sched_create(KV_SCHED_RANDOM, &c, 8, &other));
@@ -393,12 +394,13 @@ static void test_bad_input(void)
                   KVP_ERR_CONFIG);
     ASSERT_STATUS(kv_sched_cost_set(&c, "block_tokens", "1.5", err, sizeof(err)),
                   KVP_ERR_CONFIG);
-    ASSERT_STATUS(kv_sched_cost_set(&c, "warp", "1", err, sizeof(err)), KVP_ERR_NOT_FOUND);
+    ASSERT_STATUS(kv_sched_cost_set(&c, "warp", "1", err, sizeof(err)),
+                  KVP_ERR_NOT_FOUND);
     ASSERT(c.remote_bytes_s == 1e9); /* unchanged by the refusals */
     c.local_bytes_s = 0;
     ASSERT(!kv_sched_cost_valid(&c));
-    c.local_bytes_s   = 1e9;
-    c.prefill_attn_s  = NAN;
+    c.local_bytes_s  = 1e9;
+    c.prefill_attn_s = NAN;
     ASSERT(!kv_sched_cost_valid(&c));
     ASSERT_STATUS(kv_sched_create(KV_SCHED_LOAD, &c, 1, &f.sched), KVP_ERR_INVALID_PARAM);
     fixture_down(&f);
@@ -438,7 +440,7 @@ static void test_cache_aware_is_least(void)
             ASSERT_OK(kv_sched_get(f.sched, id, &in, NULL));
             while (local < cached && in.node != 0) {
                 uint32_t locs[8];
-                size_t   n = kv_index_locations(f.index, f.ns, &f.keys[local], locs, 8), j;
+                size_t n = kv_index_locations(f.index, f.ns, &f.keys[local], locs, 8), j;
                 for (j = 0; j < n && KV_LOC_NODE(locs[j]) != in.node; j++) {
                 }
                 if (j == n) {

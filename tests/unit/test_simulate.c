@@ -45,8 +45,8 @@ static void test_two_requests(void)
         "\"hash_ids\": [1, 2, 3]}\n"
         "{\"timestamp\": 1000, \"input_length\": 1500, \"output_length\": 20, "
         "\"hash_ids\": [1, 2, 3]}\n";
-    const char *args[] = {"simulate", NULL, "--prefill", "1", "--decode", "1",
-                          "--json", NULL};
+    const char     *args[] = {"simulate", NULL, "--prefill", "1",
+                              "--decode", "1",  "--json",    NULL};
     kv_sched_cost_t c;
     cli_files_t     f;
     char           *line;
@@ -58,8 +58,9 @@ static void test_two_requests(void)
     cli(&f, args, 0);
     line = read_last_line(f.so);
     kv_sched_cost_defaults(&c);
-    first  = kv_sched_prefill_s(&c, 0, 1500);
-    second = kv_sched_transfer_s(&c, 3, c.local_bytes_s) + kv_sched_prefill_s(&c, 1500, 1500);
+    first = kv_sched_prefill_s(&c, 0, 1500);
+    second =
+        kv_sched_transfer_s(&c, 3, c.local_bytes_s) + kv_sched_prefill_s(&c, 1500, 1500);
     ASSERT(fabs(json_number(line, "ttft_mean_s") - (first + second) / 2) < 1e-5);
     ASSERT(second < first);
     ASSERT(fabs(json_number(line, "ttft_p50_s") - second) < 1e-5);
@@ -98,7 +99,8 @@ static void run_all(cli_files_t *f, const char *const *extra, double *ttft)
     }
     cli(f, args, 0);
     text = (char *)read_file(f->so, &size);
-    for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+    for (line = strtok_r(text, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
         for (int p = 0; p < KV_SCHED_POLICY_COUNT; p++) {
             char key[64];
             snprintf(key, sizeof(key), "\"policy\":\"%s\"", kv_sched_policy_name(p));
@@ -110,9 +112,10 @@ static void run_all(cli_files_t *f, const char *const *extra, double *ttft)
         }
     }
     ASSERT_EQ(seen, KV_SCHED_POLICY_COUNT);
-    fprintf(stderr, "  mean TTFT: cache-aware %.3f local %.3f load %.3f rr %.3f random %.3f\n",
-            ttft[KV_SCHED_CACHE_AWARE], ttft[KV_SCHED_LOCAL_CACHE_AWARE], ttft[KV_SCHED_LOAD],
-            ttft[KV_SCHED_ROUND_ROBIN], ttft[KV_SCHED_RANDOM]);
+    fprintf(stderr,
+            "  mean TTFT: cache-aware %.3f local %.3f load %.3f rr %.3f random %.3f\n",
+            ttft[KV_SCHED_CACHE_AWARE], ttft[KV_SCHED_LOCAL_CACHE_AWARE],
+            ttft[KV_SCHED_LOAD], ttft[KV_SCHED_ROUND_ROBIN], ttft[KV_SCHED_RANDOM]);
     free(text);
 }
 
@@ -142,8 +145,8 @@ static void test_synthetic_ranking(void)
 /* The same flags give the same figures; another seed moves random's. */
 static void test_deterministic(void)
 {
-    const char *args[] = {"simulate", NULL, "--policy", "random,cache-aware", "--seed", NULL,
-                          NULL};
+    const char *args[] = {"simulate", NULL, "--policy", "random,cache-aware",
+                          "--seed",   NULL, NULL};
     cli_files_t f;
     char       *a, *b, *c;
     uint64_t    size;
@@ -155,7 +158,7 @@ static void test_deterministic(void)
     cli(&f, args, 0);
     a = (char *)read_file(f.so, &size);
     cli(&f, args, 0);
-    b = (char *)read_file(f.so, &size);
+    b       = (char *)read_file(f.so, &size);
     args[5] = "6";
     cli(&f, args, 0);
     c = (char *)read_file(f.so, &size);
@@ -170,15 +173,15 @@ static void test_deterministic(void)
 
 static void test_bad_input(void)
 {
-    static const char big[] = "{\"timestamp\": 0, \"input_length\": 1500, "
-                              "\"output_length\": 100000, \"hash_ids\": [1, 2, 3]}\n";
-    const char *unknown[]  = {"simulate", NULL, "--policy", "fastest", NULL};
-    const char *cost[]     = {"simulate", NULL, "--cost", "remote_bytes_s=0", NULL};
-    const char *key[]      = {"simulate", NULL, "--cost", "warp=9", NULL};
-    const char *zero[]     = {"simulate", NULL, "--prefill", "0", NULL};
-    const char *missing[]  = {"simulate", "/nonexistent/trace.jsonl", NULL};
-    const char *too_big[]  = {"simulate", NULL, "--decode-blocks", "10", NULL};
-    cli_files_t f;
+    static const char big[]     = "{\"timestamp\": 0, \"input_length\": 1500, "
+                                  "\"output_length\": 100000, \"hash_ids\": [1, 2, 3]}\n";
+    const char       *unknown[] = {"simulate", NULL, "--policy", "fastest", NULL};
+    const char       *cost[]    = {"simulate", NULL, "--cost", "remote_bytes_s=0", NULL};
+    const char       *key[]     = {"simulate", NULL, "--cost", "warp=9", NULL};
+    const char       *zero[]    = {"simulate", NULL, "--prefill", "0", NULL};
+    const char       *missing[] = {"simulate", "/nonexistent/trace.jsonl", NULL};
+    const char       *too_big[] = {"simulate", NULL, "--decode-blocks", "10", NULL};
+    cli_files_t       f;
 
     cli_files_make(&f);
     write_file(f.in, (const uint8_t *)big, sizeof(big) - 1);
@@ -201,7 +204,7 @@ static void test_bad_input(void)
 /* The Mooncake conversation trace: 8 + 8 instances, and 12 + 12. */
 static void test_real_trace(void)
 {
-    const char *trace = getenv("KVP_TRACE");
+    const char       *trace    = getenv("KVP_TRACE");
     const char *const eight[]  = {NULL};
     const char *const twelve[] = {"--prefill", "12", "--decode", "12", NULL};
     double            ttft[KV_SCHED_POLICY_COUNT];
