@@ -3,7 +3,7 @@
  * process, over a large prefix index.
  *
  *   kvpool bench-sched [--blocks N] [--instances N] [--seconds S]
- *                      [--policy NAME] [--json]
+ *                      [--policy NAME] [--rpc [--threads N]] [--json]
  *
  * It builds an index of N blocks (default 1,000,000) shaped like a
  * conversation trace: 16 shared system prompts of 4 blocks, then
@@ -15,6 +15,8 @@
  * to 8 blocks no one holds (a new turn), with a load report from every
  * instance every 64 decisions, as engines would send.  Each call is timed
  * alone with the monotonic clock.
+ *
+ * With --rpc it times the Schedule RPC instead (bench_rpc() below).
  *
  * Every plan is checked: cached equals kv_index_match() of the chain, the
  * runs cover [0, load) in order and each run's node holds its blocks; a
@@ -29,9 +31,11 @@
 #include <kvcoord/sched.h>
 
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define NODES 8
 #define ROOTS 16
@@ -187,6 +191,134 @@ static int cmp_u64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* One --rpc thread: Schedule calls until the end, each timed. */
+typedef struct rpc_worker {
+    kvp_client_h client;
+    uint64_t     end_ns;
+    uint64_t     seed;
+    uint64_t    *lat;
+    uint64_t     n, cap;
+    kvp_status_t status;
+} rpc_worker_t;
+
+static void *rpc_worker_main(void *arg)
+{
+    rpc_worker_t *w = arg;
+    kvp_key_t     q[64];
+
+    for (uint64_t now = kv_time_ns(); now < w->end_ns; w->n++) {
+        size_t     count = 1 + (size_t)(next_rand(&w->seed) % 64);
+        kvp_plan_t plan;
+        uint64_t   t0;
+
+        for (size_t i = 0; i < count; i++) {
+            q[i] = key_of(w->seed, i);
+        }
+        t0        = kv_time_ns();
+        w->status = kvp_schedule(w->client, "bench", q, count, count * 512, 200, &plan);
+        now       = kv_time_ns();
+        if (w->status != KVP_OK) {
+            break;
+        }
+        if (w->n == w->cap) {
+            w->cap = w->cap ? 2 * w->cap : 1 << 16;
+            w->lat = kv_realloc(w->lat, w->cap * sizeof(*w->lat), "latencies");
+        }
+        w->lat[w->n] = now - t0;
+    }
+    return NULL;
+}
+
+/*
+ * --rpc: the Schedule RPC of a coordinator started for the run, from
+ * @p threads threads of this process sharing one client, with @p instances
+ * instances registered through libkvpool (reporting every 100 ms) and no
+ * node: every request is a miss, the decision itself being the in-process
+ * part above.
+ */
+static int bench_rpc(uint64_t instances, uint64_t seconds, uint64_t threads, int json)
+{
+    kv_cli_conn_t  conn            = {NULL, "bench", NULL};
+    kvp_client_h   client          = NULL;
+    kvp_instance_h inst[2 * NODES] = {0};
+    kv_cli_pool_t  pool            = {0};
+    rpc_worker_t   w[64]           = {0};
+    pthread_t      tids[64];
+    uint64_t       n  = 0, *all, end;
+    int            rc = 1;
+
+    if (kv_cli_pool_start(&pool, 0, NULL) != 0) {
+        return 1;
+    }
+    conn.node = pool.address;
+    if (kv_cli_connect(&conn, &client) != KVP_OK) {
+        goto out;
+    }
+    for (uint64_t i = 0; i < instances; i++) {
+        char                  name[32];
+        kvp_instance_params_t p = {
+            name, i < instances / 2 ? KVP_ROLE_PREFILL : KVP_ROLE_DECODE, 2900, NULL};
+
+        snprintf(name, sizeof(name), "bench-%llu", (unsigned long long)i);
+        if (kvp_instance_join(client, &p, &inst[i]) != KVP_OK) {
+            fprintf(stderr, "kvpool bench-sched: cannot register an instance\n");
+            goto out;
+        }
+    }
+    end = kv_time_ns() + seconds * 1000000000ull;
+    for (uint64_t t = 0; t < threads; t++) {
+        w[t] = (rpc_worker_t){.client = client, .end_ns = end, .seed = t + 1};
+        pthread_create(&tids[t], NULL, rpc_worker_main, &w[t]);
+    }
+    while (kv_time_ns() < end) { /* the engines' reports */
+        for (uint64_t i = 0; i < instances; i++) {
+            kvp_instance_load_t load = {0, 0, 2900};
+            kvp_instance_report(inst[i], &load);
+        }
+        usleep(100000);
+    }
+    for (uint64_t t = 0; t < threads; t++) {
+        pthread_join(tids[t], NULL);
+        n += w[t].n;
+        if (w[t].status != KVP_OK) {
+            fprintf(stderr, "kvpool bench-sched: Schedule: %s\n",
+                    kvp_status_string(w[t].status));
+            goto out;
+        }
+    }
+    all = kv_malloc((n + 1) * sizeof(*all), "latencies");
+    for (uint64_t t = 0, k = 0; t < threads; t++) {
+        memcpy(all + k, w[t].lat, w[t].n * sizeof(*all));
+        k += w[t].n;
+    }
+    qsort(all, n, sizeof(*all), cmp_u64);
+    printf("Schedule RPC %llu calls in %llu s from %llu threads: %.0f/s, p50 %.1f us, "
+           "p99 %.1f us\n",
+           (unsigned long long)n, (unsigned long long)seconds,
+           (unsigned long long)threads, (double)n / (double)seconds,
+           (double)all[n / 2] / 1e3, (double)all[(size_t)((double)(n - 1) * 0.99)] / 1e3);
+    if (json) {
+        printf("{\"mode\":\"rpc\",\"instances\":%llu,\"threads\":%llu,\"calls\":%llu,"
+               "\"calls_per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f}\n",
+               (unsigned long long)instances, (unsigned long long)threads,
+               (unsigned long long)n, (double)n / (double)seconds,
+               (double)all[n / 2] / 1e3,
+               (double)all[(size_t)((double)(n - 1) * 0.99)] / 1e3);
+    }
+    kv_free(all);
+    rc = 0;
+out:
+    for (uint64_t i = 0; i < instances; i++) {
+        kvp_instance_leave(inst[i]);
+    }
+    for (uint64_t t = 0; t < threads; t++) {
+        kv_free(w[t].lat);
+    }
+    kvp_client_disconnect(client);
+    kv_cli_pool_stop(&pool);
+    return rc;
+}
+
 int kv_cli_bench_sched(int argc, char **argv)
 {
     static const struct option options[] = {
@@ -195,6 +327,8 @@ int kv_cli_bench_sched(int argc, char **argv)
         {"seconds", required_argument, NULL, 's'},
         {"policy", required_argument, NULL, 'p'},
         {"json", no_argument, NULL, 'j'},
+        {"rpc", no_argument, NULL, 'r'},
+        {"threads", required_argument, NULL, 't'},
         {NULL, 0, NULL, 0},
     };
     kv_sched_policy_t policy = KV_SCHED_DEFAULT_POLICY;
@@ -203,9 +337,10 @@ int kv_cli_bench_sched(int argc, char **argv)
     kv_index_stats_t  st;
     bench_t           b      = {0};
     uint64_t          blocks = 1000000, instances = 16, seconds = 3, *lat = NULL;
+    uint64_t          threads = 4;
     uint64_t          start, end, n = 0, cap = 0, hits = 0, asked = 0;
     kvp_key_t         q[QUERY_MAX];
-    int               opt, json = 0, rc = 1;
+    int               opt, json = 0, rpc = 0, rc = 1;
 
     b.rng  = 42;
     optind = 1;
@@ -235,14 +370,26 @@ int kv_cli_bench_sched(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'r':
+            rpc = 1;
+            break;
+        case 't':
+            if (!kv_cli_parse_u64("bench-sched", "--threads", optarg, 1, 64, &threads)) {
+                return 2;
+            }
+            break;
         case 'j':
             json = 1;
             break;
         default:
-            fprintf(stderr, "usage: kvpool bench-sched [--blocks N] [--instances N] "
-                            "[--seconds S] [--policy NAME] [--json]\n");
+            fprintf(stderr,
+                    "usage: kvpool bench-sched [--blocks N] [--instances N] "
+                    "[--seconds S] [--policy NAME] [--rpc [--threads N]] [--json]\n");
             return 2;
         }
+    }
+    if (rpc) {
+        return bench_rpc(instances, seconds, threads, json);
     }
     kv_sched_cost_defaults(&cost);
     if (kv_index_create(blocks, &b.index) != KVP_OK ||
