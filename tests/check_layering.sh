@@ -36,7 +36,9 @@ if [ -n "$hits" ]; then echo "FAIL: coord/include may use only <kvproto/coord_se
 hits=$(grep -rnE '#include [<"]kvstore/' tools 2>/dev/null | grep -v 'kvstore/evict\.h')
 if [ -n "$hits" ]; then echo "FAIL: tools may use only <kvstore/evict.h> of the pool:"; echo "$hits"; status=1; else echo "ok   tools use only <kvstore/evict.h> of the pool"; fi
 check transport 'kvproto/|kvpool\.pb-c\.h|kvpool/kvpool\.h' "must not use proto or the client API"
+# gpu/ (a tier, beside pool) uses only common and the status enum.
+check gpu 'kvproto/|kvpool\.pb-c\.h|kvt/|kvpool/kvpool\.h|kvstore/|kvcoord/' "must use only <kv/*.h> and <kvpool/status.h>"
 # No folder reaches into another's private files by relative path.
-hits=$(grep -rnE '#include "\.\./' common proto transport pool coord client tools 2>/dev/null)
+hits=$(grep -rnE '#include "\.\./' common proto transport pool coord client gpu tools 2>/dev/null)
 if [ -n "$hits" ]; then echo "FAIL: relative includes across folders:"; echo "$hits"; status=1; else echo "ok   no relative includes across folders"; fi
 exit $status
