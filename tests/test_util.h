@@ -231,6 +231,15 @@ static inline void cluster_node_up(kv_test_node_t *node, const char *memory,
     node_up(node, memory, extra);
 }
 
+/** A libkvpool client of the node or coordinator at @p address (the test fails if not). */
+static inline kvp_client_h connect_to(const char *address)
+{
+    kvp_client_h client = NULL;
+
+    ASSERT_OK(kvp_client_connect(address, NULL, &client));
+    return client;
+}
+
 /** SIGTERM the node (or coordinator); it must exit cleanly with status 0. */
 static inline void node_down(kv_test_node_t *node)
 {

@@ -72,14 +72,6 @@ static void pool_kill(pool_t *pool, int i)
     pool->alive[i] = 0;
 }
 
-static kvp_client_h connect_to(const char *address)
-{
-    kvp_client_h client = NULL;
-
-    ASSERT_OK(kvp_client_connect(address, NULL, &client));
-    return client;
-}
-
 /* Within WAIT_MS, the coordinator counts @p n nodes. */
 static void wait_joined(kvp_client_h client, uint64_t n)
 {

@@ -22,14 +22,6 @@
 #define NS "sched"
 #define BLOCK (16 * KiB)
 
-static kvp_client_h connect_to(const char *address)
-{
-    kvp_client_h client = NULL;
-
-    ASSERT_OK(kvp_client_connect(address, NULL, &client));
-    return client;
-}
-
 /* Wait until the coordinator lists @p n nodes. */
 static void wait_nodes(kvp_client_h client, uint64_t n)
 {
