@@ -15,6 +15,7 @@
  *   kvpool bench-sched [--blocks N] [--instances N] [--seconds S] [--policy NAME]
  *   kvpool simulate TRACE [--prefill N] [--decode M] [--policy NAME|all] ...
  *   kvpool gen-trace [--requests N] [--seed S] ... > TRACE
+ *   kvpool engine --coord HOST:PORT --role prefill|decode --name NAME ...
  *
  * NAME is any string; its XXH3-128 is the block key.  Exit status 0 on
  * success, 1 with a one-line reason on stderr otherwise, 2 for bad usage.
@@ -66,6 +67,8 @@ static void usage(FILE *out)
             "                     [--policy NAME] [--json]\n"
             "       kvpool simulate TRACE [--prefill N] [--decode M] [--policy NAME|all]\n"
             "                       [--capacity-blocks C] [--seed S] [--json] ...\n"
+            "       kvpool engine --coord HOST:PORT --role prefill|decode --name NAME\n"
+            "                     [--node HOST:PORT] (the disaggregated demo's engine)\n"
             "       kvpool gen-trace [--requests N] [--seed S] [--conversations C]\n"
             "                        [--system-prompts P] > TRACE\n"
             "common options: --ns NAMESPACE (default \"default\"), --token TOKEN\n"
