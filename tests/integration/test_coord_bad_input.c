@@ -2,7 +2,9 @@
  * Integration tests of a real kvpool-coord against bad input: unknown
  * namespaces, chains over the limit, events from nodes that are not
  * registered, malformed keys, parents, namespaces and batches, bad Joins
- * and PlanPuts, bad handshakes, and random bytes.
+ * and PlanPuts, bad instance joins, reports and leaves (unknown ids,
+ * another incarnation, max_instances), bad Schedules, bad handshakes, and
+ * random bytes.
  *
  * Every test follows the same pattern:
  *  1. start a coordinator (--token s3cret) and register a fake node with a
@@ -123,12 +125,12 @@ static void join_request(Kvpool__JoinRequest *req, Kvpool__NodeInfo *info,
 /* The fixture                                                             */
 /* ---------------------------------------------------------------------- */
 
-/* A coordinator with no node, taking at most @p max_nodes. */
+/* A coordinator with no node, taking at most @p max_nodes (and 2 instances). */
 static void coord_only_up(fixture_t *f, const char *max_nodes)
 {
-    const char *const extra[] = {"--token",     TOKEN,   "--lease-ms",  "60000",
-                                 "--log-level", "error", "--max-nodes", max_nodes,
-                                 NULL};
+    const char *const extra[] = {"--token",         TOKEN,   "--lease-ms",  "60000",
+                                 "--log-level",     "error", "--max-nodes", max_nodes,
+                                 "--max-instances", "2",     NULL};
 
     signal(SIGPIPE, SIG_IGN);
     memset(f, 0, sizeof(*f));
@@ -755,8 +757,284 @@ static void test_no_node_registered(void)
     fixture_down(&f);
 }
 
+/* A raw InstanceJoin; returns the id. */
+static uint32_t raw_instance_join(int fd, const char *name, uint32_t roles,
+                                  const char *node, uint32_t *node_id_p)
+{
+    Kvpool__InstanceJoinRequest req = KVPOOL__INSTANCE_JOIN_REQUEST__INIT;
+    Kvpool__InstanceJoinReply  *reply;
+    uint32_t                    id;
+    reply_t                     r;
+
+    req.name            = (char *)name;
+    req.roles           = roles;
+    req.capacity_blocks = 100;
+    req.node            = (char *)node;
+    req.incarnation     = INCARNATION;
+    ASSERT_OK(call(fd, KV_COORD_INSTANCE_JOIN, &req.base, NULL, 0, &r));
+    reply = kvpool__instance_join_reply__unpack(NULL, r.hdr.msg_len, r.msg);
+    ASSERT(reply != NULL);
+    ASSERT(reply->instance_id != 0);
+    ASSERT_EQ(reply->lease_ms, 60000);
+    id         = reply->instance_id;
+    *node_id_p = reply->node_id;
+    kvpool__instance_join_reply__free_unpacked(reply, NULL);
+    reply_free(&r);
+    return id;
+}
+
+/* A raw Schedule of the fixture's chain that must succeed. */
+static Kvpool__ScheduleReply *raw_schedule(int fd, const char *ns, const kvp_key_t *keys,
+                                           size_t n)
+{
+    Kvpool__ScheduleRequest req  = KVPOOL__SCHEDULE_REQUEST__INIT;
+    ProtobufCBinaryData    *bins = coord_keys(keys, n);
+    Kvpool__ScheduleReply  *reply;
+    reply_t                 r;
+
+    req.ns            = bin_str(ns);
+    req.keys          = bins;
+    req.n_keys        = n;
+    req.prompt_tokens = 1u << 20;
+    req.output_tokens = 100;
+    ASSERT_OK(call(fd, KV_COORD_SCHEDULE, &req.base, NULL, 0, &r));
+    reply = kvpool__schedule_reply__unpack(NULL, r.hdr.msg_len, r.msg);
+    ASSERT(reply != NULL);
+    reply_free(&r);
+    free(bins);
+    return reply;
+}
+
+static uint64_t stats_instances(fixture_t *f, uint64_t *decisions_p)
+{
+    Kvpool__CoordStatsReply *stats = coord_stats(f->rpc);
+    uint64_t                 n     = stats->instances;
+
+    *decisions_p = 0;
+    for (size_t i = 0; i < stats->n_decisions; i++) {
+        *decisions_p += stats->decisions[i];
+    }
+    coord_free(stats);
+    return n;
+}
+
+/*
+ * Instances and Schedule over raw frames: bad joins, reports and leaves
+ * for unknown ids or another incarnation, bad Schedules; none changes the
+ * registered instances or counts a decision.
+ */
+static void test_instances_and_schedule(void)
+{
+    enum { N = KVP_BATCH_MAX + 1 };
+    fixture_t              f;
+    kvp_key_t             *long_chain = calloc(N, sizeof(*long_chain));
+    char                   long_name[KVP_INSTANCE_NAME_MAX + 2];
+    char                   long_ns[KVP_NAMESPACE_MAX + 2];
+    Kvpool__ScheduleReply *plan;
+    uint32_t               pre, dec, pre_node, dec_node;
+    uint64_t               decisions, before;
+    int                    fd;
+
+    ASSERT(long_chain != NULL);
+    memset(long_name, 'n', sizeof(long_name) - 1);
+    long_name[sizeof(long_name) - 1] = '\0';
+    memset(long_ns, 's', sizeof(long_ns) - 1);
+    long_ns[sizeof(long_ns) - 1] = '\0';
+    fixture_up(&f);
+    fd = raw_authed(&f);
+    {
+        /* Schedule with no instance, then bad joins */
+        Kvpool__ScheduleRequest     sreq = KVPOOL__SCHEDULE_REQUEST__INIT;
+        Kvpool__InstanceJoinRequest req  = KVPOOL__INSTANCE_JOIN_REQUEST__INIT;
+        ProtobufCBinaryData        *bins = coord_keys(f.keys, CHAIN);
+
+        sreq.ns            = bin_str(NS);
+        sreq.keys          = bins;
+        sreq.n_keys        = CHAIN;
+        sreq.prompt_tokens = 1u << 20;
+        expect_refused(fd, KV_COORD_SCHEDULE, &sreq.base, KVP_ERR_NO_SPACE,
+                       "no prefill instance registered");
+        free(bins);
+
+        req.name            = "x";
+        req.capacity_blocks = 10;
+        req.incarnation     = INCARNATION;
+        req.roles           = 0;
+        expect_refused(fd, KV_COORD_INSTANCE_JOIN, &req.base, KVP_ERR_INVALID_PARAM,
+                       "roles");
+        req.roles = 4;
+        expect_refused(fd, KV_COORD_INSTANCE_JOIN, &req.base, KVP_ERR_INVALID_PARAM,
+                       "roles");
+        req.roles           = 3;
+        req.capacity_blocks = 0;
+        expect_refused(fd, KV_COORD_INSTANCE_JOIN, &req.base, KVP_ERR_INVALID_PARAM,
+                       "capacity_blocks");
+        req.capacity_blocks = 10;
+        req.name            = long_name;
+        expect_refused(fd, KV_COORD_INSTANCE_JOIN, &req.base, KVP_ERR_INVALID_PARAM,
+                       "instance name");
+        req.name = "";
+        expect_refused(fd, KV_COORD_INSTANCE_JOIN, &req.base, KVP_ERR_INVALID_PARAM,
+                       "instance name");
+        req.name = "x";
+        req.node = "127.0.0.1:1\n";
+        expect_refused(fd, KV_COORD_INSTANCE_JOIN, &req.base, KVP_ERR_INVALID_PARAM,
+                       "node address");
+    }
+    ASSERT_EQ(stats_instances(&f, &decisions), 0);
+
+    /* prefill co-located with the fake node, decode with an unknown address */
+    pre = raw_instance_join(fd, "pre", 1, FAKE_NODE, &pre_node);
+    ASSERT_EQ(pre_node, f.node_id);
+    dec = raw_instance_join(fd, "dec", 2, "127.0.0.1:2", &dec_node);
+    ASSERT_EQ(dec_node, 0);
+    ASSERT(pre != dec);
+    {
+        /* max_instances (2) reached */
+        Kvpool__InstanceJoinRequest req = KVPOOL__INSTANCE_JOIN_REQUEST__INIT;
+
+        req.name            = "third";
+        req.roles           = 3;
+        req.capacity_blocks = 10;
+        req.incarnation     = INCARNATION;
+        expect_refused(fd, KV_COORD_INSTANCE_JOIN, &req.base, KVP_ERR_NO_SPACE,
+                       "max_instances");
+    }
+    {
+        /* reports and leaves for unknown ids or another incarnation */
+        static const uint32_t         ids[] = {0, 3, 1000, 0xffffffffu};
+        Kvpool__InstanceReportRequest rep   = KVPOOL__INSTANCE_REPORT_REQUEST__INIT;
+        Kvpool__InstanceLeaveRequest  lv    = KVPOOL__INSTANCE_LEAVE_REQUEST__INIT;
+
+        for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+            rep.instance_id = ids[i];
+            rep.incarnation = INCARNATION;
+            expect_refused(fd, KV_COORD_INSTANCE_REPORT, &rep.base, KVP_ERR_NOT_FOUND,
+                           "join again");
+            lv.instance_id = ids[i];
+            lv.incarnation = INCARNATION;
+            expect_refused(fd, KV_COORD_INSTANCE_LEAVE, &lv.base, KVP_ERR_NOT_FOUND,
+                           "not registered");
+        }
+        rep.instance_id           = pre;
+        rep.incarnation           = INCARNATION + 1;
+        rep.queued_prefill_tokens = 1u << 30;
+        expect_refused(fd, KV_COORD_INSTANCE_REPORT, &rep.base, KVP_ERR_NOT_FOUND,
+                       "join again");
+        lv.instance_id = dec;
+        lv.incarnation = INCARNATION + 1;
+        expect_refused(fd, KV_COORD_INSTANCE_LEAVE, &lv.base, KVP_ERR_NOT_FOUND,
+                       "not registered");
+    }
+    ASSERT_EQ(stats_instances(&f, &decisions), 2);
+    ASSERT_EQ(decisions, 0);
+    {
+        /* bad Schedules */
+        Kvpool__ScheduleRequest req  = KVPOOL__SCHEDULE_REQUEST__INIT;
+        ProtobufCBinaryData    *bins = coord_keys(f.keys, CHAIN);
+        ProtobufCBinaryData    *lbins;
+
+        for (int i = 0; i < N; i++) {
+            long_chain[i] = key_of("long-%d", i);
+        }
+        lbins             = coord_keys(long_chain, N);
+        req.ns            = bin_str(NS);
+        req.keys          = bins;
+        req.n_keys        = CHAIN;
+        req.prompt_tokens = 0;
+        expect_refused(fd, KV_COORD_SCHEDULE, &req.base, KVP_ERR_INVALID_PARAM,
+                       "prompt_tokens");
+        req.prompt_tokens = UINT64_MAX;
+        expect_refused(fd, KV_COORD_SCHEDULE, &req.base, KVP_ERR_INVALID_PARAM,
+                       "prompt_tokens");
+        req.prompt_tokens = 1000;
+        req.output_tokens = UINT64_MAX;
+        expect_refused(fd, KV_COORD_SCHEDULE, &req.base, KVP_ERR_INVALID_PARAM,
+                       "output_tokens");
+        req.output_tokens = 10;
+        req.prompt_tokens = 1; /* 8 keys for one token */
+        expect_refused(fd, KV_COORD_SCHEDULE, &req.base, KVP_ERR_INVALID_PARAM,
+                       "keys for a prompt of 1 tokens");
+        req.prompt_tokens = 1u << 20;
+        req.ns            = bin_str("");
+        expect_refused(fd, KV_COORD_SCHEDULE, &req.base, KVP_ERR_INVALID_PARAM,
+                       "namespace");
+        req.ns = bin_str(long_ns);
+        expect_refused(fd, KV_COORD_SCHEDULE, &req.base, KVP_ERR_INVALID_PARAM,
+                       "namespace");
+        req.ns = bin("go\0od", 5);
+        expect_refused(fd, KV_COORD_SCHEDULE, &req.base, KVP_ERR_INVALID_PARAM,
+                       "namespace");
+        req.ns      = bin_str(NS);
+        bins[5].len = KVP_KEY_LEN + 1;
+        expect_refused(fd, KV_COORD_SCHEDULE, &req.base, KVP_ERR_INVALID_PARAM, "key 5");
+        req.keys   = lbins;
+        req.n_keys = N;
+        expect_refused(fd, KV_COORD_SCHEDULE, &req.base, KVP_ERR_INVALID_PARAM, "limit");
+        free(lbins);
+        free(bins);
+    }
+    ASSERT_EQ(stats_instances(&f, &decisions), 2);
+    ASSERT_EQ(decisions, 0);
+
+    /* the good Schedule: the cached chain, on the prefill instance's node */
+    plan = raw_schedule(fd, NS, f.keys, CHAIN);
+    ASSERT_EQ(plan->prefill_id, pre);
+    ASSERT(strcmp(plan->prefill_name, "pre") == 0);
+    ASSERT_EQ(plan->decode_id, dec);
+    ASSERT(strcmp(plan->decode_name, "dec") == 0);
+    ASSERT_EQ(plan->cached, CHAIN);
+    ASSERT_EQ(plan->local, CHAIN);
+    ASSERT_EQ(plan->load, CHAIN); /* all local: loading beats recomputing */
+    ASSERT_EQ(plan->n_runs, 1);
+    ASSERT_EQ(plan->runs[0]->first, 0);
+    ASSERT_EQ(plan->runs[0]->count, CHAIN);
+    ASSERT_EQ(plan->runs[0]->node_id, f.node_id);
+    ASSERT_EQ(plan->n_nodes, 1);
+    ASSERT_EQ(plan->nodes[0]->node_id, f.node_id);
+    ASSERT(strcmp(plan->nodes[0]->address, FAKE_NODE) == 0);
+    kvpool__schedule_reply__free_unpacked(plan, NULL);
+    /* a namespace never published: legitimate, nothing cached */
+    plan = raw_schedule(fd, "never-published", f.keys, CHAIN);
+    ASSERT_EQ(plan->cached, 0);
+    ASSERT_EQ(plan->load, 0);
+    ASSERT_EQ(plan->n_runs, 0);
+    kvpool__schedule_reply__free_unpacked(plan, NULL);
+    ASSERT_EQ(stats_instances(&f, &decisions), 2);
+    ASSERT_EQ(decisions, 2);
+
+    {
+        /* the decode instance leaves (right incarnation): no decision */
+        Kvpool__InstanceLeaveRequest lv   = KVPOOL__INSTANCE_LEAVE_REQUEST__INIT;
+        Kvpool__ScheduleRequest      req  = KVPOOL__SCHEDULE_REQUEST__INIT;
+        ProtobufCBinaryData         *bins = coord_keys(f.keys, CHAIN);
+        reply_t                      r;
+
+        lv.instance_id = dec;
+        lv.incarnation = INCARNATION;
+        ASSERT_OK(call(fd, KV_COORD_INSTANCE_LEAVE, &lv.base, NULL, 0, &r));
+        reply_free(&r);
+        req.ns            = bin_str(NS);
+        req.keys          = bins;
+        req.n_keys        = CHAIN;
+        req.prompt_tokens = 1u << 20;
+        expect_refused(fd, KV_COORD_SCHEDULE, &req.base, KVP_ERR_NO_SPACE,
+                       "no decode instance registered");
+        expect_refused(fd, KV_COORD_INSTANCE_LEAVE, &lv.base, KVP_ERR_NOT_FOUND,
+                       "not registered");
+        free(bins);
+    }
+    before = decisions;
+    ASSERT_EQ(stats_instances(&f, &decisions), 1);
+    ASSERT_EQ(decisions, before);
+    ASSERT_EQ(raw_match(fd, NS, f.keys, CHAIN), CHAIN);
+    close(fd);
+    free(long_chain);
+    fixture_down(&f);
+}
+
 KV_TEST_MAIN(KV_TEST(test_unknown_namespace), KV_TEST(test_chain_too_long),
              KV_TEST(test_events_from_unregistered_node), KV_TEST(test_malformed_events),
              KV_TEST(test_malformed_match_plan_join), KV_TEST(test_random_bytes),
              KV_TEST(test_handshake), KV_TEST(test_join_rules),
-             KV_TEST(test_no_node_registered))
+             KV_TEST(test_no_node_registered), KV_TEST(test_instances_and_schedule))
