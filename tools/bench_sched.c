@@ -445,8 +445,9 @@ int kv_cli_bench_sched(int argc, char **argv)
         for (uint64_t i = 0; i < n; i++) {
             total_s += (double)lat[i] / 1e9;
         }
-        printf("index        %llu blocks, %.1f bytes per block\n",
-               (unsigned long long)st.cached, (double)st.bytes / (double)st.cached);
+        printf("index        %llu blocks, %llu bytes (%.1f per block)\n",
+               (unsigned long long)st.cached, (unsigned long long)st.bytes,
+               (double)st.bytes / (double)st.cached);
         printf(
             "instances    %llu (%llu prefill beside %d nodes, %llu decode), policy %s\n",
             (unsigned long long)instances, (unsigned long long)instances / 2, NODES,
@@ -459,12 +460,14 @@ int kv_cli_bench_sched(int argc, char **argv)
         printf("cached       %.4f of the requested blocks\n",
                (double)hits / (double)asked);
         if (json) {
-            printf("{\"blocks\":%llu,\"bytes_per_block\":%.1f,\"instances\":%llu,"
+            printf("{\"blocks\":%llu,\"index_bytes\":%llu,\"bytes_per_block\":%.1f,"
+                   "\"instances\":%llu,"
                    "\"policy\":\"%s\",\"decisions\":%llu,\"decisions_per_s\":%.0f,"
                    "\"p50_us\":%.3f,\"p99_us\":%.3f,\"cached_ratio\":%.4f}\n",
-                   (unsigned long long)st.cached, (double)st.bytes / (double)st.cached,
-                   (unsigned long long)instances, kv_sched_policy_name(policy),
-                   (unsigned long long)n, (double)n / total_s, (double)lat[n / 2] / 1e3,
+                   (unsigned long long)st.cached, (unsigned long long)st.bytes,
+                   (double)st.bytes / (double)st.cached, (unsigned long long)instances,
+                   kv_sched_policy_name(policy), (unsigned long long)n,
+                   (double)n / total_s, (double)lat[n / 2] / 1e3,
                    (double)lat[(size_t)((double)(n - 1) * 0.99)] / 1e3,
                    (double)hits / (double)asked);
         }

@@ -120,6 +120,63 @@ static void test_cache_against_queue(void)
     fixture_down(&f);
 }
 
+/*
+ * The same with cache-aware, which may also load instance 1's blocks onto
+ * instance 2 over the network: each side's estimate is the least of its
+ * options, and the lower side wins.
+ */
+static void test_cache_aware_against_queue(void)
+{
+    static const uint64_t queued[] = {200, 200000};
+    uint64_t              prompt   = 40 * BT;
+
+    for (int remote_fast = 0; remote_fast < 2; remote_fast++) {
+        for (size_t k = 0; k < sizeof(queued) / sizeof(queued[0]); k++) {
+            kv_sched_cost_t c;
+            fixture_t       f;
+            kv_sched_plan_t p;
+            double          busy, idle_own, idle_all;
+
+            kv_sched_cost_defaults(&c);
+            c.remote_bytes_s = remote_fast ? 25e9 : 1e8;
+            fixture_up(&f, KV_SCHED_CACHE_AWARE, &c);
+            store(&f, 0, 32, 1);
+            add(&f, 1, KV_SCHED_PREFILL, 1);
+            add(&f, 2, KV_SCHED_PREFILL, 2);
+            add(&f, 3, KV_SCHED_DECODE, 0);
+            queue(&f, 1, queued[k]);
+            busy     = estimate(&f.cost, (double)queued[k], 32, 32, prompt);
+            idle_own = estimate(&f.cost, 0, 0, 0, prompt);
+            idle_all = estimate(&f.cost, 0, 0, 32, prompt);
+            p        = decide(&f, 40, prompt);
+            ASSERT_EQ(p.cached, 32);
+            if (k == 0) { /* a little queued: the cache wins */
+                ASSERT(busy < KV_MIN(idle_own, idle_all));
+                ASSERT_EQ(p.prefill, 1);
+                ASSERT_EQ(p.load, 32);
+                ASSERT(fabs(p.ttft_s - busy) < 1e-9);
+            } else if (remote_fast) { /* idle, loading node 1's blocks */
+                ASSERT(idle_all < KV_MIN(busy, idle_own));
+                ASSERT_EQ(p.prefill, 2);
+                ASSERT_EQ(p.local, 0);
+                ASSERT_EQ(p.load, 32);
+                ASSERT_EQ(p.n_runs, 1);
+                ASSERT(p.runs[0].node == 1 && p.runs[0].first == 0 &&
+                       p.runs[0].count == 32);
+                ASSERT(fabs(p.ttft_s - idle_all) < 1e-9);
+            } else { /* idle, computing everything */
+                ASSERT(idle_own < KV_MIN(busy, idle_all));
+                ASSERT_EQ(p.prefill, 2);
+                ASSERT_EQ(p.load, 0);
+                ASSERT_EQ(p.n_runs, 0);
+                ASSERT(fabs(p.ttft_s - idle_own) < 1e-9);
+            }
+            ASSERT(fabs(p.ttft_s - (p.queue_s + p.transfer_s + p.prefill_s)) < 1e-12);
+            fixture_down(&f);
+        }
+    }
+}
+
 /* MemServe's rule: fetch a longer prefix only when that beats recomputing. */
 static void test_transfer_or_recompute(void)
 {
@@ -269,6 +326,17 @@ static void test_decode_choice(void)
     ASSERT_EQ(load.running, 0);
     ASSERT_EQ(decide(&f, 1, 100).decode, 3);
 
+    /* the least running has no room for 60 blocks: the next one that has */
+    load = (kv_sched_load_t){0, 0, 10};
+    ASSERT_OK(kv_sched_report(f.sched, 3, &load));
+    load = (kv_sched_load_t){0, 4, 100};
+    ASSERT_OK(kv_sched_report(f.sched, 2, &load));
+    {
+        kv_sched_request_t req = {f.ns, f.keys, 1, 100, 60 * BT};
+        ASSERT_OK(kv_sched_schedule(f.sched, f.index, &req, &p));
+        ASSERT_EQ(p.decode, 2);
+    }
+
     /* no room anywhere for 60 blocks: the one with the most free blocks */
     load = (kv_sched_load_t){0, 0, 40};
     ASSERT_OK(kv_sched_report(f.sched, 2, &load));
@@ -373,6 +441,34 @@ static void test_bad_input(void)
     req.count = 1;
     ASSERT_OK(kv_sched_schedule(f.sched, f.index, &req, &p));
     ASSERT(p.prefill == 1 && p.decode == 2);
+    fixture_down(&f);
+
+    /* removing one keeps the others: round-robin goes on over the rest */
+    fixture_up(&f, KV_SCHED_ROUND_ROBIN, NULL);
+    for (uint32_t id = 1; id <= 5; id++) {
+        add(&f, id, id <= 4 ? KV_SCHED_PREFILL : KV_SCHED_DECODE, id);
+    }
+    ASSERT_OK(kv_sched_remove(f.sched, 2));
+    ASSERT_STATUS(kv_sched_remove(f.sched, 2), KVP_ERR_NOT_FOUND);
+    ASSERT_STATUS(kv_sched_get(f.sched, 2, NULL, NULL), KVP_ERR_NOT_FOUND);
+    ASSERT_STATUS(kv_sched_report(f.sched, 2, &(kv_sched_load_t){0, 0, 1}),
+                  KVP_ERR_NOT_FOUND);
+    ASSERT_EQ(kv_sched_count(f.sched, KV_SCHED_PREFILL), 3);
+    for (uint32_t id = 3; id <= 5; id++) {
+        ASSERT_OK(kv_sched_get(f.sched, id, &in, NULL));
+        ASSERT_EQ(in.id, id);
+        ASSERT_EQ(in.node, id);
+    }
+    for (int round = 0; round < 2; round++) {
+        static const uint32_t order[] = {1, 3, 4};
+        for (int i = 0; i < 3; i++) {
+            p = decide(&f, 1, 100);
+            ASSERT_EQ(p.prefill, order[i]);
+            ASSERT_EQ(p.decode, 5);
+        }
+    }
+    ASSERT_OK(kv_sched_remove(f.sched, 5));
+    ASSERT_STATUS(kv_sched_schedule(f.sched, f.index, &req, &p), KVP_ERR_NO_SPACE);
 
     /* names and the cost model */
     for (int i = 0; i < KV_SCHED_POLICY_COUNT; i++) {
@@ -400,6 +496,13 @@ static void test_bad_input(void)
     c.local_bytes_s = 0;
     ASSERT(!kv_sched_cost_valid(&c));
     c.local_bytes_s  = 1e9;
+    c.remote_bytes_s = -1e9;
+    ASSERT(!kv_sched_cost_valid(&c));
+    c.remote_bytes_s  = 1e9;
+    c.prefill_token_s = -1e-6;
+    ASSERT(!kv_sched_cost_valid(&c));
+    c.prefill_token_s = 1e-6;
+    ASSERT(kv_sched_cost_valid(&c));
     c.prefill_attn_s = NAN;
     ASSERT(!kv_sched_cost_valid(&c));
     ASSERT_STATUS(kv_sched_create(KV_SCHED_LOAD, &c, 1, &f.sched), KVP_ERR_INVALID_PARAM);
@@ -456,6 +559,7 @@ static void test_cache_aware_is_least(void)
     }
 }
 
-KV_TEST_MAIN(KV_TEST(test_cache_against_queue), KV_TEST(test_transfer_or_recompute),
-             KV_TEST(test_policies), KV_TEST(test_decode_choice), KV_TEST(test_runs),
-             KV_TEST(test_bad_input), KV_TEST(test_cache_aware_is_least))
+KV_TEST_MAIN(KV_TEST(test_cache_against_queue), KV_TEST(test_cache_aware_against_queue),
+             KV_TEST(test_transfer_or_recompute), KV_TEST(test_policies),
+             KV_TEST(test_decode_choice), KV_TEST(test_runs), KV_TEST(test_bad_input),
+             KV_TEST(test_cache_aware_is_least))
