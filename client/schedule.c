@@ -152,13 +152,31 @@ kvp_status_t kvp_instance_leave(kvp_instance_h inst)
     return status;
 }
 
+/* The plan's runs cover blocks [0, load) in order, each on a node. */
+static int runs_cover(const kvp_plan_t *plan)
+{
+    uint32_t next = 0;
+
+    if (plan->n_runs > KVP_PLAN_RUNS_MAX) {
+        return 0;
+    }
+    for (uint32_t i = 0; i < plan->n_runs; i++) {
+        const kvp_plan_run_t *run = &plan->runs[i];
+
+        if (run->first != next || run->count == 0 || run->count > plan->load - next ||
+            run->node_id == 0 || run->node_id > KV_COORD_NODE_MAX) {
+            return 0;
+        }
+        next += run->count;
+    }
+    return next == plan->load;
+}
+
 /* A Schedule reply for @p count keys, into @p plan; KVP_ERR_PROTOCOL if it
    does not fit (runs out of order or past the chain, counts too large). */
 static kvp_status_t plan_from_reply(kvp__cluster_t *cl, const Kvpool__ScheduleReply *r,
                                     size_t count, kvp_plan_t *plan)
 {
-    uint32_t next = 0;
-
     if (r->load > r->cached || r->cached > count || r->local > r->cached ||
         r->n_runs > KVP_PLAN_RUNS_MAX) {
         kv_log_warn("coordinator: a plan of %u/%u/%u blocks and %zu runs for %zu keys",
@@ -167,19 +185,8 @@ static kvp_status_t plan_from_reply(kvp__cluster_t *cl, const Kvpool__ScheduleRe
     }
     memset(plan, 0, sizeof(*plan));
     for (size_t i = 0; i < r->n_runs; i++) {
-        const Kvpool__LoadRun *run = r->runs[i];
-
-        if (run->first != next || run->count == 0 || run->count > r->load - next ||
-            run->node_id == 0 || run->node_id > KV_COORD_NODE_MAX) {
-            kv_log_warn("coordinator: plan run %zu does not follow the one before", i);
-            return KVP_ERR_PROTOCOL;
-        }
-        plan->runs[i] = (kvp_plan_run_t){run->first, run->count, run->node_id};
-        next += run->count;
-    }
-    if (next != r->load) {
-        kv_log_warn("coordinator: plan runs cover %u of %u blocks", next, r->load);
-        return KVP_ERR_PROTOCOL;
+        plan->runs[i] =
+            (kvp_plan_run_t){r->runs[i]->first, r->runs[i]->count, r->runs[i]->node_id};
     }
     plan->prefill_id = r->prefill_id;
     plan->decode_id  = r->decode_id;
@@ -194,6 +201,11 @@ static kvp_status_t plan_from_reply(kvp__cluster_t *cl, const Kvpool__ScheduleRe
     plan->transfer_s   = r->transfer_s;
     plan->prefill_s    = r->prefill_s;
     plan->ttft_s       = r->ttft_s;
+    if (!runs_cover(plan)) {
+        kv_log_warn("coordinator: the plan's runs do not cover its %u blocks in order",
+                    r->load);
+        return KVP_ERR_PROTOCOL;
+    }
     return kvp__peers_learn(cl, r->nodes, r->n_nodes);
 }
 
@@ -233,11 +245,10 @@ kvp_status_t kvp_plan_load(kvp_client_h client, const kvp_plan_t *plan, const ch
                            size_t *loaded_p)
 {
     uint32_t    *node_ids;
-    uint32_t     next = 0;
     kvp_status_t status;
 
     if (client == NULL || plan == NULL || !kvp__ns_valid(ns) || loaded_p == NULL ||
-        plan->load > count || count > KVP_BATCH_MAX || plan->n_runs > KVP_PLAN_RUNS_MAX ||
+        plan->load > count || count > KVP_BATCH_MAX || !runs_cover(plan) ||
         (plan->load > 0 &&
          (keys == NULL || bufs == NULL || capacities == NULL || sizes == NULL))) {
         return KVP_ERR_INVALID_PARAM;
@@ -246,20 +257,10 @@ kvp_status_t kvp_plan_load(kvp_client_h client, const kvp_plan_t *plan, const ch
         return KVP_ERR_UNSUPPORTED;
     }
     node_ids = kv_malloc((plan->load + 1) * sizeof(*node_ids), "plan nodes");
-    for (uint32_t r = 0; r < plan->n_runs; r++) {
-        const kvp_plan_run_t *run = &plan->runs[r];
-
-        if (run->first != next || run->count > plan->load - next) {
-            kv_free(node_ids);
-            return KVP_ERR_INVALID_PARAM;
+    for (uint32_t r = 0, next = 0; r < plan->n_runs; r++) {
+        for (uint32_t i = 0; i < plan->runs[r].count; i++) {
+            node_ids[next++] = plan->runs[r].node_id;
         }
-        for (uint32_t i = 0; i < run->count; i++) {
-            node_ids[next++] = run->node_id;
-        }
-    }
-    if (next != plan->load) {
-        kv_free(node_ids);
-        return KVP_ERR_INVALID_PARAM;
     }
     status = kvp__cluster_get_from(client, ns, keys, node_ids, bufs, capacities,
                                    plan->load, sizes, loaded_p);

@@ -115,8 +115,14 @@ kvp_status_t kv_coord_config_set(kv_coord_config_t *config, const char *key,
     }
     if (strcmp(key, "scheduler_policy") == 0) {
         if (kv_sched_policy_parse(value, &config->policy) != KVP_OK) {
-            snprintf(err, err_len, "scheduler_policy must be one of cache-aware, "
-                     "local-cache-aware, load, round-robin, random, not '%s'", value);
+            const char *const *names = kv_sched_policy_names();
+            size_t             len   = (size_t)snprintf(err, err_len,
+                                                        "scheduler_policy '%s' is not one of",
+                                                        value);
+
+            for (size_t i = 0; names[i] != NULL && len < err_len; i++) {
+                len += (size_t)snprintf(err + len, err_len - len, " %s", names[i]);
+            }
             return KVP_ERR_CONFIG;
         }
         return KVP_OK;

@@ -6,8 +6,7 @@
  * co-located node id, load); the coordinator keeps the rest beside it, by
  * the same id: name, incarnation, the co-located node's address and the
  * lease.  The node's id is looked up by address at join and at every
- * report, since a node that re-joins gets a new id; when it changes, the
- * scheduler's entry is made again with the new id.
+ * report, since a node that re-joins gets a new id.
  *
  * Ids are taken round-robin from the free ones, so a freed id is not
  * reused at once; a report or leave from another incarnation of an id is
@@ -48,7 +47,6 @@ static void instance_remove(kv_coord_t *coord, kv_coord_instance_t *in)
 {
     kv_sched_remove(coord->sched, in->id);
     memset(in, 0, sizeof(*in));
-    coord->num_instances--;
 }
 
 static int check_text(kv_rpc_call_t *call, const char *what, const char *text, size_t min,
@@ -96,7 +94,7 @@ void kv_coord_handle_instance_join(kv_rpc_call_t *call, const ProtobufCMessage *
         kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM, "capacity_blocks must be >= 1");
         return;
     }
-    if (coord->num_instances >= max) {
+    if (kv_sched_count(coord->sched, KV_SCHED_BOTH) >= max) {
         kv_rpc_reply_error(call, KVP_ERR_NO_SPACE,
                            "%u instances are registered (max_instances)", max);
         return;
@@ -122,7 +120,6 @@ void kv_coord_handle_instance_join(kv_rpc_call_t *call, const ProtobufCMessage *
                            si.id);
         return;
     }
-    coord->num_instances++;
     kv_log_info("instance %u '%s' joined: roles %u, %llu blocks, node %s (id %u)", in->id,
                 in->name, req->roles, (unsigned long long)req->capacity_blocks,
                 in->node_address[0] ? in->node_address : "none", in->node_id);
@@ -151,12 +148,7 @@ void kv_coord_handle_instance_report(kv_rpc_call_t *call, const ProtobufCMessage
     }
     node = node_of(coord, in);
     if (node != in->node_id) {
-        kv_sched_instance_t si;
-
-        kv_sched_get(coord->sched, in->id, &si, NULL);
-        si.node = node;
-        kv_sched_remove(coord->sched, in->id);
-        kv_sched_add(coord->sched, &si); /* cannot fail: the same entry, another node */
+        kv_sched_set_node(coord->sched, in->id, node);
         in->node_id = node;
     }
     kv_sched_report(coord->sched, in->id, &load);
@@ -189,8 +181,7 @@ void kv_coord_expire_instances(kv_coord_t *coord)
 {
     uint64_t now = kv_time_ns();
 
-    for (uint32_t id = 1; coord->num_instances > 0 && id <= coord->config.max_instances;
-         id++) {
+    for (uint32_t id = 1; id <= coord->config.max_instances; id++) {
         kv_coord_instance_t *in = &coord->instances[id];
 
         if (in->id != 0 && in->deadline_ns < now) {

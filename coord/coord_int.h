@@ -199,7 +199,6 @@ struct kv_coord {
     /* scheduling (coord_instances.c, coord_schedule.c) */
     kv_sched_t          *sched;
     kv_coord_instance_t *instances;      /* [max_instances + 1]; [0] unused */
-    uint32_t             num_instances;
     uint32_t             next_instance;  /* where the search for a free id starts */
     kv_coord_buf_t       schedule_keys;  /* Schedule's keys, kept */
     uint64_t             decisions[KV_SCHED_POLICY_COUNT];

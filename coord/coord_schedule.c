@@ -25,6 +25,7 @@ void kv_coord_handle_schedule(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     kvp_key_t                     *keys;
     uint64_t                       max_keys;
     size_t                         n_named = 0;
+    const char                    *missing;
     kvp_status_t                   status;
 
     if (!kv_coord_check_chain(call, &req->ns, req->keys, req->n_keys,
@@ -52,11 +53,11 @@ void kv_coord_handle_schedule(kv_rpc_call_t *call, const ProtobufCMessage *msg,
             (unsigned long long)max_keys, cost->block_tokens);
         return;
     }
-    if (kv_sched_count(coord->sched, KV_SCHED_PREFILL) == 0 ||
-        kv_sched_count(coord->sched, KV_SCHED_DECODE) == 0) {
-        kv_rpc_reply_error(
-            call, KVP_ERR_NO_SPACE, "no %s instance registered",
-            kv_sched_count(coord->sched, KV_SCHED_PREFILL) == 0 ? "prefill" : "decode");
+    missing = kv_sched_count(coord->sched, KV_SCHED_PREFILL) == 0  ? "prefill"
+              : kv_sched_count(coord->sched, KV_SCHED_DECODE) == 0 ? "decode"
+                                                                   : NULL;
+    if (missing != NULL) {
+        kv_rpc_reply_error(call, KVP_ERR_NO_SPACE, "no %s instance registered", missing);
         return;
     }
     if (kv_index_ns_id(coord->index, req->ns.data, req->ns.len, 0, &sreq.ns_id) !=

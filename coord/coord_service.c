@@ -117,7 +117,7 @@ static void handle_stats(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     reply.requested_blocks = coord->requested_blocks;
     reply.events           = coord->events;
     reply.lease_expiries   = coord->lease_expiries;
-    reply.instances        = coord->num_instances;
+    reply.instances        = kv_sched_count(coord->sched, KV_SCHED_BOTH);
     reply.n_decisions      = KV_SCHED_POLICY_COUNT;
     reply.decisions        = coord->decisions;
     kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);

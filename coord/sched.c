@@ -43,7 +43,9 @@ struct kv_sched {
     size_t            n, cap;
     uint16_t         *slot_of; /* id -> slot + 1; 0: not registered */
     /* per-decision scratch, grown as needed */
-    uint32_t            *counts;
+    uint32_t            *counts;     /* locations of each matched block */
+    size_t              *offsets;    /* where each one's locations start in locs */
+    size_t               counts_cap; /* of counts and offsets */
     uint32_t            *locs;
     size_t               locs_cap;
     kv_index_node_run_t *runs;
@@ -245,6 +247,7 @@ void kv_sched_destroy(kv_sched_t *sched)
     kv_free(sched->inst);
     kv_free(sched->slot_of);
     kv_free(sched->counts);
+    kv_free(sched->offsets);
     kv_free(sched->locs);
     kv_free(sched->runs);
     kv_free(sched);
@@ -309,6 +312,17 @@ kvp_status_t kv_sched_remove(kv_sched_t *sched, uint32_t id)
         }
     }
     sched->n--;
+    return KVP_OK;
+}
+
+kvp_status_t kv_sched_set_node(kv_sched_t *sched, uint32_t id, uint32_t node)
+{
+    sched_instance_t *in = find(sched, id);
+
+    if (in == NULL || node > KV_COORD_NODE_MAX) {
+        return in == NULL ? KVP_ERR_NOT_FOUND : KVP_ERR_INVALID_PARAM;
+    }
+    in->info.node = node;
     return KVP_OK;
 }
 
@@ -394,18 +408,27 @@ static void view_chain(kv_sched_t *sched, const kv_prefix_index_t *index,
     if (view->matched == 0) {
         return;
     }
-    sched->counts = kv_realloc(sched->counts, view->matched * sizeof(*sched->counts),
-                               "scheduler counts");
-    sched->locs   = grow(sched->locs, &sched->locs_cap, 2 * view->matched,
-                         sizeof(*sched->locs), "scheduler locations");
-    cap           = sched->locs_cap;
-    total         = kv_index_chain_locations(index, req->ns_id, req->keys, view->matched,
-                                             sched->counts, sched->locs, cap);
+    if (view->matched > sched->counts_cap) {
+        sched->counts_cap = KV_MAX(view->matched, 2 * sched->counts_cap);
+        sched->counts  = kv_realloc(sched->counts, sched->counts_cap * sizeof(*sched->counts),
+                                    "scheduler counts");
+        sched->offsets = kv_realloc(sched->offsets,
+                                    sched->counts_cap * sizeof(*sched->offsets),
+                                    "scheduler offsets");
+    }
+    sched->locs = grow(sched->locs, &sched->locs_cap, 2 * view->matched,
+                       sizeof(*sched->locs), "scheduler locations");
+    cap         = sched->locs_cap;
+    total       = kv_index_chain_locations(index, req->ns_id, req->keys, view->matched,
+                                           sched->counts, sched->locs, cap);
     if (total > cap) {
         sched->locs = grow(sched->locs, &sched->locs_cap, total, sizeof(*sched->locs),
                            "scheduler locations");
         kv_index_chain_locations(index, req->ns_id, req->keys, view->matched,
                                  sched->counts, sched->locs, total);
+    }
+    for (size_t i = 0, off = 0; i < view->matched; off += sched->counts[i++]) {
+        sched->offsets[i] = off;
     }
     sched->runs  = grow(sched->runs, &sched->runs_cap, sched->counts[0],
                         sizeof(*sched->runs), "scheduler runs");
@@ -502,6 +525,7 @@ static sched_instance_t *choose_prefill(kv_sched_t *sched, const kv_sched_reques
         if (!(in->info.roles & KV_SCHED_PREFILL)) {
             continue;
         }
+        o = best_option(sched, req, view, node_prefix(sched, view, in->info.node));
         switch (sched->policy) {
         case KV_SCHED_ROUND_ROBIN:
             c = 0; /* the tie rule picks the least recently chosen */
@@ -513,7 +537,6 @@ static sched_instance_t *choose_prefill(kv_sched_t *sched, const kv_sched_reques
             c = queue_s(sched, in);
             break;
         default:
-            o = best_option(sched, req, view, node_prefix(sched, view, in->info.node));
             c = queue_s(sched, in) + o.transfer_s + o.prefill_s;
             break;
         }
@@ -522,9 +545,9 @@ static sched_instance_t *choose_prefill(kv_sched_t *sched, const kv_sched_reques
             (c == best_cost && in->prefill_at < best->prefill_at)) {
             best      = in;
             best_cost = c;
+            *opt_p    = o;
         }
     }
-    *opt_p = best_option(sched, req, view, node_prefix(sched, view, best->info.node));
     return best;
 }
 
@@ -556,13 +579,12 @@ static sched_instance_t *choose_decode(kv_sched_t *sched, uint64_t need)
 }
 
 /* The longest run of @p node from block @p first on (at most @p end). */
-static size_t run_length(const kv_sched_t *sched, const size_t *offsets, size_t first,
-                         size_t end, uint32_t node)
+static size_t run_length(const kv_sched_t *sched, size_t first, size_t end, uint32_t node)
 {
     size_t i = first;
 
     for (; i < end; i++) {
-        const uint32_t *locs = sched->locs + offsets[i];
+        const uint32_t *locs = sched->locs + sched->offsets[i];
         size_t          j    = 0;
 
         while (j < sched->counts[i] && KV_LOC_NODE(locs[j]) != node) {
@@ -583,31 +605,21 @@ static size_t run_length(const kv_sched_t *sched, const size_t *offsets, size_t 
 static void plan_runs(const kv_sched_t *sched, uint32_t own_node, size_t local,
                       kv_sched_plan_t *plan)
 {
-    size_t offsets_small[64], *offsets = offsets_small;
     size_t pos = 0;
 
     plan->n_runs = 0;
-    if (plan->load == 0) {
-        return;
-    }
-    if (plan->load > 64) {
-        offsets = kv_malloc(plan->load * sizeof(*offsets), "plan offsets");
-    }
-    for (size_t i = 0, off = 0; i < plan->load; off += sched->counts[i++]) {
-        offsets[i] = off;
-    }
     if (local > 0) {
         plan->runs[plan->n_runs++] = (kv_sched_run_t){0, (uint32_t)local, own_node};
         pos                        = local;
     }
     while (pos < plan->load && plan->n_runs < KV_SCHED_RUNS_MAX) {
-        const uint32_t *locs      = sched->locs + offsets[pos];
+        const uint32_t *locs      = sched->locs + sched->offsets[pos];
         size_t          best_len  = 0;
         uint32_t        best_node = 0;
 
         for (size_t j = 0; j < sched->counts[pos]; j++) {
             uint32_t node = KV_LOC_NODE(locs[j]);
-            size_t   len  = run_length(sched, offsets, pos, plan->load, node);
+            size_t   len  = run_length(sched, pos, plan->load, node);
 
             if (len > best_len) {
                 best_len  = len;
@@ -619,9 +631,6 @@ static void plan_runs(const kv_sched_t *sched, uint32_t own_node, size_t local,
         pos += best_len;
     }
     plan->load = (uint32_t)pos;
-    if (offsets != offsets_small) {
-        kv_free(offsets);
-    }
 }
 
 kvp_status_t kv_sched_schedule(kv_sched_t *sched, const kv_prefix_index_t *index,

@@ -108,39 +108,15 @@ static int engine_start(engine_proc_t *e, const char *coord, const char *role,
     return 0;
 }
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-    for (size_t done = 0; done < len;) {
-        ssize_t n = write(fd, (const char *)buf + done, len - done);
-        if (n <= 0 && !(n < 0 && errno == EINTR)) {
-            return -1;
-        }
-        done += n > 0 ? (size_t)n : 0;
-    }
-    return 0;
-}
-
-static int read_all(int fd, void *buf, size_t len)
-{
-    for (size_t done = 0; done < len;) {
-        ssize_t n = read(fd, (char *)buf + done, len - done);
-        if (n <= 0 && !(n < 0 && errno == EINTR)) {
-            return -1;
-        }
-        done += n > 0 ? (size_t)n : 0;
-    }
-    return 0;
-}
-
 /* Send one job and its plan; read the result. */
 static int engine_job(const engine_proc_t *e, const kv_engine_job_t *job,
                       const kvp_key_t *keys, const kvp_plan_t *plan,
                       kv_engine_result_t *res)
 {
-    if (write_all(e->to, job, sizeof(*job)) != 0 ||
-        write_all(e->to, keys, job->n_keys * sizeof(*keys)) != 0 ||
-        write_all(e->to, plan, sizeof(*plan)) != 0 ||
-        read_all(e->from, res, sizeof(*res)) != 0 || res->id != job->id) {
+    if (kv_engine_write(e->to, job, sizeof(*job)) != 0 ||
+        kv_engine_write(e->to, keys, job->n_keys * sizeof(*keys)) != 0 ||
+        kv_engine_write(e->to, plan, sizeof(*plan)) != 0 ||
+        kv_engine_read(e->from, res, sizeof(*res)) != 1 || res->id != job->id) {
         fprintf(stderr, "kvpool demo: lost an engine\n");
         return -1;
     }

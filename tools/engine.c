@@ -38,8 +38,7 @@ typedef struct engine {
     kv_chain_buffers_t bufs;
 } engine_t;
 
-/* Read exactly @p len bytes; 0 at a clean end of input before any byte. */
-static int read_exact(int fd, void *buf, size_t len)
+int kv_engine_read(int fd, void *buf, size_t len)
 {
     size_t done = 0;
 
@@ -56,7 +55,7 @@ static int read_exact(int fd, void *buf, size_t len)
     return 1;
 }
 
-static int write_exact(int fd, const void *buf, size_t len)
+int kv_engine_write(int fd, const void *buf, size_t len)
 {
     size_t done = 0;
 
@@ -156,15 +155,15 @@ static int serve(engine_t *e)
             report(e, 0, 0); /* idle: keep the lease */
             continue;
         }
-        got = read_exact(STDIN_FILENO, &job, sizeof(job));
+        got = kv_engine_read(STDIN_FILENO, &job, sizeof(job));
         if (got == 0) {
             rc = 0;
             break;
         }
         if (got < 0 || job.magic != KV_ENGINE_JOB_MAGIC || job.n_keys == 0 ||
             job.n_keys > KVP_BATCH_MAX ||
-            read_exact(STDIN_FILENO, keys, job.n_keys * sizeof(*keys)) != 1 ||
-            read_exact(STDIN_FILENO, &plan, sizeof(plan)) != 1) {
+            kv_engine_read(STDIN_FILENO, keys, job.n_keys * sizeof(*keys)) != 1 ||
+            kv_engine_read(STDIN_FILENO, &plan, sizeof(plan)) != 1) {
             fprintf(stderr, "kvpool engine: a bad or cut job on stdin\n");
             break;
         }
@@ -177,7 +176,7 @@ static int serve(engine_t *e)
             decode(e, keys, job.n_keys, &plan, &res);
         }
         report(e, 0, 0);
-        if (write_exact(STDOUT_FILENO, &res, sizeof(res)) != 0) {
+        if (kv_engine_write(STDOUT_FILENO, &res, sizeof(res)) != 0) {
             break;
         }
     }

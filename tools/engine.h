@@ -21,6 +21,7 @@
 
 #include <kvpool/kvpool.h>
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define KV_ENGINE_JOB_MAGIC 0x6b76656eu /* "kven" */
@@ -44,5 +45,15 @@ typedef struct kv_engine_result {
     uint32_t     mismatches; /**< loaded blocks whose bytes were wrong */
     uint32_t     missing;    /**< decode: blocks of the chain not found */
 } kv_engine_result_t;
+
+/**
+ * Read exactly @p len bytes from @p fd (the jobs' and results' pipes).
+ * @return 1; 0 at the end of input before any byte; -1 on an error or an
+ *         end of input part way.
+ */
+int kv_engine_read(int fd, void *buf, size_t len);
+
+/** Write all @p len bytes to @p fd. @return 0; -1 on an error. */
+int kv_engine_write(int fd, const void *buf, size_t len);
 
 #endif

@@ -213,6 +213,14 @@ kvp_status_t kv_sched_add(kv_sched_t *sched, const kv_sched_instance_t *instance
 kvp_status_t kv_sched_remove(kv_sched_t *sched, uint32_t id);
 
 /**
+ * @brief Change the pool node co-located with instance @p id (its node
+ * joined again under another id); its load and history stay.
+ * @return KVP_OK; KVP_ERR_NOT_FOUND; KVP_ERR_INVALID_PARAM (node above
+ *         KV_COORD_NODE_MAX).
+ */
+kvp_status_t kv_sched_set_node(kv_sched_t *sched, uint32_t id, uint32_t node);
+
+/**
  * @brief Record instance @p id's load.  What the scheduler sent it since
  * the last report is forgotten: the report counts it.
  * @return KVP_OK; KVP_ERR_NOT_FOUND.
