@@ -495,6 +495,26 @@ kvp_status_t kvp_stats(kvp_client_h client, kvp_stats_t *stats_p)
     stats_p->bytes_out      = reply->bytes_out;
     stats_p->connections    = reply->connections;
     stats_p->rpc_errors     = reply->rpc_errors;
+    memset(stats_p->tiers, 0, sizeof(stats_p->tiers));
+    for (size_t i = 0; i < reply->n_tiers; i++) {
+        const Kvpool__TierStats *t = reply->tiers[i];
+        kvp_tier_stats_t        *out;
+
+        if ((unsigned)t->tier >= KVP_TIERS) {
+            continue; /* a tier this library does not know */
+        }
+        out                 = &stats_p->tiers[t->tier];
+        out->capacity_bytes = t->capacity_bytes;
+        out->used_bytes     = t->used_bytes;
+        out->blocks         = t->blocks;
+        out->hits           = t->hits;
+        out->misses         = t->misses;
+        out->evictions      = t->evictions;
+        out->demotions      = t->demotions;
+        out->promotions     = t->promotions;
+        out->bytes_written  = t->bytes_written;
+        out->bytes_read     = t->bytes_read;
+    }
     kvpool__stats_reply__free_unpacked(reply, NULL);
     return KVP_OK;
 }

@@ -639,6 +639,13 @@ kvp_status_t kvp__cluster_stats(kvp_client_h client, kvp_stats_t *stats_p)
         sum.bytes_out += s->bytes_out;
         sum.connections += s->connections;
         sum.rpc_errors += s->rpc_errors;
+        for (int t = 0; t < KVP_TIERS; t++) {
+            const uint64_t *from = (const uint64_t *)&s->tiers[t];
+            uint64_t       *to   = (uint64_t *)&sum.tiers[t];
+            for (size_t f = 0; f < sizeof(kvp_tier_stats_t) / sizeof(uint64_t); f++) {
+                to[f] += from[f];
+            }
+        }
     }
     each_node_cleanup(&e);
     if (n > 0 && answered == 0) {

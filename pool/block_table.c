@@ -19,6 +19,14 @@
  * reserve fail at once, evicting nothing, when even that is not enough.
  *
  * Namespaces are interned by a kv_ns_table (<kv/ns_table.h>).
+ *
+ * With an SSD tier, a block's tier says which policy tracks it: host
+ * blocks are in `policy`, SSD blocks in `ssd_policy`; a block's parent in
+ * a policy is its chain parent when that is in the same tier.  Demotion
+ * pops host victims in batches, makes room on SSD (evicting SSD victims
+ * for real), writes them in one batch and moves the written ones to the
+ * SSD tier; a victim that could not be written is dropped.  used_bytes and
+ * pinned_bytes count host blocks only.
  */
 #include "block_table.h"
 
@@ -38,6 +46,10 @@ enum {
 };
 
 #define BLOCK_TABLE_INITIAL_BUCKETS 1024
+/* Most blocks demoted in one batch of writes. */
+#define DEMOTE_BATCH 32
+/* A demoted block's location before its write returns. */
+#define LOC_PENDING (KV_SSD_LOC_NONE - 1)
 
 typedef struct block_list {
     kv_block_t *head;   /* most recently used / added */
@@ -64,6 +76,12 @@ struct kv_block_table {
     void         *listener_arg;
 
     kv_ns_table_t *ns;
+
+    kv_ssd_t     *ssd;          /* NULL: no SSD tier */
+    kv_evict_t   *ssd_policy;
+    uint64_t      high_bytes, low_bytes;
+    uint64_t      ssd_blocks, ssd_evictions, ssd_failures;
+    uint64_t      demotions, demoted_bytes, promotions, promoted_bytes;
 };
 
 
@@ -173,27 +191,71 @@ static void block_hash_remove(kv_block_table_t *table, kv_block_t *block)
     block->hash_next = NULL;
 }
 
-/* Return the space of a block on no list and free it. */
+/* Return the arena space of a block on no list and free it (an SSD
+ * block's record stays: it is freed by block_unpublish()). */
 static void block_release(kv_block_table_t *table, kv_block_t *block)
 {
-    kv_arena_free(table->arena, block->offset);
+    if (block->tier == KV_TIER_HOST) {
+        kv_arena_free(table->arena, block->offset);
+    }
     kv_free(block);
+}
+
+static void block_notify(kv_block_table_t *table, int stored, const kv_block_t *block)
+{
+    if (table->listener != NULL) {
+        table->listener(table->listener_arg, stored, block);
+    }
+}
+
+static kv_evict_t *policy_of(const kv_block_table_t *table, const kv_block_t *block)
+{
+    return block->tier == KV_TIER_SSD ? table->ssd_policy : table->policy;
+}
+
+/* The entry of @p block's chain parent when it is committed in @p block's tier. */
+static kv_evict_entry_t *policy_parent(const kv_block_table_t *table, kv_block_t *block)
+{
+    kv_block_t *parent;
+
+    if (!block->has_parent) {
+        return NULL;
+    }
+    parent = block_hash_find(table, block->ns_id, &block->parent);
+    return (parent != NULL && parent != block && parent->tier == block->tier)
+               ? &parent->evict
+               : NULL;
+}
+
+static void policy_insert(kv_block_table_t *table, kv_block_t *block)
+{
+    kv_evict_insert(policy_of(table, block), &block->evict, policy_parent(table, block),
+                    block_hash(block->ns_id, &block->key));
 }
 
 /*
  * Unpublish a COMMITTED block (removed, replaced or evicted) that has left
  * the policy: it leaves the hash and the committed list, and is freed now,
- * or made DEAD until its last unpin.
+ * or made DEAD until its last unpin.  An SSD block's record is freed, its
+ * header marked dead on disk at once if @p now (a removal or replacement,
+ * which must not come back after a restart), else with the next batch.
  */
-static void block_unpublish(kv_block_table_t *table, kv_block_t *block)
+static void block_unpublish(kv_block_table_t *table, kv_block_t *block, int now)
 {
     assert(block->state == KV_BLOCK_STATE_COMMITTED);
-    if (table->listener != NULL) {
-        table->listener(table->listener_arg, 0, block);
-    }
+    block_notify(table, 0, block);
     block_hash_remove(table, block);
     block_list_remove(&table->committed, block);
     table->num_blocks--;
+    if (block->tier == KV_TIER_SSD) {
+        assert(block->pins == 0);
+        table->ssd_blocks--;
+        if (block->ssd_loc != KV_SSD_LOC_NONE) {
+            kv_ssd_free(table->ssd, block->ssd_loc, now);
+        }
+        kv_free(block);
+        return;
+    }
     table->used_bytes -= block->alloc_size;
 
     if (block->pins == 0) {
@@ -221,8 +283,104 @@ static int block_table_evict_one(kv_block_table_t *table)
     assert(block->pins == 0);
     table->evictions++;
     table->evicted_bytes += block->alloc_size;
-    block_unpublish(table, block);
+    block_unpublish(table, block, 0);
     return 1;
+}
+
+/* Drop the SSD policy's next victim.  @return 0 if there is none. */
+static int ssd_evict_one(kv_block_table_t *table)
+{
+    kv_evict_entry_t *entry = kv_evict_pop(table->ssd_policy);
+
+    if (entry == NULL) {
+        return 0;
+    }
+    table->ssd_evictions++;
+    block_unpublish(table, kv_container_of(entry, kv_block_t, evict), 0);
+    return 1;
+}
+
+/* A demoted host block (out of its policy, its record written) moves to SSD. */
+static void block_to_ssd(kv_block_table_t *table, kv_block_t *block)
+{
+    block_notify(table, 0, block);
+    kv_arena_free(table->arena, block->offset);
+    table->used_bytes -= block->alloc_size;
+    table->demotions++;
+    table->demoted_bytes += block->size;
+    table->ssd_blocks++;
+    block->offset     = 0;
+    block->alloc_size = 0;
+    block->tier       = KV_TIER_SSD;
+    policy_insert(table, block);
+    block_notify(table, 1, block);
+}
+
+/*
+ * Demote host victims worth at least @p want arena bytes (one batch of at
+ * most DEMOTE_BATCH): write them to SSD, drop those that fail.
+ * @return how many victims left host memory (0: none to take).
+ */
+static size_t demote(kv_block_table_t *table, uint64_t want)
+{
+    kv_block_t *victims[DEMOTE_BATCH];
+    kv_ssd_io_t ios[DEMOTE_BATCH];
+    uint64_t    freed = 0, record_bytes = 0;
+    size_t      n = 0;
+
+    while (n < DEMOTE_BATCH && freed < want) {
+        kv_evict_entry_t *entry = kv_evict_pop(table->policy);
+        if (entry == NULL) {
+            break;
+        }
+        victims[n] = kv_container_of(entry, kv_block_t, evict);
+        freed += victims[n]->alloc_size;
+        record_bytes += kv_ssd_record_bytes(victims[n]->size);
+        n++;
+    }
+    while (!kv_ssd_fits(table->ssd, record_bytes) && ssd_evict_one(table)) {
+    }
+    for (size_t i = 0; i < n; i++) {
+        kv_block_t *block = victims[i];
+
+        memset(&ios[i], 0, sizeof(ios[i]));
+        ios[i].meta.ns         = kv_ns_table_name(table->ns, block->ns_id, &ios[i].meta.ns_len);
+        ios[i].meta.key        = block->key;
+        ios[i].meta.parent     = block->parent;
+        ios[i].meta.has_parent = block->has_parent;
+        ios[i].meta.size       = block->size;
+        ios[i].meta.checksum   = block->checksum;
+        ios[i].data            = kv_arena_ptr(table->arena, block->offset);
+        ios[i].owner           = block;
+        block->ssd_loc         = LOC_PENDING;
+    }
+    kv_ssd_write(table->ssd, ios, n);
+    for (size_t i = 0; i < n; i++) {
+        kv_block_t *block = victims[i];
+
+        if (ios[i].status == KVP_OK && block->ssd_loc == LOC_PENDING) {
+            block->ssd_loc = ios[i].loc;
+        } else if (ios[i].status != KVP_OK) {
+            block->ssd_loc = KV_SSD_LOC_NONE;
+        }
+        if (block->ssd_loc != KV_SSD_LOC_NONE) {
+            block_to_ssd(table, block);
+            continue;
+        }
+        table->evictions++;
+        table->evicted_bytes += block->alloc_size;
+        block_unpublish(table, block, 0);
+    }
+    return n;
+}
+
+/* Free host memory for @p want bytes more: demote or evict.  0: nothing to take. */
+static int block_table_free_some(kv_block_table_t *table, uint64_t want)
+{
+    if (table->ssd == NULL) {
+        return block_table_evict_one(table);
+    }
+    return demote(table, want) > 0;
 }
 
 kvp_status_t kv_block_table_create(kv_arena_t *arena, const char *policy,
@@ -270,6 +428,8 @@ void kv_block_table_destroy(kv_block_table_t *table)
     block_list_release_all(table, &table->committed);
     block_list_release_all(table, &table->limbo);
     kv_evict_destroy(table->policy);
+    kv_evict_destroy(table->ssd_policy);
+    kv_ssd_close(table->ssd);
     kv_ns_table_destroy(table->ns);
     kv_free(table->buckets);
     kv_free(table);
@@ -314,7 +474,7 @@ static kvp_status_t block_table_reserve(kv_block_table_t *table, uint32_t ns_id,
         if (status != KVP_ERR_NO_SPACE || !may_evict) {
             return status;
         }
-        if (!block_table_evict_one(table)) {
+        if (!block_table_free_some(table, rounded)) {
             /* enough bytes in total, but not contiguous */
             return KVP_ERR_NO_SPACE;
         }
@@ -357,16 +517,22 @@ void kv_block_table_commit(kv_block_table_t *table, kv_block_t *block,
     /* the policy ages entries by the monotonic clock ("density") */
     kv_evict_set_time(table->policy, kv_time_ns() / 1000);
     old = block_hash_find(table, block->ns_id, &block->key);
-    if (old != NULL) {
+    if (old != NULL && old->tier == KV_TIER_HOST) {
         kv_evict_replace(table->policy, &old->evict, &block->evict);
-        block_unpublish(table, old);
+        block_unpublish(table, old, 1);
     } else {
-        if (block->has_parent) {
-            parent = block_hash_find(table, block->ns_id, &block->parent);
+        if (old != NULL) {
+            kv_evict_remove(table->ssd_policy, &old->evict);
+            block_unpublish(table, old, 1);
         }
-        kv_evict_insert(table->policy, &block->evict,
-                        parent != NULL ? &parent->evict : NULL,
-                        block_hash(block->ns_id, &block->key));
+        policy_insert(table, block);
+    }
+    if (block->has_parent) {
+        parent = block_hash_find(table, block->ns_id, &block->parent);
+    }
+    if (parent != NULL) {
+        parent->child     = block->key;
+        parent->has_child = 1;
     }
 
     block_list_remove(&table->limbo, block);
@@ -401,8 +567,8 @@ void kv_block_table_touch(kv_block_table_t *table, kv_block_t *block)
     if (block->state != KV_BLOCK_STATE_COMMITTED) {
         return;
     }
-    kv_evict_set_time(table->policy, kv_time_ns() / 1000);
-    kv_evict_touch(table->policy, &block->evict);
+    kv_evict_set_time(policy_of(table, block), kv_time_ns() / 1000);
+    kv_evict_touch(policy_of(table, block), &block->evict);
     if (table->committed.head != block) {
         block_list_remove(&table->committed, block);
         block_list_push_head(&table->committed, block);
@@ -413,6 +579,7 @@ void kv_block_table_pin(kv_block_table_t *table, kv_block_t *block)
 {
     assert((block->state == KV_BLOCK_STATE_COMMITTED) ||
            (block->state == KV_BLOCK_STATE_DEAD));
+    assert(block->tier == KV_TIER_HOST);
     assert(block->pins < UINT32_MAX);
     if ((block->pins++ == 0) && (block->state == KV_BLOCK_STATE_COMMITTED)) {
         table->pinned_bytes += block->alloc_size;
@@ -445,8 +612,8 @@ int kv_block_table_remove(kv_block_table_t *table, uint32_t ns_id,
     if (block == NULL) {
         return 0;
     }
-    kv_evict_remove(table->policy, &block->evict);
-    block_unpublish(table, block);
+    kv_evict_remove(policy_of(table, block), &block->evict);
+    block_unpublish(table, block, 1);
     return 1;
 }
 
@@ -494,4 +661,258 @@ void kv_block_table_stats(const kv_block_table_t *table,
     stats_p->used_bytes    = table->used_bytes;
     stats_p->evictions     = table->evictions;
     stats_p->evicted_bytes = table->evicted_bytes;
+    stats_p->blocks        = table->num_blocks - table->ssd_blocks;
+    stats_p->ssd_blocks    = table->ssd_blocks;
+    stats_p->ssd_evictions = table->ssd_evictions;
+    stats_p->ssd_failures  = table->ssd_failures;
+    stats_p->demotions     = table->demotions;
+    stats_p->demoted_bytes = table->demoted_bytes;
+    stats_p->promotions    = table->promotions;
+    stats_p->promoted_bytes = table->promoted_bytes;
+    stats_p->ssd_used_bytes = 0;
+    if (table->ssd != NULL) {
+        kv_ssd_stats_t ssd;
+        kv_ssd_stats(table->ssd, &ssd);
+        stats_p->ssd_used_bytes = ssd.live_bytes;
+    }
+}
+
+void kv_block_table_ssd_stats(const kv_block_table_t *table, kv_ssd_stats_t *stats_p)
+{
+    memset(stats_p, 0, sizeof(*stats_p));
+    if (table->ssd != NULL) {
+        kv_ssd_stats(table->ssd, stats_p);
+    }
+}
+
+void kv_block_table_flush(kv_block_table_t *table)
+{
+    if (table->ssd != NULL) {
+        kv_ssd_flush(table->ssd);
+    }
+}
+
+/* Compaction moved a record (or lost it: then the block goes, unless a
+ * stage holds it, which sees the lost location). */
+static void ssd_moved(void *arg, void *owner, kv_ssd_loc_t loc)
+{
+    kv_block_table_t *table = arg;
+    kv_block_t       *block = owner;
+
+    block->ssd_loc = loc;
+    if (loc == KV_SSD_LOC_NONE && block->tier == KV_TIER_SSD && block->pins == 0) {
+        table->ssd_failures++;
+        kv_evict_remove(table->ssd_policy, &block->evict);
+        block_unpublish(table, block, 0);
+    }
+}
+
+/* A record recovery found: it becomes an SSD block (the newest record of a key wins). */
+static void *ssd_recovered(void *arg, const kv_ssd_meta_t *meta, kv_ssd_loc_t loc)
+{
+    kv_block_table_t *table = arg;
+    kv_block_t       *block, *old, *parent;
+    uint32_t          ns_id;
+
+    if (kv_ns_table_id(table->ns, meta->ns, meta->ns_len, 1, &ns_id) != KVP_OK) {
+        return NULL;
+    }
+    old = block_hash_find(table, ns_id, &meta->key);
+    if (old != NULL) {
+        if (old->ssd_seq > meta->seq) {
+            return NULL;
+        }
+        kv_evict_remove(table->ssd_policy, &old->evict);
+        block_unpublish(table, old, 0);
+    }
+    block             = kv_calloc(1, sizeof(*block), "block");
+    block->key        = meta->key;
+    block->ns_id      = ns_id;
+    block->size       = meta->size;
+    block->checksum   = meta->checksum;
+    block->parent     = meta->parent;
+    block->has_parent = meta->has_parent;
+    block->tier       = KV_TIER_SSD;
+    block->ssd_loc    = loc;
+    block->ssd_seq    = meta->seq;
+    block->state      = KV_BLOCK_STATE_COMMITTED;
+    block_hash_insert(table, block);
+    block_list_push_head(&table->committed, block);
+    table->num_blocks++;
+    table->ssd_blocks++;
+    policy_insert(table, block);
+    parent = block->has_parent ? block_hash_find(table, ns_id, &block->parent) : NULL;
+    if (parent != NULL) {
+        parent->child     = block->key;
+        parent->has_child = 1;
+    }
+    return block;
+}
+
+kvp_status_t kv_block_table_open_ssd(kv_block_table_t *table, const kv_ssd_config_t *config,
+                                     uint64_t high_bytes, uint64_t low_bytes,
+                                     uint64_t *recovered_p)
+{
+    kvp_status_t status;
+    uint64_t     recovered;
+
+    if (table->ssd != NULL || low_bytes > high_bytes ||
+        high_bytes > kv_arena_capacity(table->arena)) {
+        return KVP_ERR_INVALID_PARAM;
+    }
+    status = kv_evict_create(kv_evict_name(table->policy), &table->ssd_policy);
+    if (status != KVP_OK) {
+        return status;
+    }
+    status = kv_ssd_open(config, ssd_moved, table, &table->ssd);
+    if (status != KVP_OK) {
+        kv_evict_destroy(table->ssd_policy);
+        table->ssd_policy = NULL;
+        return status;
+    }
+    table->high_bytes = high_bytes;
+    table->low_bytes  = low_bytes;
+    recovered         = kv_ssd_recover(table->ssd, ssd_recovered, table);
+    if (recovered_p != NULL) {
+        *recovered_p = recovered;
+    }
+    return KVP_OK;
+}
+
+void kv_block_table_balance(kv_block_table_t *table)
+{
+    if (table->ssd == NULL || kv_arena_used(table->arena) <= table->high_bytes) {
+        return;
+    }
+    while (kv_arena_used(table->arena) > table->low_bytes &&
+           demote(table, kv_arena_used(table->arena) - table->low_bytes) > 0) {
+    }
+}
+
+/* The SSD blocks to stage: those of @p blocks, then the chain after the last. */
+static size_t stage_list(kv_block_table_t *table, kv_block_t **blocks, size_t n,
+                         size_t readahead, kv_block_t **list)
+{
+    kv_block_t *last = NULL;
+    size_t      m    = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (blocks[i] != NULL && blocks[i]->tier == KV_TIER_SSD && blocks[i]->pins == 0) {
+            blocks[i]->pins = 1; /* marks it listed, and held against compaction loss */
+            list[m++]       = blocks[i];
+        }
+        if (blocks[i] != NULL) {
+            last = blocks[i];
+        }
+    }
+    for (size_t r = 0; r < readahead && last != NULL && last->has_child; r++) {
+        last = block_hash_find(table, last->ns_id, &last->child);
+        if (last != NULL && last->tier == KV_TIER_SSD && last->pins == 0) {
+            last->pins = 1;
+            list[m++]  = last;
+        }
+    }
+    return m;
+}
+
+/* A staged block (read into @p offset) becomes a host block. */
+static void block_to_host(kv_block_table_t *table, kv_block_t *block, uint64_t offset)
+{
+    block_notify(table, 0, block);
+    kv_evict_remove(table->ssd_policy, &block->evict);
+    kv_ssd_free(table->ssd, block->ssd_loc, 0);
+    table->ssd_blocks--;
+    table->promotions++;
+    table->promoted_bytes += block->size;
+    block->tier       = KV_TIER_HOST;
+    block->offset     = offset;
+    block->alloc_size = kv_arena_alloc_size(table->arena, offset);
+    table->used_bytes += block->alloc_size;
+    policy_insert(table, block);
+    block_notify(table, 1, block);
+}
+
+size_t kv_block_table_stage(kv_block_table_t *table, kv_block_t **blocks, size_t n,
+                            size_t readahead)
+{
+    size_t       max = n + readahead, m, k = 0, staged = 0;
+    kv_block_t **list;
+    uint64_t    *offsets;
+    kv_ssd_io_t *ios;
+    size_t      *io_of;
+    int32_t     *statuses;
+
+    if (table->ssd == NULL || n == 0) {
+        return 0;
+    }
+    list     = kv_calloc(max, sizeof(*list), "stage list");
+    offsets  = kv_calloc(max, sizeof(*offsets), "stage offsets");
+    ios      = kv_calloc(max, sizeof(*ios), "stage reads");
+    io_of    = kv_calloc(max, sizeof(*io_of), "stage read map");
+    statuses = kv_calloc(max, sizeof(*statuses), "stage statuses");
+    m        = stage_list(table, blocks, n, readahead, list);
+    for (size_t j = 0; j < m; j++) {
+        kv_evict_pin(table->ssd_policy, &list[j]->evict);
+    }
+    /* room for all first (demoting others may move records), then the reads */
+    for (size_t j = 0; j < m; j++) {
+        while ((statuses[j] = kv_arena_alloc(table->arena, list[j]->size, &offsets[j])) ==
+                   KVP_ERR_NO_SPACE &&
+               block_table_free_some(table, list[j]->size)) {
+        }
+    }
+    for (size_t j = 0; j < m; j++) {
+        if (statuses[j] != KVP_OK) {
+            continue;
+        }
+        if (list[j]->ssd_loc == KV_SSD_LOC_NONE) {
+            statuses[j] = KVP_ERR_IO; /* compaction lost it */
+            continue;
+        }
+        ios[k].loc           = list[j]->ssd_loc;
+        ios[k].meta.key      = list[j]->key;
+        ios[k].meta.size     = list[j]->size;
+        ios[k].meta.checksum = list[j]->checksum;
+        ios[k].data          = kv_arena_ptr(table->arena, offsets[j]);
+        io_of[k++]           = j;
+    }
+    kv_ssd_read(table->ssd, ios, k);
+    for (size_t r = 0; r < k; r++) {
+        statuses[io_of[r]] = ios[r].status;
+    }
+    for (size_t j = 0; j < m; j++) {
+        kv_block_t *block = list[j];
+
+        block->pins = 0;
+        kv_evict_unpin(table->ssd_policy, &block->evict);
+        if (statuses[j] == KVP_OK) {
+            block_to_host(table, block, offsets[j]);
+            continue;
+        }
+        if (statuses[j] == KVP_ERR_NO_SPACE) {
+            continue; /* it stays on SSD */
+        }
+        kv_arena_free(table->arena, offsets[j]);
+        table->ssd_failures++;
+        kv_log_warn("a block on SSD could not be read back (%s): dropped",
+                    kvp_status_string((kvp_status_t)statuses[j]));
+        kv_evict_remove(table->ssd_policy, &block->evict);
+        block_unpublish(table, block, 1);
+    }
+    /* report per requested block (pointers compared only: some were freed) */
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; blocks[i] != NULL && j < m; j++) {
+            if (list[j] == blocks[i]) {
+                staged += statuses[j] == KVP_OK;
+                blocks[i] = statuses[j] == KVP_OK ? blocks[i] : NULL;
+                break;
+            }
+        }
+    }
+    kv_free(list);
+    kv_free(offsets);
+    kv_free(ios);
+    kv_free(io_of);
+    kv_free(statuses);
+    return staged;
 }

@@ -28,6 +28,16 @@
  *  - DEAD: removed or replaced while pinned; invisible, never evicted, its
  *    bytes stay valid until the last kv_block_table_unpin() frees it.
  *
+ * Tiers: a table may have an SSD tier behind host memory
+ * (kv_block_table_open_ssd()).  Then eviction demotes: the host policy's
+ * victims are written to SSD and stay COMMITTED with tier KV_TIER_SSD (no
+ * arena space), tracked by a second policy of the same kind that evicts
+ * them for real when the SSD is full.  kv_block_table_stage() brings SSD
+ * blocks back into host memory (a promotion; the SSD copy is freed: the
+ * tiers are exclusive).  The listener sees a tier change as the block
+ * leaving one tier and arriving in the other.  Only host blocks have
+ * bytes in the arena, can be pinned or read with kv_block_table_data().
+ *
  * Readers pin a block for as long as they use its bytes: a pinned block is
  * never freed under them.  Pointers to kv_block_t stay valid while the block
  * is pinned or pending; a committed unpinned block may be evicted by any
@@ -39,6 +49,7 @@
 #define KV_POOL_BLOCK_TABLE_H
 
 #include "arena.h"
+#include "ssd.h"
 
 #include <kvpool/kvpool.h>
 #include <kvstore/evict.h>
@@ -65,8 +76,13 @@ typedef struct kv_block {
     uint64_t         checksum;   /**< XXH3-64 of the bytes, set by commit */
     kvp_key_t        parent;     /**< the key before this one in its chain */
     int              has_parent; /**< 0: a chain's first block, or unknown */
+    int              tier;       /**< KV_TIER_HOST (offset valid) or KV_TIER_SSD */
 
     /* private */
+    kv_ssd_loc_t     ssd_loc;    /* the record, while tier is KV_TIER_SSD */
+    uint64_t         ssd_seq;    /* the record's sequence number (recovery) */
+    kvp_key_t        child;      /* the last block committed with this parent */
+    int              has_child;
     uint64_t         alloc_size; /* arena extent size (rounded) */
     int              state;      /* KV_BLOCK_STATE_* in block_table.c */
     struct kv_block *prev;       /* committed list (MRU first) or limbo */
@@ -75,12 +91,26 @@ typedef struct kv_block {
     kv_evict_entry_t evict;      /* in the policy (committed only) */
 } kv_block_t;
 
+/** The tiers of a block (the values of kvpool.Tier). */
+enum {
+    KV_TIER_HOST = 0,
+    KV_TIER_SSD  = 1
+};
+
 /** Counters of kv_block_table_stats(). */
 typedef struct kv_block_table_stats {
-    uint64_t blocks;        /**< committed blocks */
-    uint64_t used_bytes;    /**< arena bytes of committed blocks (rounded) */
-    uint64_t evictions;     /**< blocks evicted since creation */
-    uint64_t evicted_bytes; /**< arena bytes they held (rounded) */
+    uint64_t blocks;         /**< committed blocks in host memory */
+    uint64_t used_bytes;     /**< arena bytes of those (rounded) */
+    uint64_t evictions;      /**< blocks dropped from host memory */
+    uint64_t evicted_bytes;  /**< arena bytes they held (rounded) */
+    uint64_t ssd_blocks;     /**< committed blocks on SSD */
+    uint64_t ssd_used_bytes; /**< disk bytes of their records */
+    uint64_t ssd_evictions;  /**< blocks dropped from SSD */
+    uint64_t demotions;      /**< blocks written to SSD instead of dropped */
+    uint64_t demoted_bytes;
+    uint64_t promotions;     /**< blocks staged from SSD into host memory */
+    uint64_t promoted_bytes;
+    uint64_t ssd_failures;   /**< SSD blocks dropped: a read error or bad checksum */
 } kv_block_table_stats_t;
 
 /**
@@ -245,6 +275,52 @@ const char *kv_block_table_ns_name(const kv_block_table_t *table, uint32_t ns_id
 
 /** @return the address of @p block's bytes in the arena. */
 void *kv_block_table_data(kv_block_table_t *table, const kv_block_t *block);
+
+/**
+ * @brief Put an SSD tier behind host memory: open the store of @p config
+ * (ssd.h), track its blocks with a policy of the table's kind, and recover
+ * what an earlier run left there: every good record becomes a COMMITTED
+ * SSD block (a record whose namespace cannot be interned, or an older
+ * record of a key, is freed).  Call once, before any block is reserved;
+ * the listener is not told of recovered blocks (kv_block_table_foreach()
+ * lists them).
+ * @param [in] high_bytes, low_bytes the host watermarks of
+ *                        kv_block_table_balance() (low <= high <= the
+ *                        arena capacity).
+ * @param [out] recovered_p blocks recovered (may be NULL).
+ * @return KVP_OK; KVP_ERR_INVALID_PARAM (watermarks, a second call); the
+ *         errors of kv_ssd_open().
+ */
+kvp_status_t kv_block_table_open_ssd(kv_block_table_t *table, const kv_ssd_config_t *config,
+                                     uint64_t high_bytes, uint64_t low_bytes,
+                                     uint64_t *recovered_p);
+
+/**
+ * @brief When host memory holds more than the high watermark, demote
+ * blocks (the policy's victims, leaves first) until it holds no more than
+ * the low one.  Nothing without an SSD tier.
+ */
+void kv_block_table_balance(kv_block_table_t *table);
+
+/**
+ * @brief Bring the SSD blocks among @p blocks (COMMITTED, from
+ * kv_block_table_lookup(); host blocks and NULLs are skipped) into host
+ * memory, in one batch of reads, together with up to @p readahead blocks
+ * that follow the last of them in its chain.  Space is made as for a
+ * reserve (demoting other blocks).  A block that cannot be staged is set
+ * to NULL in @p blocks: for a read error or a checksum mismatch it is also
+ * removed (logged), for want of space it stays on SSD.  Staged blocks are
+ * host blocks, not pinned: pin them before another reserve.
+ * @return how many blocks of @p blocks were staged.
+ */
+size_t kv_block_table_stage(kv_block_table_t *table, kv_block_t **blocks, size_t n,
+                            size_t readahead);
+
+/** @brief Write what the SSD tier has pending (freed records); from the tick. */
+void kv_block_table_flush(kv_block_table_t *table);
+
+/** @brief The SSD store's counters; zeros without an SSD tier. */
+void kv_block_table_ssd_stats(const kv_block_table_t *table, kv_ssd_stats_t *stats_p);
 
 /**
  * @brief Fill @p stats_p: blocks and used_bytes count COMMITTED blocks only

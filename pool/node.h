@@ -31,6 +31,14 @@ typedef struct kv_node_config {
     char     eviction_policy[KV_EVICT_NAME_MAX + 1]; /* <kvstore/evict.h> */
     char     coordinator[256]; /* "HOST:PORT" of kvpool-coord, or "": none */
     char     advertise[256];   /* "HOST:PORT" clients dial, or "": listen:port */
+    char     ssd_dir[256];     /* the SSD tier's directory, or "": none */
+    uint64_t ssd_size;         /* its capacity in bytes */
+    uint64_t ssd_segment_size; /* 0: ssd.h's default */
+    uint32_t ssd_queue_depth;  /* I/Os in flight */
+    int      ssd_sync;         /* fdatasync after each batch of writes */
+    uint32_t ssd_readahead;    /* chain blocks staged after a GetStart's last */
+    uint32_t high_watermark;   /* % of memory above which blocks are demoted */
+    uint32_t low_watermark;    /* % demotion goes down to */
 } kv_node_config_t;
 
 /** Fill @p config with defaults. */

@@ -22,6 +22,11 @@ void kv_node_config_defaults(kv_node_config_t *config)
     config->data_plane_ucx = 1;
     snprintf(config->eviction_policy, sizeof(config->eviction_policy), "%s",
              KV_EVICT_DEFAULT_POLICY);
+    config->ssd_queue_depth = 16;
+    config->ssd_sync        = 1;
+    config->ssd_readahead   = 4;
+    config->high_watermark  = 95;
+    config->low_watermark   = 90;
 }
 
 static kvp_status_t copy_string(char *dst, size_t dst_len, const char *key,
@@ -34,6 +39,68 @@ static kvp_status_t copy_string(char *dst, size_t dst_len, const char *key,
     memcpy(dst, value, strlen(value) + 1);
     return KVP_OK;
 }
+
+/* An unsigned number in [min, max] for @p key. */
+static kvp_status_t parse_uint(const char *key, const char *value, unsigned long min,
+                               unsigned long max, uint32_t *out, char *err, size_t err_len)
+{
+    char         *end;
+    unsigned long v = strtoul(value, &end, 10);
+
+    if (*value == '\0' || *value == '-' || *end != '\0' || v < min || v > max) {
+        snprintf(err, err_len, "%s must be %lu..%lu, not '%s'", key, min, max, value);
+        return KVP_ERR_CONFIG;
+    }
+    *out = (uint32_t)v;
+    return KVP_OK;
+}
+
+/* The SSD tier's keys; KVP_ERR_NOT_FOUND for another key. */
+static kvp_status_t ssd_set(kv_node_config_t *config, const char *key, const char *value,
+                            char *err, size_t err_len)
+{
+    uint64_t size;
+
+    if (strcmp(key, "ssd_dir") == 0) {
+        return copy_string(config->ssd_dir, sizeof(config->ssd_dir), key, value, err,
+                           err_len);
+    }
+    if (strcmp(key, "ssd_size") == 0 || strcmp(key, "ssd_segment_size") == 0) {
+        int seg = strcmp(key, "ssd_segment_size") == 0;
+        if (kv_size_parse(value, &size) != KVP_OK ||
+            (seg ? size > KV_SSD_SEGMENT_MAX : size < 4 * KV_SSD_SEGMENT_MIN)) {
+            snprintf(err, err_len, seg ? "%s must be a size up to 1GiB, not '%s'"
+                                       : "%s must be a size of at least 4MiB, not '%s'",
+                     key, value);
+            return KVP_ERR_CONFIG;
+        }
+        *(seg ? &config->ssd_segment_size : &config->ssd_size) = size;
+        return KVP_OK;
+    }
+    if (strcmp(key, "ssd_sync") == 0) {
+        if (strcmp(value, "on") != 0 && strcmp(value, "off") != 0) {
+            snprintf(err, err_len, "ssd_sync must be on or off, not '%s'", value);
+            return KVP_ERR_CONFIG;
+        }
+        config->ssd_sync = strcmp(value, "on") == 0;
+        return KVP_OK;
+    }
+    if (strcmp(key, "ssd_queue_depth") == 0) {
+        return parse_uint(key, value, 1, KV_SSD_QUEUE_MAX, &config->ssd_queue_depth, err,
+                          err_len);
+    }
+    if (strcmp(key, "ssd_readahead") == 0) {
+        return parse_uint(key, value, 0, 64, &config->ssd_readahead, err, err_len);
+    }
+    if (strcmp(key, "high_watermark") == 0) {
+        return parse_uint(key, value, 1, 100, &config->high_watermark, err, err_len);
+    }
+    if (strcmp(key, "low_watermark") == 0) {
+        return parse_uint(key, value, 0, 100, &config->low_watermark, err, err_len);
+    }
+    return KVP_ERR_NOT_FOUND;
+}
+
 
 /* "HOST:PORT" or "[V6]:PORT" with a non-empty HOST and a port 1..65535;
  * the host is resolved only when used. */
@@ -53,6 +120,8 @@ static int host_port_ok(const char *value)
 kvp_status_t kv_node_config_set(kv_node_config_t *config, const char *key,
                                 const char *value, char *err, size_t err_len)
 {
+    kvp_status_t status;
+
     if (strcmp(key, "listen") == 0) {
         return copy_string(config->listen, sizeof(config->listen), key, value,
                            err, err_len);
@@ -146,6 +215,10 @@ kvp_status_t kv_node_config_set(kv_node_config_t *config, const char *key,
         }
         config->lease_ms = (uint32_t)ms;
         return KVP_OK;
+    }
+    status = ssd_set(config, key, value, err, err_len);
+    if (status != KVP_ERR_NOT_FOUND) {
+        return status;
     }
     snprintf(err, err_len, "unknown setting '%s'", key);
     return KVP_ERR_CONFIG;

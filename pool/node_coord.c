@@ -58,6 +58,7 @@ typedef struct {
     uint32_t  ns_id;
     uint8_t   stored;
     uint8_t   has_parent;
+    uint8_t   tier;        /* KV_TIER_*: the index keeps a location per tier */
 } link_event_t;
 
 /* A growable array of events; [head, n) are live. */
@@ -166,6 +167,7 @@ static void on_block(void *arg, int stored, const kv_block_t *block)
     }
     e.key        = block->key;
     e.ns_id      = block->ns_id;
+    e.tier       = (uint8_t)block->tier;
     e.stored     = (uint8_t)stored;
     e.has_parent = (uint8_t)(stored && block->has_parent);
     if (e.has_parent) {
@@ -211,6 +213,7 @@ static int snapshot_add(const kv_block_t *block, void *arg)
 
     e.key        = block->key;
     e.ns_id      = block->ns_id;
+    e.tier       = (uint8_t)block->tier;
     e.stored     = 1;
     e.has_parent = (uint8_t)block->has_parent;
     if (block->has_parent) {
@@ -339,7 +342,7 @@ static kvp_status_t link_join(kv_node_coord_t *link)
     kv_node_t          *node  = link->node;
     Kvpool__JoinRequest req   = KVPOOL__JOIN_REQUEST__INIT;
     Kvpool__NodeInfo    info  = KVPOOL__NODE_INFO__INIT;
-    Kvpool__Tier        tiers[] = {KVPOOL__TIER__TIER_HOST};
+    Kvpool__Tier        tiers[] = {KVPOOL__TIER__TIER_HOST, KVPOOL__TIER__TIER_SSD};
     Kvpool__JoinReply  *reply;
     kvp_status_t        status;
 
@@ -351,7 +354,7 @@ static kvp_status_t link_join(kv_node_coord_t *link)
     info.name            = node->config.name;
     info.address         = link->address;
     info.capacity_bytes  = kv_arena_capacity(node->arena);
-    info.n_tiers         = 1;
+    info.n_tiers         = node->config.ssd_dir[0] != '\0' ? 2 : 1;
     info.tiers           = tiers;
     info.data_plane.data = (uint8_t *)node->ucx_address;
     info.data_plane.len  = strlen(node->ucx_address);
@@ -460,7 +463,8 @@ static kvp_status_t link_publish(kv_node_coord_t *link, size_t *sent_p)
             events[i].parent.len  = KVP_KEY_LEN;
             memcpy(events[i].parent.data, e->parent.bytes, KVP_KEY_LEN);
         }
-        events[i].tier = KVPOOL__TIER__TIER_HOST;
+        events[i].tier = e->tier == KV_TIER_SSD ? KVPOOL__TIER__TIER_SSD
+                                                : KVPOOL__TIER__TIER_HOST;
         event_ptrs[i]  = &events[i];
     }
     req.node_id     = link->node_id;

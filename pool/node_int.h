@@ -40,6 +40,8 @@ struct kv_node {
     Kvpool__HelloReply hello;         /* what every HelloReply adds */
     uint64_t           next_op_id;
     uint64_t           puts, gets, hits, misses, bytes_in, bytes_out;
+    uint64_t           tier_hits[2];   /* by KV_TIER_*: found there */
+    uint64_t           tier_misses[2]; /* not found there (nor above) */
     uint64_t           lease_expiries;
 };
 
@@ -61,6 +63,16 @@ int kv_node_check_keys(kv_rpc_call_t *call, const ProtobufCBinaryData *ns,
 
 /** The namespace's id: 1 if known, 0 if the node has never seen it. */
 int kv_node_ns_lookup(kv_node_t *node, const ProtobufCBinaryData *ns, uint32_t *id_p);
+
+/**
+ * Find the blocks of @p n checked keys of namespace @p ns for a read:
+ * those on SSD are staged into host memory first (one batch, with
+ * read-ahead).  Counts gets, hits and misses (per tier) and bytes out.
+ * @param [out] blocks @p n pointers: a COMMITTED host block, touched and
+ *                     pinned (the caller unpins it), or NULL for a miss.
+ */
+void kv_node_find_pinned(kv_node_t *node, const ProtobufCBinaryData *ns,
+                         const ProtobufCBinaryData *keys, size_t n, kv_block_t **blocks);
 
 /* Two-phase put and leased get (node_twophase.c). */
 void kv_node_put_start(kv_rpc_call_t *call, const ProtobufCMessage *msg,

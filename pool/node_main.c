@@ -5,6 +5,7 @@
  *               [--token T] [--name N] [--log-level L]
  *               [--shared-memory on|off] [--lease-ms MS] [--data-plane ucx|off]
  *               [--eviction-policy NAME] [--coord HOST:PORT]
+ *               [--ssd-dir DIR --ssd-size SIZE]
  *               [--advertise HOST:PORT]
  *
  * Flags override the config file.  Once it serves, the node prints
@@ -32,9 +33,11 @@ static void usage(FILE *out)
             "                   [--shared-memory on|off] [--lease-ms MS]\n"
             "                   [--data-plane ucx|off] [--eviction-policy NAME]\n"
             "                   [--coord HOST:PORT] [--advertise HOST:PORT]\n"
+            "                   [--ssd-dir DIR --ssd-size SIZE]\n"
             "Defaults: port %d, memory 256MiB, listen 127.0.0.1, no token\n"
             "(without a token only loopback addresses may be used), eviction\n"
-            "policy %s (kvpool replay --list-policies lists them), no coordinator.\n",
+            "policy %s (kvpool replay --list-policies lists them), no coordinator,\n"
+            "no SSD tier (with one, blocks are demoted to DIR instead of dropped).\n",
             KV_NODE_DEFAULT_PORT, KV_EVICT_DEFAULT_POLICY);
 }
 
@@ -59,6 +62,8 @@ int main(int argc, char **argv)
         {"eviction-policy", required_argument, NULL, 'P'},
         {"coord", required_argument, NULL, 'C'},
         {"advertise", required_argument, NULL, 'A'},
+        {"ssd-dir", required_argument, NULL, 's'},
+        {"ssd-size", required_argument, NULL, 'z'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -68,6 +73,7 @@ int main(int argc, char **argv)
         ['S'] = "shared_memory", ['E'] = "lease_ms", ['D'] = "data_plane",
         ['P'] = "eviction_policy",
         ['C'] = "coordinator", ['A'] = "advertise",
+        ['s'] = "ssd_dir", ['z'] = "ssd_size",
     };
     kv_node_config_t config;
     const char      *config_path = NULL;
@@ -78,7 +84,7 @@ int main(int argc, char **argv)
     int              opt, rc = 1;
 
     kv_node_config_defaults(&config);
-    while ((opt = getopt_long(argc, argv, "c:p:m:l:t:n:L:S:E:D:P:C:A:h", options,
+    while ((opt = getopt_long(argc, argv, "c:p:m:l:t:n:L:S:E:D:P:C:A:s:z:h", options,
                               NULL)) != -1) {
         if (opt == 'c') {
             config_path = optarg;

@@ -80,6 +80,47 @@ int kv_node_ns_lookup(kv_node_t *node, const ProtobufCBinaryData *ns, uint32_t *
                                 id_p) == KVP_OK;
 }
 
+void kv_node_find_pinned(kv_node_t *node, const ProtobufCBinaryData *ns,
+                         const ProtobufCBinaryData *keys, size_t n, kv_block_t **blocks)
+{
+    uint32_t ns_id;
+    int      known = kv_node_ns_lookup(node, ns, &ns_id), on_ssd = 0;
+    uint8_t *pinned = kv_calloc(n, 1, "find pins"); /* pinned before staging */
+
+    for (size_t i = 0; i < n; i++) {
+        blocks[i] = known ? kv_block_table_lookup(node->table, ns_id,
+                                                  (const kvp_key_t *)keys[i].data)
+                          : NULL;
+        if (blocks[i] != NULL && blocks[i]->tier == KV_TIER_HOST) {
+            node->tier_hits[KV_TIER_HOST]++;
+            kv_block_table_pin(node->table, blocks[i]); /* kept through the staging */
+            pinned[i] = 1;
+        } else {
+            node->tier_misses[KV_TIER_HOST]++;
+            on_ssd += blocks[i] != NULL;
+        }
+    }
+    if (on_ssd > 0) {
+        kv_block_table_stage(node->table, blocks, n, node->config.ssd_readahead);
+    }
+    for (size_t i = 0; i < n; i++) {
+        node->gets++;
+        if (blocks[i] == NULL) {
+            node->misses++;
+            node->tier_misses[KV_TIER_SSD] += node->config.ssd_dir[0] != '\0';
+            continue;
+        }
+        if (!pinned[i]) {
+            node->tier_hits[KV_TIER_SSD]++;
+            kv_block_table_pin(node->table, blocks[i]);
+        }
+        node->hits++;
+        node->bytes_out += blocks[i]->size;
+        kv_block_table_touch(node->table, blocks[i]);
+    }
+    kv_free(pinned);
+}
+
 /*
  * Where a Put's bytes are received.  If the arena has a free extent now,
  * straight into a pending block there (no copy); otherwise into a heap
@@ -184,6 +225,7 @@ static void handle_put(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     node->puts++;
     node->bytes_in += payload_len;
     kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
+    kv_block_table_balance(node->table); /* after the reply: it may write to SSD */
 }
 
 static void get_release(void *arg)
@@ -202,29 +244,21 @@ static void handle_get(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     Kvpool__GetReply          reply = KVPOOL__GET_REPLY__INIT;
     kv_block_t               *block = NULL;
     get_hold_t               *hold;
-    uint32_t                  ns_id;
 
     if (!kv_node_check_call(call, &req->ns, &req->key)) {
         return;
     }
-    node->gets++;
-    if (kv_node_ns_lookup(node, &req->ns, &ns_id)) {
-        block = kv_block_table_lookup(node->table, ns_id,
-                                      (const kvp_key_t *)req->key.data);
-    }
+    kv_node_find_pinned(node, &req->ns, &req->key, 1, &block);
     if (block == NULL) {
-        node->misses++;
         kv_rpc_reply(call, KVP_ERR_NOT_FOUND, NULL, NULL, 0, NULL, NULL);
         return;
     }
     if (block->size > req->max_size) {
+        node->bytes_out -= block->size;
+        kv_block_table_unpin(node->table, block);
         kv_rpc_reply_too_small(call, block->size);
         return;
     }
-    node->hits++;
-    node->bytes_out += block->size;
-    kv_block_table_touch(node->table, block);
-    kv_block_table_pin(node->table, block);
     hold         = kv_malloc(sizeof(*hold), "get hold");
     hold->node   = node;
     hold->block  = block;
@@ -284,11 +318,42 @@ static void handle_delete(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
 }
 
+/* The host tier's figures, and the SSD tier's when there is one. */
+static void tier_stats(kv_node_t *node, const kv_block_table_stats_t *table,
+                       Kvpool__TierStats tiers[2], Kvpool__TierStats *ptrs[2])
+{
+    kv_ssd_stats_t ssd;
+
+    kv_block_table_ssd_stats(node->table, &ssd);
+    for (int t = 0; t < 2; t++) {
+        kvpool__tier_stats__init(&tiers[t]);
+        ptrs[t]              = &tiers[t];
+        tiers[t].tier        = t == 0 ? KVPOOL__TIER__TIER_HOST : KVPOOL__TIER__TIER_SSD;
+        tiers[t].hits        = node->tier_hits[t];
+        tiers[t].misses      = node->tier_misses[t];
+        tiers[t].demotions   = table->demotions;
+        tiers[t].promotions  = table->promotions;
+    }
+    tiers[0].capacity_bytes = kv_arena_capacity(node->arena);
+    tiers[0].used_bytes     = table->used_bytes;
+    tiers[0].blocks         = table->blocks;
+    tiers[0].evictions      = table->evictions;
+    tiers[0].bytes_written  = node->bytes_in;
+    tiers[0].bytes_read     = node->bytes_out;
+    tiers[1].capacity_bytes = ssd.capacity_bytes;
+    tiers[1].used_bytes     = table->ssd_used_bytes;
+    tiers[1].blocks         = table->ssd_blocks;
+    tiers[1].evictions      = table->ssd_evictions;
+    tiers[1].bytes_written  = ssd.bytes_written;
+    tiers[1].bytes_read     = ssd.bytes_read;
+}
+
 static void handle_stats(kv_rpc_call_t *call, const ProtobufCMessage *msg,
                          const void *payload, uint64_t payload_len, void *arg)
 {
     kv_node_t             *node  = arg;
     Kvpool__StatsReply     reply = KVPOOL__STATS_REPLY__INIT;
+    Kvpool__TierStats      tiers[2], *tier_ptrs[2];
     kv_block_table_stats_t table;
     kv_rpc_server_stats_t  rpc;
 
@@ -307,7 +372,43 @@ static void handle_stats(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     reply.connections    = rpc.connections;
     reply.rpc_errors     = rpc.rpc_errors;
     reply.coord_node_id  = kv_node_coord_id(node);
+    tier_stats(node, &table, tiers, tier_ptrs);
+    reply.tiers   = tier_ptrs;
+    reply.n_tiers = node->config.ssd_dir[0] != '\0' ? 2 : 1;
     kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
+}
+
+/* The SSD tier of config.ssd_dir, if any, with what an earlier run left there. */
+static kvp_status_t node_ssd_open(kv_node_t *node)
+{
+    const kv_node_config_t *config = &node->config;
+    uint64_t                capacity = kv_arena_capacity(node->arena), recovered;
+    kv_ssd_config_t         ssd = {0};
+    kvp_status_t            status;
+
+    if (config->ssd_dir[0] == '\0') {
+        return KVP_OK;
+    }
+    if (config->ssd_size == 0 || config->low_watermark > config->high_watermark) {
+        kv_log_error("an SSD tier needs ssd_size, and low_watermark <= high_watermark");
+        return KVP_ERR_CONFIG;
+    }
+    ssd.dir          = config->ssd_dir;
+    ssd.capacity     = config->ssd_size;
+    ssd.segment_size = config->ssd_segment_size;
+    ssd.queue_depth  = config->ssd_queue_depth;
+    ssd.sync         = config->ssd_sync;
+    status = kv_block_table_open_ssd(node->table, &ssd,
+                                     capacity / 100 * config->high_watermark,
+                                     capacity / 100 * config->low_watermark, &recovered);
+    if (status != KVP_OK) {
+        kv_log_error("cannot open the SSD tier in %s: %s", config->ssd_dir,
+                     kvp_status_string(status));
+        return status;
+    }
+    kv_log_info("SSD tier in %s: %llu bytes, %llu blocks recovered", config->ssd_dir,
+                (unsigned long long)config->ssd_size, (unsigned long long)recovered);
+    return KVP_OK;
 }
 
 static const kv_rpc_handler_func_t node_handlers[KV_POOL_METHOD_COUNT] = {
@@ -351,6 +452,10 @@ kvp_status_t kv_node_create(kv_evloop_t *loop, const kv_node_config_t *config,
     status = kv_block_table_create(node->arena, config->eviction_policy, &node->table);
     if (status != KVP_OK) {
         goto err_arena;
+    }
+    status = node_ssd_open(node);
+    if (status != KVP_OK) {
+        goto err_shm;
     }
     if (config->shared_memory &&
         kv_node_shm_create(node, node->shm_name, sizeof(node->shm_name)) != KVP_OK) {
@@ -440,4 +545,6 @@ void kv_node_tick(kv_node_t *node)
     kv_node_shm_expire(node);
     kv_node_ucx_progress(node);
     kv_node_coord_tick(node);
+    kv_block_table_balance(node->table);
+    kv_block_table_flush(node->table);
 }

@@ -260,6 +260,7 @@ void kv_node_put_commit(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     }
     kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
     op_release(session, op);
+    kv_block_table_balance(node->table); /* after the reply: it may write to SSD */
 }
 
 void kv_node_get_start(kv_rpc_call_t *call, const ProtobufCMessage *msg,
@@ -269,36 +270,25 @@ void kv_node_get_start(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     kv_node_t                     *node  = arg;
     Kvpool__GetStartReply          reply = KVPOOL__GET_START_REPLY__INIT;
     kv_node_session_t             *session;
-    uint32_t                       ns_id;
-    int                            known;
     op_t                          *op;
 
     session = op_begin(call, node, &req->ns, req->keys, req->n_keys);
     if (session == NULL) {
         return;
     }
-    known          = kv_node_ns_lookup(node, &req->ns, &ns_id);
     op             = op_create(session, 0, req->n_keys);
     reply.lease_id = op->id;
     reply.lease_ms = node->config.lease_ms;
     reply.n_blocks = req->n_keys;
     reply.blocks   = spans_alloc(req->n_keys);
+    kv_node_find_pinned(node, &req->ns, req->keys, req->n_keys, op->blocks);
     for (size_t i = 0; i < req->n_keys; i++) {
-        kv_block_t *block = known ? kv_block_table_lookup(
-                                        node->table, ns_id,
-                                        (const kvp_key_t *)req->keys[i].data)
-                                  : NULL;
-        node->gets++;
+        kv_block_t *block = op->blocks[i];
+
         if (block == NULL) {
-            node->misses++;
             reply.blocks[i]->status = KVP_ERR_NOT_FOUND;
             continue;
         }
-        node->hits++;
-        node->bytes_out += block->size;
-        kv_block_table_touch(node->table, block);
-        kv_block_table_pin(node->table, block);
-        op->blocks[i]             = block;
         reply.blocks[i]->status   = KVP_OK;
         reply.blocks[i]->offset   = block->offset;
         reply.blocks[i]->size     = block->size;

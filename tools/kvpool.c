@@ -39,6 +39,7 @@ typedef struct {
     kvp_key_t     keys[MAX_KEYS];
     const char   *names[MAX_KEYS];
     size_t        num_keys;
+    int           json;
 } cli_args_t;
 
 static void usage(FILE *out)
@@ -48,7 +49,7 @@ static void usage(FILE *out)
             "       kvpool get    --node HOST:PORT --key NAME OUT\n"
             "       kvpool exists --node HOST:PORT --key NAME [--key NAME...]\n"
             "       kvpool delete --node HOST:PORT --key NAME [--key NAME...]\n"
-            "       kvpool stat   --node HOST:PORT\n"
+            "       kvpool stat   --node HOST:PORT [--json]\n"
             "       kvpool demo   [--trace FILE] [--requests N] [--json]\n"
             "                     [--block-size SIZE] [--memory SIZE] [--threads N]\n"
             "                     [--seed N] [--nodes N] [--node HOST:PORT]\n"
@@ -102,6 +103,7 @@ static int parse_args(int argc, char **argv, cli_args_t *args)
         {"key", required_argument, NULL, 'k'},
         {"ns", required_argument, NULL, 's'},
         {"token", required_argument, NULL, 't'},
+        {"json", no_argument, NULL, 'j'},
         {NULL, 0, NULL, 0},
     };
     int opt;
@@ -126,6 +128,9 @@ static int parse_args(int argc, char **argv, cli_args_t *args)
             break;
         case 't':
             args->conn.token = optarg;
+            break;
+        case 'j':
+            args->json = 1;
             break;
         default:
             return 0;
@@ -202,7 +207,37 @@ static int cmd_get(kvp_client_h client, cli_args_t *args, const char *path)
     return 0;
 }
 
-static int cmd_stat(kvp_client_h client)
+static const char *const tier_names[KVP_TIERS] = {"host", "ssd", "gpu"};
+
+static void stat_json(const kvp_stats_t *st)
+{
+    printf("{\"puts\":%llu,\"gets\":%llu,\"hits\":%llu,\"misses\":%llu,"
+           "\"bytes_in\":%llu,\"bytes_out\":%llu,\"connections\":%llu,"
+           "\"rpc_errors\":%llu,\"tiers\":{",
+           (unsigned long long)st->puts, (unsigned long long)st->gets,
+           (unsigned long long)st->hits, (unsigned long long)st->misses,
+           (unsigned long long)st->bytes_in, (unsigned long long)st->bytes_out,
+           (unsigned long long)st->connections, (unsigned long long)st->rpc_errors);
+    for (int t = 0, first = 1; t < KVP_TIERS; t++) {
+        const kvp_tier_stats_t *s = &st->tiers[t];
+        if (s->capacity_bytes == 0) {
+            continue;
+        }
+        printf("%s\"%s\":{\"capacity_bytes\":%llu,\"used_bytes\":%llu,\"blocks\":%llu,"
+               "\"hits\":%llu,\"misses\":%llu,\"evictions\":%llu,\"demotions\":%llu,"
+               "\"promotions\":%llu,\"bytes_written\":%llu,\"bytes_read\":%llu}",
+               first ? "" : ",", tier_names[t], (unsigned long long)s->capacity_bytes,
+               (unsigned long long)s->used_bytes, (unsigned long long)s->blocks,
+               (unsigned long long)s->hits, (unsigned long long)s->misses,
+               (unsigned long long)s->evictions, (unsigned long long)s->demotions,
+               (unsigned long long)s->promotions, (unsigned long long)s->bytes_written,
+               (unsigned long long)s->bytes_read);
+        first = 0;
+    }
+    printf("}}\n");
+}
+
+static int cmd_stat(kvp_client_h client, int json)
 {
     kvp_stats_t  st;
     kvp_status_t status = kvp_stats(client, &st);
@@ -211,17 +246,35 @@ static int cmd_stat(kvp_client_h client)
     if (status != KVP_OK) {
         return fail("stat", status);
     }
-    kv_size_format(st.capacity_bytes, cap, sizeof(cap));
-    kv_size_format(st.used_bytes, used, sizeof(used));
+    if (json) {
+        stat_json(&st);
+        return 0;
+    }
+    for (int t = 0; t < KVP_TIERS; t++) {
+        const kvp_tier_stats_t *s = &st.tiers[t];
+        if (s->capacity_bytes == 0) {
+            continue;
+        }
+        kv_size_format(s->capacity_bytes, cap, sizeof(cap));
+        kv_size_format(s->used_bytes, used, sizeof(used));
+        printf("%-4s tier   %s used of %s, %llu blocks; %llu hits, %llu misses, "
+               "%llu evictions\n", tier_names[t], used, cap, (unsigned long long)s->blocks,
+               (unsigned long long)s->hits, (unsigned long long)s->misses,
+               (unsigned long long)s->evictions);
+    }
+    if (st.tiers[KVP_TIER_SSD].capacity_bytes != 0) {
+        kv_size_format(st.tiers[KVP_TIER_SSD].bytes_written, in, sizeof(in));
+        kv_size_format(st.tiers[KVP_TIER_SSD].bytes_read, out, sizeof(out));
+        printf("demotions   %llu, promotions %llu (SSD: %s written, %s read)\n",
+               (unsigned long long)st.tiers[KVP_TIER_SSD].demotions,
+               (unsigned long long)st.tiers[KVP_TIER_SSD].promotions, in, out);
+    }
     kv_size_format(st.bytes_in, in, sizeof(in));
     kv_size_format(st.bytes_out, out, sizeof(out));
-    printf("host tier   %s used of %s, %llu blocks\n", used, cap,
-           (unsigned long long)st.blocks);
     printf("puts        %llu (%s in)\n", (unsigned long long)st.puts, in);
     printf("gets        %llu: %llu hits, %llu misses (%s out)\n",
            (unsigned long long)st.gets, (unsigned long long)st.hits,
            (unsigned long long)st.misses, out);
-    printf("evictions   %llu\n", (unsigned long long)st.evictions);
     printf("connections %llu open, %llu rpc errors\n",
            (unsigned long long)st.connections, (unsigned long long)st.rpc_errors);
     return 0;
@@ -302,7 +355,7 @@ int main(int argc, char **argv)
         rc = status == KVP_OK ? (printf("%zu deleted\n", deleted), 0)
                               : fail("delete", status);
     } else {
-        rc = cmd_stat(client);
+        rc = cmd_stat(client, args.json);
     }
     kvp_client_disconnect(client);
     return rc;

@@ -101,6 +101,28 @@ typedef struct kvp_client_params {
     const char *transport;
 } kvp_client_params_t;
 
+/** The tiers of a node, as kvp_stats_t::tiers indexes them. */
+typedef enum kvp_tier {
+    KVP_TIER_HOST = 0, /**< host DRAM */
+    KVP_TIER_SSD  = 1, /**< SSD (kvpool-node --ssd-dir) */
+    KVP_TIER_GPU  = 2, /**< GPU memory */
+    KVP_TIERS     = 3
+} kvp_tier_t;
+
+/** One tier's counters (all zero for a tier the node does not have). */
+typedef struct kvp_tier_stats {
+    uint64_t capacity_bytes; /**< 0: the node has no such tier */
+    uint64_t used_bytes;     /**< bytes its blocks take */
+    uint64_t blocks;         /**< committed blocks in the tier */
+    uint64_t hits;           /**< reads that found their block here */
+    uint64_t misses;         /**< reads that did not (nor in a faster tier) */
+    uint64_t evictions;      /**< blocks dropped from the tier for room */
+    uint64_t demotions;      /**< blocks moved from host to SSD */
+    uint64_t promotions;     /**< blocks moved from SSD to host */
+    uint64_t bytes_written;  /**< into the tier (host: puts; SSD: its writes) */
+    uint64_t bytes_read;     /**< out of it (host: gets; SSD: its reads) */
+} kvp_tier_stats_t;
+
 /** Node counters returned by kvp_stats(). */
 typedef struct kvp_stats {
     uint64_t capacity_bytes; /**< size of the host arena */
@@ -115,6 +137,7 @@ typedef struct kvp_stats {
     uint64_t bytes_out;      /**< block bytes sent */
     uint64_t connections;    /**< connections open now */
     uint64_t rpc_errors;     /**< requests answered with an error */
+    kvp_tier_stats_t tiers[KVP_TIERS]; /**< by kvp_tier_t */
 } kvp_stats_t;
 
 /**
