@@ -692,8 +692,9 @@ void kv_block_table_flush(kv_block_table_t *table)
     }
 }
 
-/* Compaction moved a record (or lost it: then the block goes, unless a
- * stage holds it, which sees the lost location). */
+/* Compaction moved a record, or the store dropped it (its segment was
+ * evicted): then the block goes, unless a stage holds it (which sees the
+ * lost location). */
 static void ssd_moved(void *arg, void *owner, kv_ssd_loc_t loc)
 {
     kv_block_table_t *table = arg;
@@ -701,7 +702,7 @@ static void ssd_moved(void *arg, void *owner, kv_ssd_loc_t loc)
 
     block->ssd_loc = loc;
     if (loc == KV_SSD_LOC_NONE && block->tier == KV_TIER_SSD && block->pins == 0) {
-        table->ssd_failures++;
+        table->ssd_evictions++;
         kv_evict_remove(table->ssd_policy, &block->evict);
         block_unpublish(table, block, 0);
     }
@@ -866,7 +867,7 @@ size_t kv_block_table_stage(kv_block_table_t *table, kv_block_t **blocks, size_t
             continue;
         }
         if (list[j]->ssd_loc == KV_SSD_LOC_NONE) {
-            statuses[j] = KVP_ERR_IO; /* compaction lost it */
+            statuses[j] = KVP_ERR_NOT_FOUND; /* the store dropped it meanwhile */
             continue;
         }
         ios[k].loc           = list[j]->ssd_loc;
@@ -893,9 +894,13 @@ size_t kv_block_table_stage(kv_block_table_t *table, kv_block_t **blocks, size_t
             continue; /* it stays on SSD */
         }
         kv_arena_free(table->arena, offsets[j]);
-        table->ssd_failures++;
-        kv_log_warn("a block on SSD could not be read back (%s): dropped",
-                    kvp_status_string((kvp_status_t)statuses[j]));
+        if (statuses[j] == KVP_ERR_NOT_FOUND) {
+            table->ssd_evictions++;
+        } else {
+            table->ssd_failures++;
+            kv_log_warn("a block on SSD could not be read back (%s): dropped",
+                        kvp_status_string((kvp_status_t)statuses[j]));
+        }
         kv_evict_remove(table->ssd_policy, &block->evict);
         block_unpublish(table, block, 1);
     }

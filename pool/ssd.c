@@ -357,15 +357,10 @@ static int record_drop(kv_ssd_t *ssd, uint32_t idx, record_t *rec)
     return 1;
 }
 
-/*
- * Copy the live records of the sealed segment with the fewest live bytes
- * into the head, then delete it.  The head must be empty enough (see
- * kv_ssd_fits()).
- */
-static void compact_one(kv_ssd_t *ssd)
+/* The sealed segment with the fewest live bytes, or -1. */
+static int64_t least_live(const kv_ssd_t *ssd)
 {
-    int64_t    victim = -1;
-    segment_t *seg, *head = &ssd->segs[ssd->head];
+    int64_t victim = -1;
 
     for (uint32_t i = 0; i < ssd->max_segments; i++) {
         if (ssd->segs[i].fd >= 0 && (int64_t)i != ssd->head &&
@@ -373,10 +368,19 @@ static void compact_one(kv_ssd_t *ssd)
             victim = i;
         }
     }
-    if (victim < 0) {
-        return;
-    }
-    seg = &ssd->segs[victim];
+    return victim;
+}
+
+/*
+ * Empty segment @p victim and delete it: with @p copy, its live records
+ * are copied to the head (which must have room: a fresh one); else, or
+ * when a copy fails, they are dropped.  Owners learn either way.
+ */
+static void segment_reclaim(kv_ssd_t *ssd, uint32_t victim, int copy)
+{
+    segment_t *seg  = &ssd->segs[victim];
+    segment_t *head = &ssd->segs[ssd->head];
+
     for (uint32_t r = 0; r < seg->n_records && seg->live_records > 0; r++) {
         record_t    *rec   = &seg->records[r];
         uint64_t     bytes = (uint64_t)rec->pages * KV_SSD_PAGE;
@@ -386,7 +390,8 @@ static void compact_one(kv_ssd_t *ssd)
         if (owner == NULL) {
             continue;
         }
-        if (head->write_page + rec->pages <= ssd->seg_pages && bounce_reserve(ssd, bytes) &&
+        if (copy && head->write_page + rec->pages <= ssd->seg_pages &&
+            bounce_reserve(ssd, bytes) &&
             io_one(ssd, 0, seg->fd, (uint64_t)rec->page * KV_SSD_PAGE, ssd->bounce, bytes) &&
             io_one(ssd, 1, head->fd, (uint64_t)head->write_page * KV_SSD_PAGE, ssd->bounce,
                    bytes)) {
@@ -401,43 +406,60 @@ static void compact_one(kv_ssd_t *ssd)
         ssd->stats.live_bytes -= bytes;
         ssd->move(ssd->move_arg, owner, loc);
     }
-    if (head->dirty && ssd->sync) {
-        fdatasync(head->fd);
+    if (copy) {
+        ssd->stats.compactions++;
+    } else {
+        ssd->stats.segment_evictions++;
     }
-    ssd->stats.compactions++;
-    seg_delete(ssd, (uint32_t)victim);
+    seg_delete(ssd, victim);
 }
 
-/* Make the head able to take @p pages more; compacts when out of segments. */
-static int head_room(kv_ssd_t *ssd, uint32_t pages)
+static int64_t head_open(kv_ssd_t *ssd)
 {
-    for (int tries = 0; tries < 4; tries++) {
-        int64_t idx;
+    int64_t idx = seg_open(ssd, ssd->next_file_no, 1);
 
-        if (ssd->head >= 0 && ssd->segs[ssd->head].write_page + pages <= ssd->seg_pages) {
-            return 1;
-        }
-        if (ssd->head >= 0) {
-            int64_t old = ssd->head;
-            ssd->head   = -1;
-            if (ssd->segs[old].live_records == 0) {
-                seg_delete(ssd, (uint32_t)old);
-            }
-        }
-        if (ssd->count >= ssd->max_segments) {
-            return 0;
-        }
-        idx = seg_open(ssd, ssd->next_file_no, 1);
-        if (idx < 0) {
-            return 0;
-        }
+    if (idx >= 0) {
         ssd->next_file_no++;
         ssd->head = idx;
-        if (ssd->count == ssd->max_segments) {
-            compact_one(ssd);
+    }
+    return idx;
+}
+
+/*
+ * Make the head able to take @p pages more.  One segment slot stays
+ * spare, for compaction: when only that one is left, the sealed segment
+ * with the fewest live bytes goes first, compacted into the new head when
+ * at most three quarters of it is live, else evicted whole.
+ */
+static int head_room(kv_ssd_t *ssd, uint32_t pages)
+{
+    int64_t victim;
+
+    if (ssd->head >= 0 && ssd->segs[ssd->head].write_page + pages <= ssd->seg_pages) {
+        return 1;
+    }
+    if (ssd->head >= 0) {
+        int64_t old = ssd->head;
+        ssd->head   = -1;
+        if (ssd->segs[old].live_records == 0) {
+            seg_delete(ssd, (uint32_t)old);
         }
     }
-    return 0;
+    if (ssd->count + 1 >= ssd->max_segments && (victim = least_live(ssd)) >= 0) {
+        if (ssd->segs[victim].live_bytes <= ssd->segment_size / 4 * 3) {
+            if (head_open(ssd) < 0) {
+                return 0;
+            }
+            segment_reclaim(ssd, (uint32_t)victim, 1);
+            if (ssd->sync) {
+                fdatasync(ssd->segs[ssd->head].fd);
+            }
+            return ssd->segs[ssd->head].write_page + pages <= ssd->seg_pages ||
+                   head_room(ssd, pages);
+        }
+        segment_reclaim(ssd, (uint32_t)victim, 0);
+    }
+    return ssd->count < ssd->max_segments && head_open(ssd) >= 0;
 }
 
 int kv_ssd_fits(const kv_ssd_t *ssd, uint64_t bytes)

@@ -13,12 +13,15 @@
  * A record is live until kv_ssd_free(): then its header page is zeroed on
  * disk (batched with the next I/O, or at kv_ssd_flush()), so that it never
  * comes back after a restart.  A segment with no live record is deleted.
- * When the store needs a new segment and has as many as it may, it
- * compacts: the sealed segment with the fewest live bytes has its live
- * records copied to the head (the owner learns each new location through
- * the move callback), then it is deleted.  kv_ssd_fits() keeps live bytes
- * at least two segments below the capacity, so compaction always gains
- * room.
+ * One segment slot stays spare.  When the store needs a new segment and
+ * only the spare is left, the sealed segment with the fewest live bytes
+ * goes: compacted when at most three quarters of it is live (its live
+ * records are copied to the new head; the owner learns each new location
+ * through the move callback), else evicted whole (the owners learn their
+ * records are gone).  kv_ssd_fits() keeps live bytes two segments below
+ * the capacity, so that the owner's own eviction usually leaves
+ * compaction enough dead space; whole-segment eviction covers the rest
+ * (records that fill segments badly).
  *
  * Recovery (kv_ssd_recover()) reads every segment: a record whose header
  * or bytes do not match their checksums (a torn write) is dropped, and the
@@ -87,8 +90,9 @@ typedef struct kv_ssd_io {
     kvp_status_t  status;
 } kv_ssd_io_t;
 
-/** Told that compaction moved @p owner's record to @p loc, or lost it
- *  (KV_SSD_LOC_NONE, after an I/O error: logged). */
+/** Told that compaction moved @p owner's record to @p loc, or that the
+ *  record is gone (KV_SSD_LOC_NONE: its segment was evicted, or the copy
+ *  failed, logged). */
 typedef void (*kv_ssd_move_fn)(void *arg, void *owner, kv_ssd_loc_t loc);
 
 /** Told of each good record kv_ssd_recover() finds: return its owner, or
@@ -165,6 +169,7 @@ typedef struct kv_ssd_stats {
     uint64_t bytes_written;  /**< since open, compaction included */
     uint64_t bytes_read;
     uint64_t compactions;    /**< segments compacted */
+    uint64_t segment_evictions; /**< segments evicted whole (too live to compact) */
     uint64_t io_errors;      /**< failed reads and writes */
     uint64_t corrupt;        /**< records that failed a check */
 } kv_ssd_stats_t;
