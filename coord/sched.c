@@ -73,6 +73,7 @@ void kv_sched_cost_defaults(kv_sched_cost_t *cost)
     cost->kv_bytes_per_token        = 327680;
     cost->local_bytes_s             = 50e9; /* PCIe 5 x16, host -> GPU */
     cost->remote_bytes_s            = 25e9; /* a 200 Gb/s RDMA NIC */
+    cost->ssd_bytes_s               = 6e9;  /* a PCIe 4 NVMe SSD's reads */
     cost->decode_step_s             = 0.025;
     cost->decode_step_per_request_s = 0.0004;
 }
@@ -90,6 +91,7 @@ int kv_sched_cost_valid(const kv_sched_cost_t *cost)
            finite_nonneg(cost->kv_bytes_per_token) &&
            finite_nonneg(cost->local_bytes_s) && cost->local_bytes_s > 0 &&
            finite_nonneg(cost->remote_bytes_s) && cost->remote_bytes_s > 0 &&
+           finite_nonneg(cost->ssd_bytes_s) && cost->ssd_bytes_s > 0 &&
            finite_nonneg(cost->decode_step_s) &&
            finite_nonneg(cost->decode_step_per_request_s);
 }
@@ -106,6 +108,7 @@ static const struct {
     {"kv_bytes_per_token", offsetof(kv_sched_cost_t, kv_bytes_per_token), 0},
     {"local_bytes_s", offsetof(kv_sched_cost_t, local_bytes_s), 1},
     {"remote_bytes_s", offsetof(kv_sched_cost_t, remote_bytes_s), 1},
+    {"ssd_bytes_s", offsetof(kv_sched_cost_t, ssd_bytes_s), 1},
     {"decode_step_s", offsetof(kv_sched_cost_t, decode_step_s), 0},
     {"decode_step_per_request_s", offsetof(kv_sched_cost_t, decode_step_per_request_s),
      0},
@@ -119,6 +122,7 @@ static const char *const cost_keys[] = {
     "kv_bytes_per_token",
     "local_bytes_s",
     "remote_bytes_s",
+    "ssd_bytes_s",
     "decode_step_s",
     "decode_step_per_request_s",
     NULL,
@@ -382,6 +386,7 @@ kvp_status_t kv_sched_get(const kv_sched_t *sched, uint32_t id,
 typedef struct chain_view {
     size_t matched; /* longest cached prefix, blocks */
     size_t n_runs;  /* sched->runs[0..n_runs): each node's prefix */
+    int    any_ssd; /* some location of the prefix is on an SSD tier */
 } chain_view_t;
 
 static void *grow(void *mem, size_t *cap, size_t need, size_t elem, const char *what)
@@ -401,6 +406,7 @@ static void view_chain(kv_sched_t *sched, const kv_prefix_index_t *index,
 
     view->matched = 0;
     view->n_runs  = 0;
+    view->any_ssd = 0;
     if (index == NULL || req->count == 0) {
         return;
     }
@@ -410,11 +416,12 @@ static void view_chain(kv_sched_t *sched, const kv_prefix_index_t *index,
     }
     if (view->matched > sched->counts_cap) {
         sched->counts_cap = KV_MAX(view->matched, 2 * sched->counts_cap);
-        sched->counts  = kv_realloc(sched->counts, sched->counts_cap * sizeof(*sched->counts),
-                                    "scheduler counts");
-        sched->offsets = kv_realloc(sched->offsets,
-                                    sched->counts_cap * sizeof(*sched->offsets),
-                                    "scheduler offsets");
+        sched->counts =
+            kv_realloc(sched->counts, sched->counts_cap * sizeof(*sched->counts),
+                       "scheduler counts");
+        sched->offsets =
+            kv_realloc(sched->offsets, sched->counts_cap * sizeof(*sched->offsets),
+                       "scheduler offsets");
     }
     sched->locs = grow(sched->locs, &sched->locs_cap, 2 * view->matched,
                        sizeof(*sched->locs), "scheduler locations");
@@ -429,6 +436,9 @@ static void view_chain(kv_sched_t *sched, const kv_prefix_index_t *index,
     }
     for (size_t i = 0, off = 0; i < view->matched; off += sched->counts[i++]) {
         sched->offsets[i] = off;
+    }
+    for (size_t j = 0; j < total && !view->any_ssd; j++) {
+        view->any_ssd = KV_LOC_TIER(sched->locs[j]) == KVP_TIER_SSD;
     }
     sched->runs  = grow(sched->runs, &sched->runs_cap, sched->counts[0],
                         sizeof(*sched->runs), "scheduler runs");
@@ -446,6 +456,27 @@ static size_t node_prefix(const kv_sched_t *sched, const chain_view_t *view,
         }
     }
     return 0;
+}
+
+/* How many of the first @p len blocks pool node @p node holds only on SSD. */
+static size_t node_ssd_blocks(const kv_sched_t *sched, const chain_view_t *view,
+                              uint32_t node, size_t len)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; view->any_ssd && i < len; i++) {
+        const uint32_t *locs = sched->locs + sched->offsets[i];
+        int             ssd = 0, host = 0;
+
+        for (uint32_t j = 0; j < sched->counts[i]; j++) {
+            if (KV_LOC_NODE(locs[j]) == node) {
+                ssd |= KV_LOC_TIER(locs[j]) == KVP_TIER_SSD;
+                host |= KV_LOC_TIER(locs[j]) != KVP_TIER_SSD;
+            }
+        }
+        n += ssd && !host;
+    }
+    return n;
 }
 
 static uint64_t cached_tokens(const kv_sched_cost_t *cost, size_t blocks, uint64_t prompt)
@@ -466,13 +497,16 @@ typedef struct option {
     double prefill_s;
 } option_t;
 
+/* @p local_ssd of the @p local blocks are on the co-located node's SSD. */
 static option_t option(const kv_sched_cost_t *cost, const kv_sched_request_t *req,
-                       size_t local, size_t load)
+                       size_t local, size_t local_ssd, size_t load)
 {
     option_t o;
 
     o.load       = load;
-    o.transfer_s = kv_sched_transfer_s(cost, local, cost->local_bytes_s) +
+    o.transfer_s = kv_sched_transfer_s(cost, local - local_ssd, cost->local_bytes_s) +
+                   kv_sched_transfer_s(cost, local_ssd,
+                                       KV_MIN(cost->ssd_bytes_s, cost->local_bytes_s)) +
                    kv_sched_transfer_s(cost, load - local, cost->remote_bytes_s);
     o.prefill_s = kv_sched_prefill_s(cost, cached_tokens(cost, load, req->prompt_tokens),
                                      req->prompt_tokens);
@@ -481,15 +515,17 @@ static option_t option(const kv_sched_cost_t *cost, const kv_sched_request_t *re
 
 /* The best option of an instance holding @p local blocks, by the policy. */
 static option_t best_option(const kv_sched_t *sched, const kv_sched_request_t *req,
-                            const chain_view_t *view, size_t local)
+                            const chain_view_t *view, uint32_t node)
 {
-    option_t own = option(&sched->cost, req, local, local);
+    size_t   local = node_prefix(sched, view, node);
+    size_t   ssd   = node_ssd_blocks(sched, view, node, local);
+    option_t own   = option(&sched->cost, req, local, ssd, local);
     option_t all;
 
     if (sched->policy != KV_SCHED_CACHE_AWARE || view->matched <= local) {
         return own;
     }
-    all = option(&sched->cost, req, local, view->matched);
+    all = option(&sched->cost, req, local, ssd, view->matched);
     return all.transfer_s + all.prefill_s < own.transfer_s + own.prefill_s ? all : own;
 }
 
@@ -525,7 +561,7 @@ static sched_instance_t *choose_prefill(kv_sched_t *sched, const kv_sched_reques
         if (!(in->info.roles & KV_SCHED_PREFILL)) {
             continue;
         }
-        o = best_option(sched, req, view, node_prefix(sched, view, in->info.node));
+        o = best_option(sched, req, view, in->info.node);
         switch (sched->policy) {
         case KV_SCHED_ROUND_ROBIN:
             c = 0; /* the tie rule picks the least recently chosen */
@@ -669,7 +705,9 @@ kvp_status_t kv_sched_schedule(kv_sched_t *sched, const kv_prefix_index_t *index
     plan.load    = (uint32_t)opt.load;
     plan_runs(sched, prefill->info.node, plan.local, &plan);
     if (plan.load != opt.load) {
-        opt = option(cost, req, plan.local, plan.load); /* runs ran out */
+        opt = option(cost, req, plan.local,
+                     node_ssd_blocks(sched, &view, prefill->info.node, plan.local),
+                     plan.load); /* runs ran out */
     }
     plan.save_node  = decode->info.node != 0 ? decode->info.node : prefill->info.node;
     plan.queue_s    = queue_s(sched, prefill);

@@ -54,6 +54,15 @@ static void store(fixture_t *f, int from, int to, uint32_t node)
     }
 }
 
+/* Blocks [from, to) of the chain on pool node @p node's SSD tier. */
+static void store_ssd(fixture_t *f, int from, int to, uint32_t node)
+{
+    for (int i = from; i < to; i++) {
+        ASSERT_OK(kv_index_store(f->index, f->ns, &f->keys[i], i ? &f->keys[i - 1] : NULL,
+                                 KV_LOC(node, KVP_TIER_SSD)));
+    }
+}
+
 static void add(fixture_t *f, uint32_t id, uint32_t roles, uint32_t node)
 {
     kv_sched_instance_t in = {id, roles, node, 100};
@@ -117,6 +126,45 @@ static void test_cache_against_queue(void)
     ASSERT_EQ(p.prefill, 2);
     ASSERT_EQ(p.load, 0);
     ASSERT(fabs(p.ttft_s - estimate(&f.cost, 0, 0, 0, prompt)) < 1e-9);
+    fixture_down(&f);
+}
+
+/*
+ * An SSD hit costs more than a host hit: the same prefix on node 1's host
+ * tier and on node 2's SSD tier, equal queues: instance 1 wins, and each
+ * estimate moves SSD blocks at the lower of ssd_bytes_s and local_bytes_s.
+ */
+static void test_ssd_hit_costs_more(void)
+{
+    fixture_t       f;
+    kv_sched_plan_t p;
+    uint64_t        prompt = 40 * BT;
+    double          host, ssd;
+
+    fixture_up(&f, KV_SCHED_LOCAL_CACHE_AWARE, NULL);
+    store(&f, 0, 24, 1);
+    store_ssd(&f, 0, 32, 2);
+    add(&f, 1, KV_SCHED_PREFILL, 1);
+    add(&f, 2, KV_SCHED_PREFILL, 2);
+    add(&f, 3, KV_SCHED_DECODE, 0);
+    /* node 2 holds more (32 blocks against 24), but from SSD */
+    host = estimate(&f.cost, 0, 24, 24, prompt);
+    ssd  = kv_sched_transfer_s(&f.cost, 32, f.cost.ssd_bytes_s) +
+          kv_sched_prefill_s(&f.cost, 32 * BT, prompt);
+    p = decide(&f, 40, prompt);
+    ASSERT(host < ssd); /* without the SSD cost, node 2 would win */
+    ASSERT_EQ(p.prefill, 1u);
+    ASSERT(fabs(p.ttft_s - KV_MIN(host, ssd)) < 1e-9);
+    /* a fast SSD (as fast as the local link) makes node 2 the better one */
+    f.cost.ssd_bytes_s = f.cost.local_bytes_s;
+    kv_sched_destroy(f.sched);
+    ASSERT_OK(kv_sched_create(KV_SCHED_LOCAL_CACHE_AWARE, &f.cost, 7, &f.sched));
+    add(&f, 1, KV_SCHED_PREFILL, 1);
+    add(&f, 2, KV_SCHED_PREFILL, 2);
+    add(&f, 3, KV_SCHED_DECODE, 0);
+    p = decide(&f, 40, prompt);
+    ASSERT_EQ(p.prefill, 2u);
+    ASSERT_EQ(p.local, 32u);
     fixture_down(&f);
 }
 
@@ -559,7 +607,7 @@ static void test_cache_aware_is_least(void)
     }
 }
 
-KV_TEST_MAIN(KV_TEST(test_cache_against_queue), KV_TEST(test_cache_aware_against_queue),
-             KV_TEST(test_transfer_or_recompute), KV_TEST(test_policies),
-             KV_TEST(test_decode_choice), KV_TEST(test_runs), KV_TEST(test_bad_input),
-             KV_TEST(test_cache_aware_is_least))
+KV_TEST_MAIN(KV_TEST(test_ssd_hit_costs_more), KV_TEST(test_cache_against_queue),
+             KV_TEST(test_cache_aware_against_queue), KV_TEST(test_transfer_or_recompute),
+             KV_TEST(test_policies), KV_TEST(test_decode_choice), KV_TEST(test_runs),
+             KV_TEST(test_bad_input), KV_TEST(test_cache_aware_is_least))

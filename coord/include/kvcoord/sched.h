@@ -96,6 +96,9 @@ typedef struct kv_sched_cost {
     double   kv_bytes_per_token; /**< KV cache bytes of one token */
     double   local_bytes_s;      /**< co-located pool node -> instance, bytes/s */
     double   remote_bytes_s;     /**< another pool node -> instance, bytes/s */
+    double   ssd_bytes_s;        /**< staging from a node's SSD tier, bytes/s:
+                                      a co-located block there moves at the
+                                      lower of this and local_bytes_s */
     double   decode_step_s;      /**< time between tokens with one request */
     double   decode_step_per_request_s; /**< added per running request */
 } kv_sched_cost_t;
