@@ -26,19 +26,19 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define MAGIC_LIVE   0x31304453535056aBull /* a record */
-#define MAGIC_DEAD   0x44454144535056aBull /* a freed record: only its length counts */
-#define FORMAT       1u
+#define MAGIC_LIVE 0x31304453535056aBull /* a record */
+#define MAGIC_DEAD 0x44454144535056aBull /* a freed record: only its length counts */
+#define FORMAT 1u
 #define SEG_NAME_FMT "seg-%010u.kvs"
 
 /* The header page of a record; the rest of the page is zero. */
 typedef struct rec_header {
     uint64_t magic;
     uint32_t version;
-    uint32_t pages;      /* of the whole record, header included */
+    uint32_t pages; /* of the whole record, header included */
     uint64_t seq;
     uint64_t size;
-    uint64_t checksum;   /* of the bytes */
+    uint64_t checksum; /* of the bytes */
     uint8_t  key[KVP_KEY_LEN];
     uint8_t  parent[KVP_KEY_LEN];
     uint32_t has_parent;
@@ -52,17 +52,17 @@ _Static_assert(sizeof(rec_header_t) <= KV_SSD_PAGE, "a header fits its page");
 typedef struct record {
     uint32_t page;
     uint32_t pages;
-    void    *owner;      /* NULL: freed */
+    void    *owner; /* NULL: freed */
 } record_t;
 
 typedef struct segment {
-    int       fd;        /* -1: the slot is free */
+    int       fd; /* -1: the slot is free */
     uint32_t  file_no;
     uint32_t  write_page;
     uint32_t  n_records, cap_records, live_records;
     uint64_t  live_bytes;
     record_t *records;
-    int       dirty;     /* written since the last fdatasync */
+    int       dirty; /* written since the last fdatasync */
 } segment_t;
 
 typedef struct kill {
@@ -89,8 +89,8 @@ struct kv_ssd {
     uint32_t        max_segments;
     uint32_t        count;
     segment_t      *segs;
-    int64_t         head;       /* the segment appended to, or -1 */
-    int64_t         scanning;   /* the segment recovery reads, or -1 */
+    int64_t         head;     /* the segment appended to, or -1 */
+    int64_t         scanning; /* the segment recovery reads, or -1 */
     uint32_t        next_file_no;
     uint64_t        next_seq;
     struct io_uring ring;
@@ -98,7 +98,7 @@ struct kv_ssd {
     int             sync;
     kill_t         *kills;
     size_t          n_kills, cap_kills;
-    uint8_t        *bounce;     /* compaction and recovery */
+    uint8_t        *bounce; /* compaction and recovery */
     uint64_t        bounce_len;
     kv_ssd_move_fn  move;
     void           *move_arg;
@@ -147,12 +147,12 @@ static void header_fill(kv_ssd_t *ssd, void *page, const kv_ssd_meta_t *meta,
     rec_header_t *h = page;
 
     memset(page, 0, KV_SSD_PAGE);
-    h->magic      = MAGIC_LIVE;
-    h->version    = FORMAT;
-    h->pages      = pages;
-    h->seq        = ssd->next_seq++;
-    h->size       = meta->size;
-    h->checksum   = meta->checksum;
+    h->magic    = MAGIC_LIVE;
+    h->version  = FORMAT;
+    h->pages    = pages;
+    h->seq      = ssd->next_seq++;
+    h->size     = meta->size;
+    h->checksum = meta->checksum;
     memcpy(h->key, meta->key.bytes, KVP_KEY_LEN);
     memcpy(h->parent, meta->parent.bytes, KVP_KEY_LEN);
     h->has_parent = meta->has_parent != 0;
@@ -168,9 +168,8 @@ static int header_valid(const rec_header_t *h, uint32_t seg_pages)
         h->header_checksum != header_sum(h) || h->pages < 1 || h->pages > seg_pages) {
         return 0;
     }
-    return h->magic == MAGIC_DEAD ||
-           (h->ns_len >= 1 && h->ns_len <= KVP_NAMESPACE_MAX && h->size >= 1 &&
-            h->pages == 1 + pages_of(h->size));
+    return h->magic == MAGIC_DEAD || (h->ns_len >= 1 && h->ns_len <= KVP_NAMESPACE_MAX &&
+                                      h->size >= 1 && h->pages == 1 + pages_of(h->size));
 }
 
 /* Run @p n operations, up to qd in flight; each op's res is set. */
@@ -191,7 +190,8 @@ static void run_ops(kv_ssd_t *ssd, op_t *ops, size_t n)
                 break;
             }
             if (op->write) {
-                io_uring_prep_writev(sqe, op->fd, op->iov, (unsigned)op->niov, op->offset);
+                io_uring_prep_writev(sqe, op->fd, op->iov, (unsigned)op->niov,
+                                     op->offset);
             } else {
                 io_uring_prep_readv(sqe, op->fd, op->iov, (unsigned)op->niov, op->offset);
             }
@@ -203,7 +203,8 @@ static void run_ops(kv_ssd_t *ssd, op_t *ops, size_t n)
         if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
             kv_log_error("ssd: io_uring_submit: %s", strerror(-ret));
         }
-        io_uring_for_each_cqe(&ssd->ring, head, cqe) {
+        io_uring_for_each_cqe(&ssd->ring, head, cqe)
+        {
             ops[io_uring_cqe_get_data64(cqe)].res = cqe->res;
             seen++;
         }
@@ -327,8 +328,8 @@ static kv_ssd_loc_t record_add(kv_ssd_t *ssd, uint32_t idx, uint32_t page, uint3
 
     if (seg->n_records == seg->cap_records) {
         seg->cap_records = seg->cap_records ? 2 * seg->cap_records : 16;
-        seg->records     = kv_realloc(seg->records, seg->cap_records * sizeof(record_t),
-                                      "ssd records");
+        seg->records =
+            kv_realloc(seg->records, seg->cap_records * sizeof(record_t), "ssd records");
     }
     seg->records[seg->n_records] = (record_t){page, pages, owner};
     if (owner != NULL) {
@@ -392,10 +393,12 @@ static void segment_reclaim(kv_ssd_t *ssd, uint32_t victim, int copy)
         }
         if (copy && head->write_page + rec->pages <= ssd->seg_pages &&
             bounce_reserve(ssd, bytes) &&
-            io_one(ssd, 0, seg->fd, (uint64_t)rec->page * KV_SSD_PAGE, ssd->bounce, bytes) &&
-            io_one(ssd, 1, head->fd, (uint64_t)head->write_page * KV_SSD_PAGE, ssd->bounce,
-                   bytes)) {
-            loc = record_add(ssd, (uint32_t)ssd->head, head->write_page, rec->pages, owner);
+            io_one(ssd, 0, seg->fd, (uint64_t)rec->page * KV_SSD_PAGE, ssd->bounce,
+                   bytes) &&
+            io_one(ssd, 1, head->fd, (uint64_t)head->write_page * KV_SSD_PAGE,
+                   ssd->bounce, bytes)) {
+            loc =
+                record_add(ssd, (uint32_t)ssd->head, head->write_page, rec->pages, owner);
             head->write_page += rec->pages;
             head->dirty = 1;
             ssd->stats.file_bytes += bytes;
@@ -474,7 +477,7 @@ static void kill_push(kv_ssd_t *ssd, uint32_t idx, const record_t *rec)
 {
     if (ssd->n_kills == ssd->cap_kills) {
         ssd->cap_kills = ssd->cap_kills ? 2 * ssd->cap_kills : 64;
-        ssd->kills     = kv_realloc(ssd->kills, ssd->cap_kills * sizeof(kill_t), "ssd kills");
+        ssd->kills = kv_realloc(ssd->kills, ssd->cap_kills * sizeof(kill_t), "ssd kills");
     }
     ssd->kills[ssd->n_kills++] =
         (kill_t){idx, ssd->segs[idx].file_no, rec->page, rec->pages};
@@ -508,17 +511,20 @@ void kv_ssd_flush(kv_ssd_t *ssd)
         h->version         = FORMAT;
         h->pages           = k->pages;
         h->header_checksum = header_sum(h);
-        ops[n] = (op_t){.fd = seg->fd, .offset = (uint64_t)k->page * KV_SSD_PAGE,
-                        .niov = 1, .write = 1};
-        ops[n].iov[0] = (struct iovec){h, KV_SSD_PAGE};
-        seg->dirty    = 1;
+        ops[n]             = (op_t){.fd     = seg->fd,
+                                    .offset = (uint64_t)k->page * KV_SSD_PAGE,
+                                    .niov   = 1,
+                                    .write  = 1};
+        ops[n].iov[0]      = (struct iovec){h, KV_SSD_PAGE};
+        seg->dirty         = 1;
         n++;
     }
     run_ops(ssd, ops, n);
     for (size_t i = 0; i < n; i++) {
         if (ops[i].res != (int64_t)KV_SSD_PAGE) {
             ssd->stats.io_errors++;
-            kv_log_warn("ssd: marking a freed record failed: it may come back at restart");
+            kv_log_warn(
+                "ssd: marking a freed record failed: it may come back at restart");
         }
     }
     ssd->n_kills = 0;
@@ -533,7 +539,8 @@ void kv_ssd_free(kv_ssd_t *ssd, kv_ssd_loc_t loc, int now)
     uint32_t   idx = (uint32_t)(loc >> 32);
 
     if (seg == NULL) {
-        kv_log_error("ssd: free of a record that is not live (%llx)", (unsigned long long)loc);
+        kv_log_error("ssd: free of a record that is not live (%llx)",
+                     (unsigned long long)loc);
         return;
     }
     if (record_drop(ssd, idx, rec)) {
@@ -625,8 +632,10 @@ void kv_ssd_write(kv_ssd_t *ssd, kv_ssd_io_t *ios, size_t n)
         io->loc = record_add(ssd, (uint32_t)ssd->head, head->write_page, (uint32_t)pages,
                              io->owner);
         op      = &ops[n_ops];
-        *op     = (op_t){.fd = head->fd, .offset = (uint64_t)head->write_page * KV_SSD_PAGE,
-                         .niov = 2, .write = 1};
+        *op     = (op_t){.fd     = head->fd,
+                         .offset = (uint64_t)head->write_page * KV_SSD_PAGE,
+                         .niov   = 2,
+                         .write  = 1};
         header_fill(ssd, headers + i * KV_SSD_PAGE, &io->meta, (uint32_t)pages);
         op->iov[0] = (struct iovec){headers + i * KV_SSD_PAGE, KV_SSD_PAGE};
         op->iov[1] = (struct iovec){io->data, (pages - 1) * KV_SSD_PAGE};
@@ -668,8 +677,8 @@ void kv_ssd_read(kv_ssd_t *ssd, kv_ssd_io_t *ios, size_t n)
             io->status = KVP_ERR_INVALID_PARAM;
             continue;
         }
-        ops[n_ops] = (op_t){.fd = seg->fd, .offset = (uint64_t)rec->page * KV_SSD_PAGE,
-                            .niov = 2};
+        ops[n_ops] =
+            (op_t){.fd = seg->fd, .offset = (uint64_t)rec->page * KV_SSD_PAGE, .niov = 2};
         ops[n_ops].iov[0] = (struct iovec){headers + i * KV_SSD_PAGE, KV_SSD_PAGE};
         ops[n_ops].iov[1] = (struct iovec){io->data, (rec->pages - 1) * KV_SSD_PAGE};
         io_of[n_ops++]    = i;
@@ -681,7 +690,8 @@ void kv_ssd_read(kv_ssd_t *ssd, kv_ssd_io_t *ios, size_t n)
 
         if (ops[j].res != (int64_t)op_len(&ops[j])) {
             ssd->stats.io_errors++;
-            kv_log_error("ssd: read of %llu bytes: %s", (unsigned long long)op_len(&ops[j]),
+            kv_log_error("ssd: read of %llu bytes: %s",
+                         (unsigned long long)op_len(&ops[j]),
                          ops[j].res < 0 ? strerror((int)-ops[j].res) : "short");
             io->status = KVP_ERR_IO;
             continue;
@@ -706,10 +716,10 @@ void kv_ssd_read(kv_ssd_t *ssd, kv_ssd_io_t *ios, size_t n)
 static uint64_t recover_segment(kv_ssd_t *ssd, uint32_t idx, kv_ssd_recover_fn fn,
                                 void *arg)
 {
-    segment_t   *seg = &ssd->segs[idx];
-    struct stat  st;
-    uint64_t     file_pages, kept = 0;
-    uint32_t     page = 0;
+    segment_t  *seg = &ssd->segs[idx];
+    struct stat st;
+    uint64_t    file_pages, kept = 0;
+    uint32_t    page = 0;
 
     if (fstat(seg->fd, &st) != 0) {
         return 0;
@@ -729,8 +739,10 @@ static uint64_t recover_segment(kv_ssd_t *ssd, uint32_t idx, kv_ssd_recover_fn f
         if (!header_valid(&h, ssd->seg_pages) || page + h.pages > file_pages) {
             if (h.magic != 0) {
                 ssd->stats.corrupt++;
-                kv_log_warn("ssd: %s/" SEG_NAME_FMT " page %u: a torn record; the rest of "
-                            "the segment is dropped", ssd->dir, seg->file_no, page);
+                kv_log_warn("ssd: %s/" SEG_NAME_FMT
+                            " page %u: a torn record; the rest of "
+                            "the segment is dropped",
+                            ssd->dir, seg->file_no, page);
             }
             break;
         }
@@ -744,15 +756,16 @@ static uint64_t recover_segment(kv_ssd_t *ssd, uint32_t idx, kv_ssd_recover_fn f
             kv_checksum(ssd->bounce, h.size) != h.checksum) {
             ssd->stats.corrupt++;
             kv_log_warn("ssd: %s/" SEG_NAME_FMT " page %u: a torn record (its bytes do "
-                        "not match their checksum); dropped", ssd->dir, seg->file_no, page);
+                        "not match their checksum); dropped",
+                        ssd->dir, seg->file_no, page);
             loc = record_add(ssd, idx, page, h.pages, NULL);
             kill_push(ssd, idx, &seg->records[loc & UINT32_MAX]);
             page += h.pages;
             continue;
         }
         memset(&meta, 0, sizeof(meta));
-        meta.ns         = (const char *)h.ns;
-        meta.ns_len     = h.ns_len;
+        meta.ns     = (const char *)h.ns;
+        meta.ns_len = h.ns_len;
         memcpy(meta.key.bytes, h.key, KVP_KEY_LEN);
         memcpy(meta.parent.bytes, h.parent, KVP_KEY_LEN);
         meta.has_parent = h.has_parent != 0;
@@ -871,7 +884,8 @@ static kvp_status_t config_check(const kv_ssd_config_t *config, uint64_t *seg_si
         return KVP_ERR_CONFIG;
     }
     if (seg == 0) {
-        seg = KV_MIN(KV_MAX(config->capacity / 64, KV_SSD_SEGMENT_MIN), (uint64_t)256 << 20);
+        seg = KV_MIN(KV_MAX(config->capacity / 64, KV_SSD_SEGMENT_MIN),
+                     (uint64_t)256 << 20);
         seg &= ~(KV_SSD_SEGMENT_MIN - 1);
     }
     if (seg % KV_SSD_PAGE != 0 || seg < KV_SSD_SEGMENT_MIN || seg > KV_SSD_SEGMENT_MAX) {
@@ -885,7 +899,8 @@ static kvp_status_t config_check(const kv_ssd_config_t *config, uint64_t *seg_si
         return KVP_ERR_CONFIG;
     }
     if (config->queue_depth > KV_SSD_QUEUE_MAX) {
-        kv_log_error("ssd: queue depth %u above %d", config->queue_depth, KV_SSD_QUEUE_MAX);
+        kv_log_error("ssd: queue depth %u above %d", config->queue_depth,
+                     KV_SSD_QUEUE_MAX);
         return KVP_ERR_CONFIG;
     }
     *seg_size_p = seg;
@@ -904,7 +919,8 @@ static kvp_status_t dir_open(kv_ssd_t *ssd, const char *dir)
         kv_log_error("ssd: open %s: %s", dir, strerror(errno));
         return KVP_ERR_IO;
     }
-    ssd->lock_fd = openat(ssd->dir_fd, "LOCK", O_RDWR | O_CREAT | O_DIRECT | O_CLOEXEC, 0600);
+    ssd->lock_fd =
+        openat(ssd->dir_fd, "LOCK", O_RDWR | O_CREAT | O_DIRECT | O_CLOEXEC, 0600);
     if (ssd->lock_fd < 0) {
         kv_log_error("ssd: %s: %s%s", dir, strerror(errno),
                      errno == EINVAL ? " (its filesystem has no O_DIRECT)" : "");
@@ -953,7 +969,7 @@ kvp_status_t kv_ssd_open(const kv_ssd_config_t *config, kv_ssd_move_fn move,
     }
     ssd->stats.capacity_bytes = config->capacity;
     ssd->stats.segment_size   = seg_size;
-    status = dir_open(ssd, config->dir);
+    status                    = dir_open(ssd, config->dir);
     if (status == KVP_OK && (ret = io_uring_queue_init(ssd->qd, &ssd->ring, 0)) < 0) {
         kv_log_error("ssd: io_uring_queue_init: %s", strerror(-ret));
         status = KVP_ERR_IO;

@@ -71,14 +71,14 @@ typedef struct kv_ssd_config {
 
 /** What a record says of its block. */
 typedef struct kv_ssd_meta {
-    const char *ns;         /**< ns_len bytes, not NUL-terminated */
-    size_t      ns_len;     /**< 1..KVP_NAMESPACE_MAX */
+    const char *ns;     /**< ns_len bytes, not NUL-terminated */
+    size_t      ns_len; /**< 1..KVP_NAMESPACE_MAX */
     kvp_key_t   key;
     kvp_key_t   parent;
     int         has_parent;
-    uint64_t    size;       /**< 1..segment size - 4 KiB */
-    uint64_t    checksum;   /**< XXH3-64 of the bytes (kv_checksum()) */
-    uint64_t    seq;        /**< set by the store: higher is newer */
+    uint64_t    size;     /**< 1..segment size - 4 KiB */
+    uint64_t    checksum; /**< XXH3-64 of the bytes (kv_checksum()) */
+    uint64_t    seq;      /**< set by the store: higher is newer */
 } kv_ssd_meta_t;
 
 /** One block of a kv_ssd_write() or kv_ssd_read() batch. */
@@ -166,12 +166,12 @@ typedef struct kv_ssd_stats {
     uint64_t file_bytes;     /**< on disk, of segment files */
     uint64_t segments;
     uint64_t segment_size;
-    uint64_t bytes_written;  /**< since open, compaction included */
+    uint64_t bytes_written; /**< since open, compaction included */
     uint64_t bytes_read;
-    uint64_t compactions;    /**< segments compacted */
+    uint64_t compactions;       /**< segments compacted */
     uint64_t segment_evictions; /**< segments evicted whole (too live to compact) */
-    uint64_t io_errors;      /**< failed reads and writes */
-    uint64_t corrupt;        /**< records that failed a check */
+    uint64_t io_errors;         /**< failed reads and writes */
+    uint64_t corrupt;           /**< records that failed a check */
 } kv_ssd_stats_t;
 
 /** @brief Fill @p stats_p. */

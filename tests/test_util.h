@@ -25,6 +25,44 @@
 #define MiB ((uint64_t)1 << 20)
 
 /* ---------------------------------------------------------------------- */
+/* Directories for the SSD tier                                            */
+/* ---------------------------------------------------------------------- */
+
+/** Remove @p dir and everything in it. */
+static inline void dir_remove(const char *dir)
+{
+    char cmd[300];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "could not remove %s\n", dir);
+    }
+}
+
+/**
+ * Make a fresh directory under $TMPDIR (or /tmp) into @p dir (@p len
+ * bytes); skip the test (77, with the reason) when its filesystem has no
+ * O_DIRECT, which the SSD tier needs.
+ */
+static inline void odirect_dir_make(char *dir, size_t len)
+{
+    const char *tmp = getenv("TMPDIR");
+    char        probe[320];
+    int         fd;
+
+    snprintf(dir, len, "%s/kvpool-ssd-XXXXXX", tmp ? tmp : "/tmp");
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(probe, sizeof(probe), "%s/probe", dir);
+    fd = open(probe, O_RDWR | O_CREAT | O_DIRECT, 0600);
+    if (fd < 0) {
+        dir_remove(dir);
+        KV_SKIP("the temporary directory's filesystem has no O_DIRECT");
+    }
+    close(fd);
+    unlink(probe);
+}
+
+/* ---------------------------------------------------------------------- */
 /* Time                                                                    */
 /* ---------------------------------------------------------------------- */
 

@@ -23,38 +23,20 @@
 #include <stdatomic.h>
 #include <sys/stat.h>
 
-#define BLOCK       (256 * KiB)
-#define HEADER_KEY  40 /* where a record's header keeps the key (pool/ssd.c) */
+#define BLOCK (256 * KiB)
+#define HEADER_KEY 40 /* where a record's header keeps the key (pool/ssd.c) */
 
 static char dir[256];
 static char ssd_dir[300];
 
 static void rm_dir(void)
 {
-    char cmd[300];
-
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    if (system(cmd) != 0) {
-        fprintf(stderr, "could not remove %s\n", dir);
-    }
+    dir_remove(dir);
 }
 
 static void make_dir(void)
 {
-    const char *tmp = getenv("TMPDIR");
-    char        probe[320];
-    int         fd;
-
-    snprintf(dir, sizeof(dir), "%s/kvpool-ssd-node-XXXXXX", tmp ? tmp : "/tmp");
-    ASSERT(mkdtemp(dir) != NULL);
-    snprintf(probe, sizeof(probe), "%s/probe", dir);
-    fd = open(probe, O_RDWR | O_CREAT | O_DIRECT, 0600);
-    if (fd < 0) {
-        rm_dir();
-        KV_SKIP("the temporary directory's filesystem has no O_DIRECT");
-    }
-    close(fd);
-    unlink(probe);
+    odirect_dir_make(dir, sizeof(dir));
     snprintf(ssd_dir, sizeof(ssd_dir), "%s/ssd", dir);
 }
 
@@ -62,9 +44,10 @@ static void make_dir(void)
 static void node_start(kv_test_node_t *node, const char *memory, const char *ssd_size,
                        const char *coord, const char *log)
 {
-    const char *args[] = {"--ssd-dir", ssd_dir, "--ssd-size", ssd_size,
-                          coord ? "--coord" : NULL, coord, NULL};
-    int         saved = -1;
+    const char *args[] = {
+        "--ssd-dir", ssd_dir, "--ssd-size", ssd_size, coord ? "--coord" : NULL,
+        coord,       NULL};
+    int saved = -1;
 
     if (log != NULL) {
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
@@ -101,10 +84,10 @@ static void put_blocks(kvp_client_h client, int first, int n)
 /* Get block @p i: KVP_OK only with exactly the bytes that were put. */
 static kvp_status_t get_block(kvp_client_h client, int i)
 {
-    uint8_t     *want = make_block(BLOCK, (uint64_t)i);
-    uint8_t     *got  = malloc(BLOCK);
-    kvp_key_t    key  = key_of("block-%d", i);
-    uint64_t     size = 0;
+    uint8_t     *want   = make_block(BLOCK, (uint64_t)i);
+    uint8_t     *got    = malloc(BLOCK);
+    kvp_key_t    key    = key_of("block-%d", i);
+    uint64_t     size   = 0;
     kvp_status_t status = kvp_get(client, "ssd", &key, got, BLOCK, &size);
 
     if (status == KVP_OK) {
@@ -144,7 +127,7 @@ static void test_demote_and_get_back(void)
     for (int i = 0; i < 80; i++) {
         ASSERT_OK(get_block(client, i));
     }
-    ssd = tier(client, KVP_TIER_SSD);
+    ssd  = tier(client, KVP_TIER_SSD);
     host = tier(client, KVP_TIER_HOST);
     ASSERT(ssd.hits >= 64);
     ASSERT(ssd.promotions >= 64);
@@ -169,9 +152,9 @@ static void *writer(void *arg)
 
     if (kvp_client_connect(w->address, NULL, &client) == KVP_OK) {
         for (int i = 100; i < 400; i++) {
-            uint8_t  *data = make_block(BLOCK, (uint64_t)i);
-            kvp_key_t key  = key_of("block-%d", i);
-            kvp_status_t s = kvp_put(client, "ssd", &key, data, BLOCK);
+            uint8_t     *data = make_block(BLOCK, (uint64_t)i);
+            kvp_key_t    key  = key_of("block-%d", i);
+            kvp_status_t s    = kvp_put(client, "ssd", &key, data, BLOCK);
             free(data);
             if (s != KVP_OK) {
                 break;
@@ -276,7 +259,8 @@ static void test_kill_during_demotion(void)
         }
         if (reply->matched == 1) {
             ASSERT_EQ(reply->blocks[0]->n_locations, 1u);
-            ASSERT_EQ(KV_LOC_TIER(reply->blocks[0]->locations[0]), (uint32_t)KVPOOL__TIER__TIER_SSD);
+            ASSERT_EQ(KV_LOC_TIER(reply->blocks[0]->locations[0]),
+                      (uint32_t)KVPOOL__TIER__TIER_SSD);
         }
         indexed += (int)reply->matched;
         coord_free(reply);
@@ -315,7 +299,7 @@ static void test_full_ssd_evicts(void)
         ASSERT(s == KVP_OK || s == KVP_ERR_NOT_FOUND);
         hits += s == KVP_OK;
     }
-    ASSERT(hits >= 30);       /* the newest stay */
+    ASSERT(hits >= 30); /* the newest stay */
     ASSERT_OK(get_block(client, 199));
     put_blocks(client, 500, 20); /* and it keeps taking blocks */
     ASSERT_OK(get_block(client, 519));

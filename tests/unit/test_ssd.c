@@ -5,6 +5,7 @@
  * filesystem has no O_DIRECT (tmpfs) or io_uring is not allowed.
  */
 #include "test.h"
+#include "test_util.h"
 
 #include "block_table.h"
 #include "ssd.h"
@@ -20,8 +21,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MiB (1ull << 20)
-
 static char test_dir[256];
 
 static kvp_key_t make_key(int i)
@@ -36,31 +35,12 @@ static kvp_key_t make_key(int i)
 
 static void rm_dir(void)
 {
-    char cmd[300];
-
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", test_dir);
-    if (system(cmd) != 0) {
-        fprintf(stderr, "could not remove %s\n", test_dir);
-    }
+    dir_remove(test_dir);
 }
 
-/* A fresh directory for a store, or a skip when it cannot do O_DIRECT. */
 static void make_dir(void)
 {
-    const char *tmp = getenv("TMPDIR");
-    char        probe[300];
-    int         fd;
-
-    snprintf(test_dir, sizeof(test_dir), "%s/kvpool-ssd-XXXXXX", tmp ? tmp : "/tmp");
-    ASSERT(mkdtemp(test_dir) != NULL);
-    snprintf(probe, sizeof(probe), "%s/probe", test_dir);
-    fd = open(probe, O_RDWR | O_CREAT | O_DIRECT, 0600);
-    if (fd < 0) {
-        rm_dir();
-        KV_SKIP("the temporary directory's filesystem has no O_DIRECT");
-    }
-    close(fd);
-    unlink(probe);
+    odirect_dir_make(test_dir, sizeof(test_dir));
 }
 
 static void fill(void *buf, uint64_t len, uint64_t seed)
@@ -76,7 +56,8 @@ static void *page_buf(uint64_t len)
 {
     void *p = NULL;
 
-    ASSERT_EQ(posix_memalign(&p, KV_SSD_PAGE, (len + KV_SSD_PAGE - 1) & ~(KV_SSD_PAGE - 1)), 0);
+    ASSERT_EQ(
+        posix_memalign(&p, KV_SSD_PAGE, (len + KV_SSD_PAGE - 1) & ~(KV_SSD_PAGE - 1)), 0);
     return p;
 }
 
@@ -98,8 +79,11 @@ static void on_move(void *arg, void *owner, kv_ssd_loc_t loc)
 
 static kvp_status_t open_store(kv_ssd_t **ssd_p, uint64_t capacity, owners_t *o)
 {
-    kv_ssd_config_t config = {.dir = test_dir, .capacity = capacity,
-                              .segment_size = MiB, .queue_depth = 8, .sync = 1};
+    kv_ssd_config_t config = {.dir          = test_dir,
+                              .capacity     = capacity,
+                              .segment_size = MiB,
+                              .queue_depth  = 8,
+                              .sync         = 1};
 
     return kv_ssd_open(&config, on_move, o, ssd_p);
 }
@@ -137,8 +121,8 @@ static void write_records(kv_ssd_t *ssd, owners_t *o, void **bufs, int n, uint64
 /* Read record @p i back: its status, and on KVP_OK its bytes checked. */
 static kvp_status_t read_record(kv_ssd_t *ssd, owners_t *o, int i, uint64_t size)
 {
-    kv_ssd_io_t io   = {0};
-    void       *want = page_buf(size);
+    kv_ssd_io_t  io   = {0};
+    void        *want = page_buf(size);
     kvp_status_t status;
 
     fill(want, size, (uint64_t)i);
@@ -294,7 +278,7 @@ static void test_read_corrupt_is_miss(void)
     ASSERT_OK(open_store(&ssd, 16 * MiB, &o));
     write_records(ssd, &o, bufs, 4, 60000);
     poke("seg-0000000000.kvs", (off_t)(2 * rec + KV_SSD_PAGE + 100)); /* bytes */
-    poke("seg-0000000000.kvs", (off_t)(1 * rec + 20));               /* header */
+    poke("seg-0000000000.kvs", (off_t)(1 * rec + 20));                /* header */
     ASSERT_OK(read_record(ssd, &o, 0, 60000));
     ASSERT_STATUS(read_record(ssd, &o, 1, 60000), KVP_ERR_CHECKSUM);
     ASSERT_STATUS(read_record(ssd, &o, 2, 60000), KVP_ERR_CHECKSUM);
@@ -312,7 +296,7 @@ static void test_compaction(void)
     kv_ssd_t      *ssd;
     kv_ssd_stats_t st;
     void          *bufs[64];
-    uint64_t       size = 200000; /* 50 pages: 5 records a 1 MiB segment */
+    uint64_t       size     = 200000; /* 50 pages: 5 records a 1 MiB segment */
     int            live[64] = {0};
 
     make_dir();
@@ -321,7 +305,7 @@ static void test_compaction(void)
     for (int round = 0; round < 8; round++) {
         kv_ssd_io_t ios[5];
         for (int j = 0; j < 5; j++) {
-            int i = round * 5 + j;
+            int i   = round * 5 + j;
             bufs[i] = page_buf(size);
             fill(bufs[i], size, (uint64_t)i);
             memset(&ios[j], 0, sizeof(ios[j]));
@@ -364,8 +348,11 @@ static void test_compaction(void)
 static kv_block_table_t *table_open(kv_arena_t **arena_p, uint64_t *recovered_p)
 {
     kv_block_table_t *table;
-    kv_ssd_config_t   config = {.dir = test_dir, .capacity = 32 * MiB,
-                                .segment_size = MiB, .queue_depth = 8, .sync = 1};
+    kv_ssd_config_t   config = {.dir          = test_dir,
+                                .capacity     = 32 * MiB,
+                                .segment_size = MiB,
+                                .queue_depth  = 8,
+                                .sync         = 1};
 
     ASSERT_OK(kv_arena_create(MiB, arena_p));
     ASSERT_OK(kv_block_table_create(*arena_p, "lru", &table));
@@ -385,7 +372,8 @@ static void put_block(kv_block_table_t *table, uint32_t ns_id, int i, uint64_t s
         parent = make_key(p);
         kv_block_table_set_parent(block, &parent);
     }
-    kv_block_table_commit(table, block, kv_checksum(kv_block_table_data(table, block), size));
+    kv_block_table_commit(table, block,
+                          kv_checksum(kv_block_table_data(table, block), size));
 }
 
 static void test_table_demote_stage_recover(void)
