@@ -417,6 +417,20 @@ static void segment_reclaim(kv_ssd_t *ssd, uint32_t victim, int copy)
     seg_delete(ssd, victim);
 }
 
+/* The sealed segment written first, or -1. */
+static int64_t oldest(const kv_ssd_t *ssd)
+{
+    int64_t victim = -1;
+
+    for (uint32_t i = 0; i < ssd->max_segments; i++) {
+        if (ssd->segs[i].fd >= 0 && (int64_t)i != ssd->head &&
+            (victim < 0 || ssd->segs[i].file_no < ssd->segs[victim].file_no)) {
+            victim = i;
+        }
+    }
+    return victim;
+}
+
 static int64_t head_open(kv_ssd_t *ssd)
 {
     int64_t idx = seg_open(ssd, ssd->next_file_no, 1);
@@ -430,9 +444,11 @@ static int64_t head_open(kv_ssd_t *ssd)
 
 /*
  * Make the head able to take @p pages more.  One segment slot stays
- * spare, for compaction: when only that one is left, the sealed segment
- * with the fewest live bytes goes first, compacted into the new head when
- * at most three quarters of it is live, else evicted whole.
+ * spare, for compaction.  When only that one is left, a segment goes: the
+ * sealed one with the fewest live bytes, compacted into the new head, when
+ * at most a quarter of it is live; else the oldest, evicted whole (its
+ * records were demoted before any other's, so this is the SSD tier's LRU
+ * order, without copying).
  */
 static int head_room(kv_ssd_t *ssd, uint32_t pages)
 {
@@ -448,19 +464,20 @@ static int head_room(kv_ssd_t *ssd, uint32_t pages)
             seg_delete(ssd, (uint32_t)old);
         }
     }
-    if (ssd->count + 1 >= ssd->max_segments && (victim = least_live(ssd)) >= 0) {
-        if (ssd->segs[victim].live_bytes <= ssd->segment_size / 4 * 3) {
-            if (head_open(ssd) < 0) {
-                return 0;
-            }
-            segment_reclaim(ssd, (uint32_t)victim, 1);
-            if (ssd->sync) {
-                fdatasync(ssd->segs[ssd->head].fd);
-            }
-            return ssd->segs[ssd->head].write_page + pages <= ssd->seg_pages ||
-                   head_room(ssd, pages);
+    victim = ssd->count + 1 >= ssd->max_segments ? least_live(ssd) : -1;
+    if (victim >= 0 && ssd->segs[victim].live_bytes <= ssd->segment_size / 4) {
+        if (head_open(ssd) < 0) {
+            return 0;
         }
-        segment_reclaim(ssd, (uint32_t)victim, 0);
+        segment_reclaim(ssd, (uint32_t)victim, 1);
+        if (ssd->sync) {
+            fdatasync(ssd->segs[ssd->head].fd);
+        }
+        return ssd->segs[ssd->head].write_page + pages <= ssd->seg_pages ||
+               head_room(ssd, pages);
+    }
+    if (victim >= 0) {
+        segment_reclaim(ssd, (uint32_t)oldest(ssd), 0);
     }
     return ssd->count < ssd->max_segments && head_open(ssd) >= 0;
 }

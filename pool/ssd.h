@@ -14,14 +14,15 @@
  * disk (batched with the next I/O, or at kv_ssd_flush()), so that it never
  * comes back after a restart.  A segment with no live record is deleted.
  * One segment slot stays spare.  When the store needs a new segment and
- * only the spare is left, the sealed segment with the fewest live bytes
- * goes: compacted when at most three quarters of it is live (its live
+ * only the spare is left, one goes: the sealed segment with the fewest
+ * live bytes is compacted when at most a quarter of it is live (its live
  * records are copied to the new head; the owner learns each new location
- * through the move callback), else evicted whole (the owners learn their
- * records are gone).  kv_ssd_fits() keeps live bytes two segments below
- * the capacity, so that the owner's own eviction usually leaves
- * compaction enough dead space; whole-segment eviction covers the rest
- * (records that fill segments badly).
+ * through the move callback), else the oldest segment is evicted whole
+ * (the owners learn their records are gone).  A tier that only takes
+ * demoted blocks and gives them back on reads evicts in the order it
+ * wrote, so this is its LRU order, with no copying; what it costs is the
+ * space of records freed (promoted) in segments not yet reclaimed.
+ * kv_ssd_fits() keeps live bytes two segments below the capacity.
  *
  * Recovery (kv_ssd_recover()) reads every segment: a record whose header
  * or bytes do not match their checksums (a torn write) is dropped, and the
