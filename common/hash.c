@@ -5,31 +5,6 @@
 
 #include <string.h>
 
-uint64_t kv_checksum(const void *data, size_t len)
-{
-    return XXH3_64bits(data, len);
-}
-
-uint64_t kv_copy_checksum(void *dst, const void *src, size_t len)
-{
-    enum { PIECE = 64 * 1024 }; /* well inside L2 */
-    XXH3_state_t state;
-    uint8_t     *d = dst;
-    const uint8_t *s = src;
-
-    if (len <= PIECE) {
-        memcpy(d, s, len);
-        return XXH3_64bits(d, len);
-    }
-    XXH3_64bits_reset(&state);
-    for (size_t off = 0; off < len; off += PIECE) {
-        size_t n = len - off < PIECE ? len - off : PIECE;
-        memcpy(d + off, s + off, n);
-        XXH3_64bits_update(&state, d + off, n);
-    }
-    return XXH3_64bits_digest(&state);
-}
-
 static kvp_key_t key_from_xxh128(XXH128_hash_t h)
 {
     XXH128_canonical_t canon;

@@ -315,6 +315,14 @@ static int64_t seg_open(kv_ssd_t *ssd, uint32_t file_no, int create)
         kv_log_error("ssd: open %s/%s: %s", ssd->dir, name, strerror(errno));
         return -1;
     }
+    /* a new segment gets its whole size now: appends then stay inside the
+     * file, which the kernel serves without taking the inode's write lock */
+    if (create && fallocate(fd, 0, 0, (off_t)ssd->segment_size) != 0) {
+        kv_log_error("ssd: fallocate %s/%s: %s", ssd->dir, name, strerror(errno));
+        close(fd);
+        unlinkat(ssd->dir_fd, name, 0);
+        return -1;
+    }
     ssd->segs[idx].fd      = fd;
     ssd->segs[idx].file_no = file_no;
     ssd->count++;

@@ -147,6 +147,10 @@ void kv_cli_replay_report(const kv_cli_replay_opts_t *opts,
  */
 pid_t kv_cli_node_start(const char *memory, const char *coord, char *address, size_t len);
 
+/** kv_cli_node_start() of a node with an SSD tier of @p ssd_size in @p ssd_dir. */
+pid_t kv_cli_node_start_ssd(const char *memory, const char *ssd_dir, const char *ssd_size,
+                            char *address, size_t len);
+
 /**
  * Start kvpool-coord ($KVPOOL_COORD_BIN, else as kv_cli_node_start()) on a
  * free loopback port and write its "HOST:PORT" into @p address.

@@ -101,6 +101,18 @@ pid_t kv_cli_node_start(const char *memory, const char *coord, char *address, si
     return spawn(bin, argv, address, len);
 }
 
+pid_t kv_cli_node_start_ssd(const char *memory, const char *ssd_dir, const char *ssd_size,
+                            char *address, size_t len)
+{
+    const char *argv[] = {"kvpool-node", "--port",    "0",     "--memory",   memory,
+                          "--log-level", "warn",      "--ssd-dir", ssd_dir, "--ssd-size",
+                          ssd_size,      NULL};
+    char        bin[PATH_MAX];
+
+    find_binary("kvpool-node", "KVPOOL_NODE_BIN", "pool", bin, sizeof(bin));
+    return spawn(bin, argv, address, len);
+}
+
 pid_t kv_cli_coord_start(char *address, size_t len)
 {
     const char *argv[] = {"kvpool-coord", "--port", "0", "--log-level", "warn", NULL};
