@@ -446,6 +446,45 @@ static void test_table_demote_stage_recover(void)
     rm_dir();
 }
 
-KV_TEST_MAIN(KV_TEST(test_write_read_free), KV_TEST(test_recover_torn_and_corrupt),
-             KV_TEST(test_read_corrupt_is_miss), KV_TEST(test_compaction),
-             KV_TEST(test_table_demote_stage_recover))
+/* Staging a chain's block brings the next ones along (read-ahead). */
+static void test_stage_reads_ahead(void)
+{
+    kv_arena_t            *arena;
+    kv_block_table_t      *table;
+    kv_block_table_stats_t st;
+    uint32_t               ns_id;
+    kv_block_t            *blocks[40];
+
+    make_dir();
+    table = table_open(&arena, NULL);
+    ASSERT_OK(kv_block_table_ns_id(table, "test", 4, 1, &ns_id));
+    for (int i = 0; i < 40; i++) { /* one chain: block i's parent is i - 1 */
+        put_block(table, ns_id, i, 64 * 1024);
+    }
+    for (int i = 0; i < 40; i++) {
+        kvp_key_t key = make_key(i);
+        blocks[i]     = kv_block_table_lookup(table, ns_id, &key);
+        ASSERT(blocks[i] != NULL);
+    }
+    ASSERT_EQ(blocks[0]->tier, KV_TIER_SSD); /* leaves went first, then the rest */
+    ASSERT_EQ(blocks[4]->tier, KV_TIER_SSD);
+    kv_block_table_stats(table, &st);
+    ASSERT_EQ(kv_block_table_stage(table, &blocks[0], 1, 3), 1u);
+    ASSERT_EQ(blocks[0]->tier, KV_TIER_HOST);
+    for (int i = 1; i <= 3; i++) {
+        ASSERT_EQ(blocks[i]->tier, KV_TIER_HOST);
+    }
+    ASSERT_EQ(blocks[4]->tier, KV_TIER_SSD);
+    {
+        kv_block_table_stats_t after;
+        kv_block_table_stats(table, &after);
+        ASSERT_EQ(after.promotions - st.promotions, 4u);
+    }
+    kv_block_table_destroy(table);
+    kv_arena_destroy(arena);
+    rm_dir();
+}
+
+KV_TEST_MAIN(KV_TEST(test_stage_reads_ahead), KV_TEST(test_write_read_free),
+             KV_TEST(test_recover_torn_and_corrupt), KV_TEST(test_read_corrupt_is_miss),
+             KV_TEST(test_compaction), KV_TEST(test_table_demote_stage_recover))
