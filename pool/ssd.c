@@ -366,14 +366,19 @@ static int record_drop(kv_ssd_t *ssd, uint32_t idx, record_t *rec)
     return 1;
 }
 
-/* The sealed segment with the fewest live bytes, or -1. */
-static int64_t least_live(const kv_ssd_t *ssd)
+/* The sealed segment written first (@p oldest), or with the fewest live
+ * bytes; -1 if there is none. */
+static int64_t sealed_segment(const kv_ssd_t *ssd, int oldest)
 {
     int64_t victim = -1;
 
     for (uint32_t i = 0; i < ssd->max_segments; i++) {
-        if (ssd->segs[i].fd >= 0 && (int64_t)i != ssd->head &&
-            (victim < 0 || ssd->segs[i].live_bytes < ssd->segs[victim].live_bytes)) {
+        const segment_t *seg = &ssd->segs[i];
+        if (seg->fd < 0 || (int64_t)i == ssd->head) {
+            continue;
+        }
+        if (victim < 0 || (oldest ? seg->file_no < ssd->segs[victim].file_no
+                                  : seg->live_bytes < ssd->segs[victim].live_bytes)) {
             victim = i;
         }
     }
@@ -425,20 +430,6 @@ static void segment_reclaim(kv_ssd_t *ssd, uint32_t victim, int copy)
     seg_delete(ssd, victim);
 }
 
-/* The sealed segment written first, or -1. */
-static int64_t oldest(const kv_ssd_t *ssd)
-{
-    int64_t victim = -1;
-
-    for (uint32_t i = 0; i < ssd->max_segments; i++) {
-        if (ssd->segs[i].fd >= 0 && (int64_t)i != ssd->head &&
-            (victim < 0 || ssd->segs[i].file_no < ssd->segs[victim].file_no)) {
-            victim = i;
-        }
-    }
-    return victim;
-}
-
 static int64_t head_open(kv_ssd_t *ssd)
 {
     int64_t idx = seg_open(ssd, ssd->next_file_no, 1);
@@ -472,7 +463,7 @@ static int head_room(kv_ssd_t *ssd, uint32_t pages)
             seg_delete(ssd, (uint32_t)old);
         }
     }
-    victim = ssd->count + 1 >= ssd->max_segments ? least_live(ssd) : -1;
+    victim = ssd->count + 1 >= ssd->max_segments ? sealed_segment(ssd, 0) : -1;
     if (victim >= 0 && ssd->segs[victim].live_bytes <= ssd->segment_size / 4) {
         if (head_open(ssd) < 0) {
             return 0;
@@ -485,7 +476,7 @@ static int head_room(kv_ssd_t *ssd, uint32_t pages)
                head_room(ssd, pages);
     }
     if (victim >= 0) {
-        segment_reclaim(ssd, (uint32_t)oldest(ssd), 0);
+        segment_reclaim(ssd, (uint32_t)sealed_segment(ssd, 1), 0);
     }
     return ssd->count < ssd->max_segments && head_open(ssd) >= 0;
 }
