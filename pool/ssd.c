@@ -393,7 +393,7 @@ static int64_t sealed_segment(const kv_ssd_t *ssd, int oldest)
 static void segment_reclaim(kv_ssd_t *ssd, uint32_t victim, int copy)
 {
     segment_t *seg  = &ssd->segs[victim];
-    segment_t *head = &ssd->segs[ssd->head];
+    segment_t *head = copy ? &ssd->segs[ssd->head] : NULL;
 
     for (uint32_t r = 0; r < seg->n_records && seg->live_records > 0; r++) {
         record_t    *rec   = &seg->records[r];
