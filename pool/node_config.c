@@ -207,14 +207,7 @@ kvp_status_t kv_node_config_set(kv_node_config_t *config, const char *key,
                            key, value, err, err_len);
     }
     if (strcmp(key, "lease_ms") == 0) {
-        char         *end;
-        unsigned long ms = strtoul(value, &end, 10);
-        if (*value == '\0' || *end != '\0' || ms < 100 || ms > 600000) {
-            snprintf(err, err_len, "lease_ms must be 100..600000, not '%s'", value);
-            return KVP_ERR_CONFIG;
-        }
-        config->lease_ms = (uint32_t)ms;
-        return KVP_OK;
+        return parse_uint(key, value, 100, 600000, &config->lease_ms, err, err_len);
     }
     status = ssd_set(config, key, value, err, err_len);
     if (status != KVP_ERR_NOT_FOUND) {
