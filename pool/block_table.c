@@ -27,6 +27,17 @@
  * for real), writes them in one batch and moves the written ones to the
  * SSD tier; a victim that could not be written is dropped.  used_bytes and
  * pinned_bytes count host blocks only.
+ *
+ * kv_block_table_balance() leaves its batch in flight (kv_ssd_write_start())
+ * and returns, so that the node serves puts while the SSD writes; the next
+ * call finishes the batch when it is complete and starts another while
+ * memory is above the low watermark.  The victims of a batch in flight
+ * (`pending`) are out of the policy but still host blocks in the hash, in
+ * memory that the writes read: whoever finds one in the hash (lookup,
+ * remove, replacement) finishes the batch first, waiting for it, and a
+ * pending block is never a policy parent.  Every other demotion (a
+ * reservation or a stage that needs room) finishes the batch in flight
+ * first and waits for its own.
  */
 #include "block_table.h"
 
@@ -82,6 +93,11 @@ struct kv_block_table {
     uint64_t      high_bytes, low_bytes;
     uint64_t      ssd_blocks, ssd_evictions, ssd_failures;
     uint64_t      demotions, demoted_bytes, promotions, promoted_bytes;
+    /* the batch demote() left in flight, and balance's state */
+    kv_block_t   *pending[DEMOTE_BATCH];
+    kv_ssd_io_t   pending_ios[DEMOTE_BATCH];
+    size_t        n_pending;
+    int           draining; /* above high_bytes, not yet down to low_bytes */
 };
 
 
@@ -213,7 +229,19 @@ static kv_evict_t *policy_of(const kv_block_table_t *table, const kv_block_t *bl
     return block->tier == KV_TIER_SSD ? table->ssd_policy : table->policy;
 }
 
-/* The entry of @p block's chain parent when it is committed in @p block's tier. */
+/* 1 if @p block is a victim of the demotion batch in flight. */
+static int block_pending(const kv_block_table_t *table, const kv_block_t *block)
+{
+    for (size_t i = 0; i < table->n_pending; i++) {
+        if (table->pending[i] == block) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The entry of @p block's chain parent when it is committed in @p block's
+ * tier (and in its policy: not a victim in flight). */
 static kv_evict_entry_t *policy_parent(const kv_block_table_t *table, kv_block_t *block)
 {
     kv_block_t *parent;
@@ -222,7 +250,8 @@ static kv_evict_entry_t *policy_parent(const kv_block_table_t *table, kv_block_t
         return NULL;
     }
     parent = block_hash_find(table, block->ns_id, &block->parent);
-    return (parent != NULL && parent != block && parent->tier == block->tier)
+    return (parent != NULL && parent != block && parent->tier == block->tier &&
+            !block_pending(table, parent))
                ? &parent->evict
                : NULL;
 }
@@ -317,17 +346,52 @@ static void block_to_ssd(kv_block_table_t *table, kv_block_t *block)
 }
 
 /*
- * Demote host victims worth at least @p want arena bytes (one batch of at
- * most DEMOTE_BATCH): write them to SSD, drop those that fail.
- * @return how many victims left host memory (0: none to take).
+ * Finish the demotion batch in flight, waiting for its writes: the victims
+ * written move to the SSD tier, the others are dropped.
  */
-static size_t demote(kv_block_table_t *table, uint64_t want)
+static void demote_finish(kv_block_table_t *table)
 {
-    kv_block_t *victims[DEMOTE_BATCH];
-    kv_ssd_io_t ios[DEMOTE_BATCH];
-    uint64_t    freed = 0, record_bytes = 0;
-    size_t      n = 0;
+    size_t n = table->n_pending;
 
+    if (n == 0) {
+        return;
+    }
+    kv_ssd_write_wait(table->ssd);
+    table->n_pending = 0;
+    for (size_t i = 0; i < n; i++) {
+        kv_block_t  *block = table->pending[i];
+        kv_ssd_io_t *io    = &table->pending_ios[i];
+
+        if (io->status == KVP_OK && block->ssd_loc == LOC_PENDING) {
+            block->ssd_loc = io->loc;
+        } else if (io->status != KVP_OK) {
+            block->ssd_loc = KV_SSD_LOC_NONE;
+        }
+        if (block->ssd_loc != KV_SSD_LOC_NONE) {
+            block_to_ssd(table, block);
+            continue;
+        }
+        table->evictions++;
+        table->evicted_bytes += block->alloc_size;
+        block_unpublish(table, block, 0);
+    }
+}
+
+/*
+ * Demote host victims worth at least @p want arena bytes (one batch of at
+ * most DEMOTE_BATCH), after finishing the batch in flight: write them to
+ * SSD, and finish (move the written ones, drop those that failed) now, or
+ * with @p async leave the batch in flight (demote_finish()).
+ * @return how many victims the batch took (0: none to take).
+ */
+static size_t demote(kv_block_table_t *table, uint64_t want, int async)
+{
+    kv_block_t **victims = table->pending;
+    kv_ssd_io_t *ios     = table->pending_ios;
+    uint64_t     freed = 0, record_bytes = 0;
+    size_t       n = 0;
+
+    demote_finish(table);
     while (n < DEMOTE_BATCH && freed < want) {
         kv_evict_entry_t *entry = kv_evict_pop(table->policy);
         if (entry == NULL) {
@@ -337,6 +401,9 @@ static size_t demote(kv_block_table_t *table, uint64_t want)
         freed += victims[n]->alloc_size;
         record_bytes += kv_ssd_record_bytes(victims[n]->size);
         n++;
+    }
+    if (n == 0) {
+        return 0;
     }
     while (!kv_ssd_fits(table->ssd, record_bytes) && ssd_evict_one(table)) {
     }
@@ -354,24 +421,27 @@ static size_t demote(kv_block_table_t *table, uint64_t want)
         ios[i].owner           = block;
         block->ssd_loc         = LOC_PENDING;
     }
-    kv_ssd_write(table->ssd, ios, n);
-    for (size_t i = 0; i < n; i++) {
-        kv_block_t *block = victims[i];
-
-        if (ios[i].status == KVP_OK && block->ssd_loc == LOC_PENDING) {
-            block->ssd_loc = ios[i].loc;
-        } else if (ios[i].status != KVP_OK) {
-            block->ssd_loc = KV_SSD_LOC_NONE;
-        }
-        if (block->ssd_loc != KV_SSD_LOC_NONE) {
-            block_to_ssd(table, block);
-            continue;
-        }
-        table->evictions++;
-        table->evicted_bytes += block->alloc_size;
-        block_unpublish(table, block, 0);
+    table->n_pending = n;
+    kv_ssd_write_start(table->ssd, ios, n);
+    if (!async) {
+        demote_finish(table);
     }
     return n;
+}
+
+/* The committed block of (@p ns_id, @p key), after finishing the demotion
+ * batch in flight if it is one of its victims (a victim whose write failed
+ * is gone: NULL). */
+static kv_block_t *block_find_settled(kv_block_table_t *table, uint32_t ns_id,
+                                      const kvp_key_t *key)
+{
+    kv_block_t *block = block_hash_find(table, ns_id, key);
+
+    if (block != NULL && block_pending(table, block)) {
+        demote_finish(table);
+        block = block_hash_find(table, ns_id, key);
+    }
+    return block;
 }
 
 /* Free host memory for @p want bytes more: demote or evict.  0: nothing to take. */
@@ -380,7 +450,11 @@ static int block_table_free_some(kv_block_table_t *table, uint64_t want)
     if (table->ssd == NULL) {
         return block_table_evict_one(table);
     }
-    return demote(table, want) > 0;
+    if (table->n_pending > 0) {
+        demote_finish(table); /* its victims leave host memory */
+        return 1;
+    }
+    return demote(table, want, 0) > 0;
 }
 
 kvp_status_t kv_block_table_create(kv_arena_t *arena, const char *policy,
@@ -425,6 +499,7 @@ void kv_block_table_destroy(kv_block_table_t *table)
     if (table == NULL) {
         return;
     }
+    demote_finish(table); /* its writes read the victims' memory */
     block_list_release_all(table, &table->committed);
     block_list_release_all(table, &table->limbo);
     kv_evict_destroy(table->policy);
@@ -516,7 +591,7 @@ void kv_block_table_commit(kv_block_table_t *table, kv_block_t *block,
 
     /* the policy ages entries by the monotonic clock ("density") */
     kv_evict_set_time(table->policy, kv_time_ns() / 1000);
-    old = block_hash_find(table, block->ns_id, &block->key);
+    old = block_find_settled(table, block->ns_id, &block->key);
     if (old != NULL && old->tier == KV_TIER_HOST) {
         kv_evict_replace(table->policy, &old->evict, &block->evict);
         block_unpublish(table, old, 1);
@@ -558,7 +633,7 @@ void kv_block_table_abort(kv_block_table_t *table, kv_block_t *block)
 kv_block_t *kv_block_table_lookup(kv_block_table_t *table, uint32_t ns_id,
                                   const kvp_key_t *key)
 {
-    return block_hash_find(table, ns_id, key);
+    return block_find_settled(table, ns_id, key);
 }
 
 void kv_block_table_touch(kv_block_table_t *table, kv_block_t *block)
@@ -607,7 +682,7 @@ void kv_block_table_unpin(kv_block_table_t *table, kv_block_t *block)
 int kv_block_table_remove(kv_block_table_t *table, uint32_t ns_id,
                           const kvp_key_t *key)
 {
-    kv_block_t *block = block_hash_find(table, ns_id, key);
+    kv_block_t *block = block_find_settled(table, ns_id, key);
 
     if (block == NULL) {
         return 0;
@@ -782,12 +857,26 @@ kvp_status_t kv_block_table_open_ssd(kv_block_table_t *table, const kv_ssd_confi
 
 void kv_block_table_balance(kv_block_table_t *table)
 {
-    if (table->ssd == NULL || kv_arena_used(table->arena) <= table->high_bytes) {
+    uint64_t used;
+
+    if (table->ssd == NULL) {
         return;
     }
-    while (kv_arena_used(table->arena) > table->low_bytes &&
-           demote(table, kv_arena_used(table->arena) - table->low_bytes) > 0) {
+    if (!kv_ssd_write_poll(table->ssd)) {
+        return; /* still writing: a later call goes on */
     }
+    demote_finish(table);
+    used = kv_arena_used(table->arena);
+    if (used <= table->low_bytes || (!table->draining && used <= table->high_bytes)) {
+        table->draining = 0;
+        return;
+    }
+    table->draining = demote(table, used - table->low_bytes, 1) > 0;
+}
+
+int kv_block_table_event_fd(const kv_block_table_t *table)
+{
+    return table->ssd != NULL ? kv_ssd_event_fd(table->ssd) : -1;
 }
 
 /* The SSD blocks to stage: those of @p blocks, then the chain after the last. */

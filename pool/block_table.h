@@ -298,9 +298,19 @@ kvp_status_t kv_block_table_open_ssd(kv_block_table_t *table, const kv_ssd_confi
 /**
  * @brief When host memory holds more than the high watermark, demote
  * blocks (the policy's victims, leaves first) until it holds no more than
- * the low one.  Nothing without an SSD tier.
+ * the low one.  Nothing without an SSD tier.  One batch at a time, left
+ * writing while the caller goes on: each call finishes the batch if its
+ * writes are done and starts the next; call it again when
+ * kv_block_table_event_fd() is readable (and from a periodic tick).
  */
 void kv_block_table_balance(kv_block_table_t *table);
+
+/**
+ * @brief The SSD store's completion eventfd (kv_ssd_event_fd()), for the
+ * caller's loop to watch and answer with kv_block_table_balance(), which
+ * clears it; -1 without an SSD tier.
+ */
+int kv_block_table_event_fd(const kv_block_table_t *table);
 
 /**
  * @brief Bring the SSD blocks among @p blocks (COMMITTED, from

@@ -16,6 +16,7 @@
 #include <kv/util.h>
 
 #include <stdio.h>
+#include <sys/epoll.h>
 #include <string.h>
 
 typedef struct {
@@ -378,6 +379,15 @@ static void handle_stats(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
 }
 
+static void on_ssd_event(int fd, uint32_t events, void *arg)
+{
+    kv_node_t *node = arg;
+
+    (void)fd;
+    (void)events;
+    kv_block_table_balance(node->table);
+}
+
 /* The SSD tier of config.ssd_dir, if any, with what an earlier run left there. */
 static kvp_status_t node_ssd_open(kv_node_t *node)
 {
@@ -408,7 +418,9 @@ static kvp_status_t node_ssd_open(kv_node_t *node)
     }
     kv_log_info("SSD tier in %s: %llu bytes, %llu blocks recovered", config->ssd_dir,
                 (unsigned long long)config->ssd_size, (unsigned long long)recovered);
-    return KVP_OK;
+    /* demotion writes run while the loop serves; their completions wake it */
+    return kv_evloop_add(node->loop, kv_block_table_event_fd(node->table), EPOLLIN,
+                         on_ssd_event, node);
 }
 
 static const kv_rpc_handler_func_t node_handlers[KV_POOL_METHOD_COUNT] = {
@@ -528,6 +540,9 @@ void kv_node_destroy(kv_node_t *node)
     /* the data plane goes before the arena it registered */
     kv_node_ucx_destroy(node);
     kv_node_shm_destroy(node);
+    if (kv_block_table_event_fd(node->table) >= 0) {
+        kv_evloop_remove(node->loop, kv_block_table_event_fd(node->table));
+    }
     kv_block_table_destroy(node->table);
     kv_arena_destroy(node->arena);
     kv_free(node);

@@ -34,7 +34,9 @@
  * error is reported per block (KVP_ERR_CHECKSUM, KVP_ERR_IO), never data.
  *
  * Threading: none.  The store belongs to one thread (the node's loop);
- * every call returns when its I/O is complete.
+ * every call returns when its I/O is complete, except kv_ssd_write_start(),
+ * which leaves one batch of writes in flight (any other call that does
+ * I/O completes it first).
  */
 #ifndef KV_POOL_SSD_H
 #define KV_POOL_SSD_H
@@ -142,6 +144,35 @@ int kv_ssd_fits(const kv_ssd_t *ssd, uint64_t bytes);
  * compact first, calling the move callback.
  */
 void kv_ssd_write(kv_ssd_t *ssd, kv_ssd_io_t *ios, size_t n);
+
+/**
+ * @brief kv_ssd_write() that returns once the writes are submitted: the
+ * caller goes on while they run, and learns the ios' statuses (and locs)
+ * from kv_ssd_write_wait() or kv_ssd_write_poll().  @p ios and their data
+ * must stay as they are until then.  One batch at a time: a batch left in
+ * flight completes first, as it does before any other call of the store
+ * that does I/O (the ios are then settled, but the caller still waits).
+ * The records are durable (fdatasync, with sync) when the batch completes.
+ */
+void kv_ssd_write_start(kv_ssd_t *ssd, kv_ssd_io_t *ios, size_t n);
+
+/** @brief Complete the batch of kv_ssd_write_start(), if any: its ios settled. */
+void kv_ssd_write_wait(kv_ssd_t *ssd);
+
+/**
+ * @brief An eventfd that becomes readable when I/O of the store completes:
+ * a caller's event loop watches it and calls kv_ssd_write_poll(), which
+ * clears it.  Owned by the store.
+ */
+int kv_ssd_event_fd(const kv_ssd_t *ssd);
+
+/**
+ * @brief Submit more of the batch of kv_ssd_write_start() (its queue depth
+ * allows) and reap what completed, without blocking.
+ * @return non-zero once the batch is complete (as after kv_ssd_write_wait()),
+ *         or if there is none; 0 while it is in flight.
+ */
+int kv_ssd_write_poll(kv_ssd_t *ssd);
 
 /**
  * @brief Read @p n live records into their ios' data (several in flight).

@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -345,7 +346,8 @@ static void test_compaction(void)
 }
 
 /* The block table over an SSD tier: demotion, staging, recovery. */
-static kv_block_table_t *table_open(kv_arena_t **arena_p, uint64_t *recovered_p)
+static kv_block_table_t *table_open_marks(kv_arena_t **arena_p, uint64_t *recovered_p,
+                                          uint64_t high, uint64_t low)
 {
     kv_block_table_t *table;
     kv_ssd_config_t   config = {.dir          = test_dir,
@@ -356,8 +358,13 @@ static kv_block_table_t *table_open(kv_arena_t **arena_p, uint64_t *recovered_p)
 
     ASSERT_OK(kv_arena_create(MiB, arena_p));
     ASSERT_OK(kv_block_table_create(*arena_p, "lru", &table));
-    ASSERT_OK(kv_block_table_open_ssd(table, &config, MiB, MiB / 2, recovered_p));
+    ASSERT_OK(kv_block_table_open_ssd(table, &config, high, low, recovered_p));
     return table;
+}
+
+static kv_block_table_t *table_open(kv_arena_t **arena_p, uint64_t *recovered_p)
+{
+    return table_open_marks(arena_p, recovered_p, MiB, MiB / 2);
 }
 
 static void put_block(kv_block_table_t *table, uint32_t ns_id, int i, uint64_t size)
@@ -485,6 +492,72 @@ static void test_stage_reads_ahead(void)
     rm_dir();
 }
 
-KV_TEST_MAIN(KV_TEST(test_stage_reads_ahead), KV_TEST(test_write_read_free),
+/* Every block of 0..n-1 is found, byte for byte (SSD ones staged). */
+static void check_blocks(kv_block_table_t *table, uint32_t ns_id, int n)
+{
+    void *want = page_buf(64 * 1024);
+
+    for (int i = 0; i < n; i++) {
+        kvp_key_t   key   = make_key(i);
+        kv_block_t *block = kv_block_table_lookup(table, ns_id, &key);
+        ASSERT(block != NULL);
+        if (block->tier == KV_TIER_SSD) {
+            ASSERT_EQ(kv_block_table_stage(table, &block, 1, 0), 1u);
+        }
+        fill(want, 64 * 1024, (uint64_t)i);
+        ASSERT(memcmp(kv_block_table_data(table, block), want, 64 * 1024) == 0);
+    }
+    free(want);
+}
+
+/*
+ * Balance leaves its batch writing and returns; the eventfd announces the
+ * completion, and calls on it drain host memory to the low watermark.  A
+ * lookup of a victim still in flight finds it whole.
+ */
+static void test_balance_in_background(void)
+{
+    kv_arena_t            *arena;
+    kv_block_table_t      *table;
+    kv_block_table_stats_t st;
+    uint32_t               ns_id;
+    struct pollfd          pfd = {.events = POLLIN};
+    int                    rounds;
+
+    make_dir();
+    table = table_open_marks(&arena, NULL, MiB / 2, MiB / 4);
+    ASSERT_OK(kv_block_table_ns_id(table, "test", 4, 1, &ns_id));
+    pfd.fd = kv_block_table_event_fd(table);
+    ASSERT(pfd.fd >= 0);
+    for (int i = 0; i < 12; i++) { /* 768 KiB: over the high watermark */
+        put_block(table, ns_id, i, 64 * 1024);
+    }
+    kv_block_table_stats(table, &st);
+    ASSERT_EQ(st.demotions, 0u);
+    for (rounds = 0; rounds < 100 && kv_arena_used(arena) > MiB / 4; rounds++) {
+        kv_block_table_balance(table);
+        ASSERT(poll(&pfd, 1, 5000) >= 0);
+    }
+    kv_block_table_balance(table);
+    ASSERT(kv_arena_used(arena) <= MiB / 4);
+    kv_block_table_stats(table, &st);
+    ASSERT(st.demotions >= 8);
+    ASSERT_EQ(st.evictions, 0u);
+    ASSERT_EQ(st.blocks + st.ssd_blocks, 12u);
+    /* two batches' worth over the mark again: look up while one is in flight */
+    for (int i = 12; i < 20; i++) {
+        put_block(table, ns_id, i, 64 * 1024);
+    }
+    kv_block_table_balance(table);
+    check_blocks(table, ns_id, 20);
+    kv_block_table_stats(table, &st);
+    ASSERT_EQ(st.evictions, 0u);
+    ASSERT_EQ(st.blocks + st.ssd_blocks, 20u);
+    kv_block_table_destroy(table);
+    kv_arena_destroy(arena);
+    rm_dir();
+}
+
+KV_TEST_MAIN(KV_TEST(test_balance_in_background), KV_TEST(test_stage_reads_ahead), KV_TEST(test_write_read_free),
              KV_TEST(test_recover_torn_and_corrupt), KV_TEST(test_read_corrupt_is_miss),
              KV_TEST(test_compaction), KV_TEST(test_table_demote_stage_recover))
