@@ -65,6 +65,13 @@ static int span_valid(const Kvpool__BlockSpan *span, uint64_t arena_size)
            span->size <= arena_size - span->offset;
 }
 
+/* What the node counts the bytes of @p move under. */
+static Kvpool__Transport move_transport(kvp__move_func_t move)
+{
+    return move == kvp__shm_move ? KVPOOL__TRANSPORT__TRANSPORT_SHM
+                                 : KVPOOL__TRANSPORT__TRANSPORT_UCX;
+}
+
 kvp_status_t kvp__twophase_put(kvp_client_h client, kvp__move_func_t move,
                                uint64_t arena_size, const char *ns,
                                const kvp_key_t *keys, const void *const *datas,
@@ -84,6 +91,7 @@ kvp_status_t kvp__twophase_put(kvp_client_h client, kvp__move_func_t move,
     start.n_sizes = count;
     start.sizes   = (uint64_t *)sizes;
     start.chain   = chain != 0;
+    start.transport = move_transport(move);
     if (chain && parent != NULL) {
         start.parent.data = (uint8_t *)parent->bytes;
         start.parent.len  = KVP_KEY_LEN;
@@ -159,9 +167,10 @@ kvp_status_t kvp__twophase_get(kvp_client_h client, kvp__move_func_t move,
     kvp_status_t            status, end_status, moved = KVP_OK;
     moves_t                 m;
 
-    start.ns     = kvp__ns_bytes(ns);
-    start.n_keys = count;
-    start.keys   = kvp__keys_borrow(keys, count);
+    start.ns        = kvp__ns_bytes(ns);
+    start.n_keys    = count;
+    start.keys      = kvp__keys_borrow(keys, count);
+    start.transport = move_transport(move);
     status = kv_rpc_call(client->rpc, KV_POOL_GET_START, &start.base, NULL, 0,
                          client->timeout_ms, (ProtobufCMessage **)&started, NULL);
     kv_free(start.keys);

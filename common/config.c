@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <ini.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -70,4 +71,23 @@ kvp_status_t kv_config_load(const char *path, kv_config_func_t func, void *arg,
     snprintf(reason, sizeof(reason), "%s", ctx.status != KVP_OK ? err : "syntax error");
     snprintf(err, err_len, "%s:%d: %s", path, line, reason);
     return KVP_ERR_CONFIG;
+}
+
+kvp_status_t kv_config_http_port(const char *value, int *port_p, char *err,
+                                 size_t err_len)
+{
+    char *end;
+    long  port;
+
+    if (strcmp(value, "off") == 0) {
+        *port_p = -1;
+        return KVP_OK;
+    }
+    port = strtol(value, &end, 10);
+    if (*value == '\0' || *end != '\0' || port < 0 || port > 65535) {
+        snprintf(err, err_len, "http_port must be off or 0..65535, not '%s'", value);
+        return KVP_ERR_CONFIG;
+    }
+    *port_p = (int)port;
+    return KVP_OK;
 }

@@ -39,6 +39,7 @@ typedef struct kv_node_config {
     uint32_t ssd_readahead;    /* chain blocks staged after a GetStart's last */
     uint32_t high_watermark;   /* % of memory above which blocks are demoted */
     uint32_t low_watermark;    /* % demotion goes down to */
+    int      http_port;        /* /metrics and /health on listen: -1 off, 0 any */
 } kv_node_config_t;
 
 /** Fill @p config with defaults. */
@@ -71,6 +72,9 @@ void kv_node_destroy(kv_node_t *node);
 
 /** The TCP port the node listens on. */
 uint16_t kv_node_port(const kv_node_t *node);
+
+/** The port of the node's HTTP endpoint (/metrics, /health); 0 if it has none. */
+uint16_t kv_node_http_port(const kv_node_t *node);
 
 /** Periodic housekeeping (called from the loop's tick). */
 void kv_node_tick(kv_node_t *node);

@@ -27,6 +27,7 @@ void kv_node_config_defaults(kv_node_config_t *config)
     config->ssd_readahead   = 4;
     config->high_watermark  = 95;
     config->low_watermark   = 90;
+    config->http_port       = -1;
 }
 
 static kvp_status_t copy_string(char *dst, size_t dst_len, const char *key,
@@ -208,6 +209,9 @@ kvp_status_t kv_node_config_set(kv_node_config_t *config, const char *key,
     }
     if (strcmp(key, "lease_ms") == 0) {
         return parse_uint(key, value, 100, 600000, &config->lease_ms, err, err_len);
+    }
+    if (strcmp(key, "http_port") == 0) {
+        return kv_config_http_port(value, &config->http_port, err, err_len);
     }
     status = ssd_set(config, key, value, err, err_len);
     if (status != KVP_ERR_NOT_FOUND) {

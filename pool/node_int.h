@@ -10,6 +10,8 @@
 
 #include "kvpool.pb-c.h"
 
+#include <kv/http.h>
+#include <kv/text.h>
 #include <kvproto/pool_service.h>
 
 #include <kvt/transport.h>
@@ -17,6 +19,9 @@
 typedef struct kv_node_session kv_node_session_t;
 typedef struct kv_node_shm     kv_node_shm_t;
 typedef struct kv_node_coord   kv_node_coord_t;
+
+/** Kvpool__Transport values: unknown, frame, shm, ucx. */
+#define KV_NODE_TRANSPORTS 4
 
 struct kv_node {
     kv_node_config_t   config;
@@ -43,7 +48,21 @@ struct kv_node {
     uint64_t           tier_hits[2];   /* by KV_TIER_*: found there */
     uint64_t           tier_misses[2]; /* not found there (nor above) */
     uint64_t           lease_expiries;
+    /* what /metrics adds (node_metrics.c); transports by Kvpool__Transport */
+    uint64_t           bytes_put[KV_NODE_TRANSPORTS], bytes_got[KV_NODE_TRANSPORTS];
+    kv_histogram_t     put_seconds[KV_NODE_TRANSPORTS], get_seconds[KV_NODE_TRANSPORTS];
+    uint64_t           put_checksum_failures; /* puts whose bytes did not match */
+    kv_http_t         *http;                  /* /metrics and /health, or NULL */
 };
+
+/** Start the HTTP endpoint if config.http_port asks for one (node_metrics.c). */
+kvp_status_t kv_node_http_start(kv_node_t *node);
+
+/** The transport index of a request's @p transport field (unknown ones: 0). */
+static inline unsigned kv_node_transport(int transport)
+{
+    return transport > 0 && transport < KV_NODE_TRANSPORTS ? (unsigned)transport : 0;
+}
 
 /**
  * Check a namespace (1..KVP_NAMESPACE_MAX bytes, no NUL) and, if @p key is

@@ -5,7 +5,7 @@
  *               [--token T] [--name N] [--log-level L]
  *               [--shared-memory on|off] [--lease-ms MS] [--data-plane ucx|off]
  *               [--eviction-policy NAME] [--coord HOST:PORT]
- *               [--ssd-dir DIR --ssd-size SIZE]
+ *               [--ssd-dir DIR --ssd-size SIZE] [--http-port P|off]
  *               [--advertise HOST:PORT]
  *
  * Flags override the config file.  Once it serves, the node prints
@@ -33,7 +33,7 @@ static void usage(FILE *out)
             "                   [--shared-memory on|off] [--lease-ms MS]\n"
             "                   [--data-plane ucx|off] [--eviction-policy NAME]\n"
             "                   [--coord HOST:PORT] [--advertise HOST:PORT]\n"
-            "                   [--ssd-dir DIR --ssd-size SIZE]\n"
+            "                   [--ssd-dir DIR --ssd-size SIZE] [--http-port P|off]\n"
             "Defaults: port %d, memory 256MiB, listen 127.0.0.1, no token\n"
             "(without a token only loopback addresses may be used), eviction\n"
             "policy %s (kvpool replay --list-policies lists them), no coordinator,\n"
@@ -64,6 +64,7 @@ int main(int argc, char **argv)
         {"advertise", required_argument, NULL, 'A'},
         {"ssd-dir", required_argument, NULL, 's'},
         {"ssd-size", required_argument, NULL, 'z'},
+        {"http-port", required_argument, NULL, 'H'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -73,7 +74,7 @@ int main(int argc, char **argv)
         ['S'] = "shared_memory", ['E'] = "lease_ms", ['D'] = "data_plane",
         ['P'] = "eviction_policy",
         ['C'] = "coordinator", ['A'] = "advertise",
-        ['s'] = "ssd_dir", ['z'] = "ssd_size",
+        ['s'] = "ssd_dir", ['z'] = "ssd_size", ['H'] = "http_port",
     };
     kv_node_config_t config;
     const char      *config_path = NULL;
@@ -84,7 +85,7 @@ int main(int argc, char **argv)
     int              opt, rc = 1;
 
     kv_node_config_defaults(&config);
-    while ((opt = getopt_long(argc, argv, "c:p:m:l:t:n:L:S:E:D:P:C:A:s:z:h", options,
+    while ((opt = getopt_long(argc, argv, "c:p:m:l:t:n:L:S:E:D:P:C:A:s:z:H:h", options,
                               NULL)) != -1) {
         if (opt == 'c') {
             config_path = optarg;
@@ -131,6 +132,9 @@ int main(int argc, char **argv)
     }
     kv_evloop_set_tick(loop, 1000, on_tick, node);
     printf("kvpool-node listening on %s:%u\n", config.listen, kv_node_port(node));
+    if (kv_node_http_port(node) != 0) {
+        printf("kvpool-node http on %s:%u\n", config.listen, kv_node_http_port(node));
+    }
     fflush(stdout);
     kv_log_info("serving %s:%u with %llu bytes of host memory", config.listen,
                 kv_node_port(node), (unsigned long long)config.memory);

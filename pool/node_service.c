@@ -195,6 +195,7 @@ static void handle_put(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     kv_node_t                *node    = arg;
     Kvpool__PutReply          reply   = KVPOOL__PUT_REPLY__INIT;
     put_landing_t            *landing = kv_rpc_call_payload_ctx(call);
+    uint64_t                  start   = kv_time_ns();
     kvp_status_t              status;
 
     if (landing == NULL) {
@@ -202,6 +203,7 @@ static void handle_put(kv_rpc_call_t *call, const ProtobufCMessage *msg,
         return;
     }
     if (kv_checksum(payload, payload_len) != req->checksum) {
+        node->put_checksum_failures++;
         put_landing_free(node, landing);
         kv_rpc_reply_error(call, KVP_ERR_CHECKSUM,
                            "put payload does not match its checksum");
@@ -225,7 +227,10 @@ static void handle_put(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     put_landing_free(node, landing);
     node->puts++;
     node->bytes_in += payload_len;
+    node->bytes_put[KVPOOL__TRANSPORT__TRANSPORT_FRAME] += payload_len;
     kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
+    kv_histogram_observe(&node->put_seconds[KVPOOL__TRANSPORT__TRANSPORT_FRAME],
+                         (double)(kv_time_ns() - start) / 1e9);
     kv_block_table_balance(node->table); /* after the reply: it may write to SSD */
 }
 
@@ -245,6 +250,7 @@ static void handle_get(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     Kvpool__GetReply          reply = KVPOOL__GET_REPLY__INIT;
     kv_block_t               *block = NULL;
     get_hold_t               *hold;
+    uint64_t                  start = kv_time_ns();
 
     if (!kv_node_check_call(call, &req->ns, &req->key)) {
         return;
@@ -265,8 +271,11 @@ static void handle_get(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     hold->block  = block;
     reply.size     = block->size;
     reply.checksum = block->checksum;
+    node->bytes_got[KVPOOL__TRANSPORT__TRANSPORT_FRAME] += block->size;
     kv_rpc_reply(call, KVP_OK, &reply.base, kv_block_table_data(node->table, block),
                  block->size, get_release, hold);
+    kv_histogram_observe(&node->get_seconds[KVPOOL__TRANSPORT__TRANSPORT_FRAME],
+                         (double)(kv_time_ns() - start) / 1e9);
 }
 
 /* Checks of Exists and Delete: -1 after an error reply, else whether the
@@ -466,6 +475,9 @@ kvp_status_t kv_node_create(kv_evloop_t *loop, const kv_node_config_t *config,
         goto err_arena;
     }
     status = node_ssd_open(node);
+    if (status == KVP_OK) {
+        status = kv_node_http_start(node);
+    }
     if (status != KVP_OK) {
         goto err_shm;
     }
@@ -517,6 +529,7 @@ kvp_status_t kv_node_create(kv_evloop_t *loop, const kv_node_config_t *config,
 err_server:
     kv_rpc_server_destroy(node->server);
 err_shm:
+    kv_http_stop(node->http);
     kv_node_ucx_destroy(node);
     kv_node_shm_destroy(node);
     kv_block_table_destroy(node->table);
@@ -537,6 +550,7 @@ void kv_node_destroy(kv_node_t *node)
     /* closing connections releases Get pins, leases and open puts first */
     kv_rpc_server_destroy(node->server);
     kv_node_sessions_destroy(node);
+    kv_http_stop(node->http);
     /* the data plane goes before the arena it registered */
     kv_node_ucx_destroy(node);
     kv_node_shm_destroy(node);
@@ -562,4 +576,5 @@ void kv_node_tick(kv_node_t *node)
     kv_node_coord_tick(node);
     kv_block_table_balance(node->table);
     kv_block_table_flush(node->table);
+    kv_http_tick(node->http);
 }

@@ -38,6 +38,8 @@ typedef struct op {
     size_t       n;
     kv_block_t **blocks;    /* NULL where the block has no span */
     int32_t     *statuses;  /* why, for puts */
+    uint64_t     start_ns;  /* when it started (latency metrics) */
+    unsigned     transport; /* the client's, kv_node_transport() */
 } op_t;
 
 struct kv_node_session {
@@ -73,7 +75,8 @@ static op_t *op_create(kv_node_session_t *session, int is_put, size_t n)
     op->id         = ++node->next_op_id;
     op->is_put     = is_put;
     op->n          = n;
-    op->expires_ns = kv_time_ns() + (uint64_t)node->config.lease_ms * 1000000;
+    op->start_ns   = kv_time_ns();
+    op->expires_ns = op->start_ns + (uint64_t)node->config.lease_ms * 1000000;
     op->blocks     = kv_calloc(n, sizeof(*op->blocks), "operation blocks");
     op->statuses   = kv_calloc(n, sizeof(*op->statuses), "operation statuses");
     op->next       = session->ops;
@@ -193,6 +196,7 @@ void kv_node_put_start(kv_rpc_call_t *call, const ProtobufCMessage *msg,
         return;
     }
     op            = op_create(session, 1, req->n_keys);
+    op->transport = kv_node_transport(req->transport);
     reply.put_id  = op->id;
     reply.n_blocks = req->n_keys;
     reply.blocks  = spans_alloc(req->n_keys);
@@ -252,13 +256,17 @@ void kv_node_put_commit(kv_rpc_call_t *call, const ProtobufCMessage *msg,
             req->checksums[i]) {
             kv_block_table_abort(node->table, block);
             op->statuses[i] = KVP_ERR_CHECKSUM;
+            node->put_checksum_failures++;
             continue;
         }
+        node->bytes_put[op->transport] += block->size;
         kv_block_table_commit(node->table, block, req->checksums[i]);
         node->puts++;
         node->bytes_in += block->size;
     }
     kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
+    kv_histogram_observe(&node->put_seconds[op->transport],
+                         (double)(kv_time_ns() - op->start_ns) / 1e9);
     op_release(session, op);
     kv_block_table_balance(node->table); /* after the reply: it may write to SSD */
 }
@@ -277,6 +285,7 @@ void kv_node_get_start(kv_rpc_call_t *call, const ProtobufCMessage *msg,
         return;
     }
     op             = op_create(session, 0, req->n_keys);
+    op->transport  = kv_node_transport(req->transport);
     reply.lease_id = op->id;
     reply.lease_ms = node->config.lease_ms;
     reply.n_blocks = req->n_keys;
@@ -289,6 +298,7 @@ void kv_node_get_start(kv_rpc_call_t *call, const ProtobufCMessage *msg,
             reply.blocks[i]->status = KVP_ERR_NOT_FOUND;
             continue;
         }
+        node->bytes_got[op->transport] += block->size;
         reply.blocks[i]->status   = KVP_OK;
         reply.blocks[i]->offset   = block->offset;
         reply.blocks[i]->size     = block->size;
@@ -312,6 +322,8 @@ void kv_node_get_end(kv_rpc_call_t *call, const ProtobufCMessage *msg,
                            (unsigned long long)req->lease_id);
         return;
     }
+    kv_histogram_observe(&node->get_seconds[op->transport],
+                         (double)(kv_time_ns() - op->start_ns) / 1e9);
     op_release(session, op);
     kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
 }

@@ -218,6 +218,7 @@ static void queue_frame(conn_t *conn, uint64_t id, uint16_t method,
     conn->server->out_total += frame->cost;
     if (status < 0) {
         conn->server->stats.rpc_errors++;
+        conn->server->stats.errors[status > -KV_RPC_ERROR_SLOTS ? -status : 0]++;
     }
 }
 

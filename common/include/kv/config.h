@@ -33,4 +33,12 @@ typedef kvp_status_t (*kv_config_func_t)(const char *section, const char *key,
 kvp_status_t kv_config_load(const char *path, kv_config_func_t func, void *arg,
                             char *err, size_t err_len);
 
+/**
+ * Parse the value of an http_port key: "off" (-1: no HTTP endpoint) or a
+ * port 0..65535 (0: any free one) into @p port_p.
+ * @return KVP_OK, or KVP_ERR_CONFIG with a reason in @p err.
+ */
+kvp_status_t kv_config_http_port(const char *value, int *port_p, char *err,
+                                 size_t err_len);
+
 #endif

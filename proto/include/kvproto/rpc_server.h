@@ -78,11 +78,15 @@ typedef struct kv_rpc_server_params {
     void (*conn_closed)(void *conn_data, void *arg);
 } kv_rpc_server_params_t;
 
+/** Slots of kv_rpc_server_stats_t.errors: statuses -1..-(SLOTS-1). */
+#define KV_RPC_ERROR_SLOTS 128
+
 /** Counters of the RPC layer. */
 typedef struct kv_rpc_server_stats {
     uint64_t connections;   /**< open now */
     uint64_t accepted;      /**< since start */
     uint64_t rpc_errors;    /**< replies with an error status */
+    uint64_t errors[KV_RPC_ERROR_SLOTS]; /**< rpc_errors by -status (0: other) */
     uint64_t bad_frames;    /**< connections closed for framing errors */
 } kv_rpc_server_stats_t;
 
