@@ -30,6 +30,8 @@ typedef struct kv_coord_config {
     kv_sched_policy_t policy;     /**< scheduler_policy */
     uint64_t          seed;       /**< scheduler_seed: the random policy's */
     kv_sched_cost_t   cost;       /**< the cost model: one key per figure */
+    int               http_port;  /**< /metrics, /health, /dashboard on listen:
+                                       -1 off, 0 any free port */
 } kv_coord_config_t;
 
 /** Fill @p config with defaults. */
@@ -65,6 +67,9 @@ void kv_coord_destroy(kv_coord_t *coord);
 
 /** The TCP port the coordinator listens on. */
 uint16_t kv_coord_port(const kv_coord_t *coord);
+
+/** The port of the HTTP endpoint (/metrics, /dashboard...); 0 if it has none. */
+uint16_t kv_coord_http_port(const kv_coord_t *coord);
 
 /** How often kv_coord_tick() should run: a fraction of the lease. */
 uint32_t kv_coord_tick_ms(const kv_coord_t *coord);

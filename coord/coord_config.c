@@ -27,6 +27,7 @@ void kv_coord_config_defaults(kv_coord_config_t *config)
     config->max_instances = KV_COORD_DEFAULT_MAX_INSTANCES;
     config->policy        = KV_SCHED_DEFAULT_POLICY;
     config->seed          = 1;
+    config->http_port     = -1;
     kv_sched_cost_defaults(&config->cost);
 }
 
@@ -91,6 +92,9 @@ kvp_status_t kv_coord_config_set(kv_coord_config_t *config, const char *key,
             config->port = (uint16_t)v;
         }
         return status;
+    }
+    if (strcmp(key, "http_port") == 0) {
+        return kv_config_http_port(value, &config->http_port, err, err_len);
     }
     if (strcmp(key, "lease_ms") == 0) {
         status = parse_uint(key, value, LEASE_MS_MIN, LEASE_MS_MAX, &v, err, err_len);

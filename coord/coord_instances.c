@@ -187,6 +187,7 @@ void kv_coord_expire_instances(kv_coord_t *coord)
         if (in->id != 0 && in->deadline_ns < now) {
             kv_log_warn("instance %u '%s': lease expired", in->id, in->name);
             coord->lease_expiries++;
+            coord->view.instance_expiries++;
             instance_remove(coord, in);
         }
     }

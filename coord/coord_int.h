@@ -14,6 +14,7 @@
 
 #include "kvpool.pb-c.h"
 
+#include <kv/text.h>
 #include <kvcoord/prefix_index.h>
 #include <kvcoord/sched.h>
 #include <kvproto/coord_service.h>
@@ -39,6 +40,19 @@
 /* The node table (coord_members.c)                                       */
 /* ---------------------------------------------------------------------- */
 
+/** One tier of a node's counters (kvpool.TierStats). */
+typedef struct kv_coord_tier_stats {
+    uint64_t capacity_bytes, used_bytes, blocks, hits, misses;
+    uint64_t evictions, demotions, promotions;
+} kv_coord_tier_stats_t;
+
+/** A node's counters from its last heartbeat (HeartbeatRequest.stats). */
+typedef struct kv_coord_node_stats {
+    uint64_t              puts, gets, hits, misses, bytes_in, bytes_out, rpc_errors;
+    uint32_t              tiers; /**< bit (1 << tier) per tier reported */
+    kv_coord_tier_stats_t tier[KV_COORD_TIER_COUNT];
+} kv_coord_node_stats_t;
+
 /** A registered pool node. */
 typedef struct kv_coord_member {
     uint32_t id;                 /**< 1..KV_COORD_NODE_MAX */
@@ -58,6 +72,7 @@ typedef struct kv_coord_member {
     double   recent_bytes;       /**< placed by PlanPut, decayed (coord_place.c)
                                       as of recent_clock */
     uint64_t recent_clock;       /**< the table's placed clock at recent_bytes */
+    kv_coord_node_stats_t stats; /**< as of the last heartbeat that had them */
     size_t   slot;               /* private: index in the table's list */
 } kv_coord_member_t;
 
@@ -167,7 +182,90 @@ typedef struct kv_coord_instance {
     char     node_address[KV_COORD_ADDRESS_MAX + 1]; /**< "" for none */
     uint32_t node_id;            /**< that node's id when last looked up */
     uint64_t deadline_ns;        /**< lease end, kv_time_ns() clock */
+    /* Schedule's choices of it since it joined (metrics, dashboard) */
+    uint64_t prefills, decodes;  /**< requests it was chosen for, by role */
+    uint64_t prompt_blocks;      /**< blocks of the prompts it prefilled */
+    uint64_t loaded_blocks;      /**< of those, cached blocks it loads */
 } kv_coord_instance_t;
+
+/* ---------------------------------------------------------------------- */
+/* What the HTTP endpoint shows (coord_metrics.c, coord_dashboard.c)       */
+/* ---------------------------------------------------------------------- */
+
+/** Prefixes the dashboard ranks: the most matched chains' first blocks. */
+#define KV_COORD_TOP_MAX 64
+/** Samples of the dashboard's history: one a second, ten minutes. */
+#define KV_COORD_HISTORY 600
+/** Bytes of a namespace name kept for labels and the dashboard. */
+#define KV_COORD_NS_LABEL_MAX 63
+
+/** Match calls of one namespace. */
+typedef struct kv_coord_ns_stats {
+    char     name[KV_COORD_NS_LABEL_MAX + 1];
+    uint64_t lookups, requested_blocks, matched_blocks;
+} kv_coord_ns_stats_t;
+
+/** A chain's first block as Match saw it (space-saving counts). */
+typedef struct kv_coord_top {
+    uint32_t  ns_id;
+    kvp_key_t key;
+    uint64_t  matches, matched_blocks, longest;
+} kv_coord_top_t;
+
+/** Cluster-wide running totals: the nodes' counters summed, Match's and
+    Schedule's (the prompt blocks it placed, and the cached ones it found). */
+typedef struct kv_coord_totals {
+    uint64_t requested_blocks, matched_blocks;
+    uint64_t scheduled_blocks, scheduled_cached;
+    uint64_t hit[KV_COORD_TIER_COUNT], miss;
+    uint64_t bytes_in, bytes_out, evictions, demotions, promotions;
+} kv_coord_totals_t;
+
+/** One history sample: what the totals grew by in one interval. */
+typedef struct kv_coord_sample {
+    double            t; /**< unix seconds at its end */
+    kv_coord_totals_t delta;
+} kv_coord_sample_t;
+
+/** The endpoint's state, inside kv_coord_t. */
+typedef struct kv_coord_view {
+    struct kv_http      *http;      /**< NULL without http_port */
+    kv_coord_ns_stats_t *ns;        /**< [KV_INDEX_MAX_NAMESPACES], by index ns id */
+    kv_coord_top_t       top[KV_COORD_TOP_MAX];
+    size_t               n_top;
+    kv_histogram_t       cached_blocks, loaded_blocks, ttft_s; /**< Schedule's plans */
+    kv_coord_sample_t    history[KV_COORD_HISTORY]; /**< a ring */
+    size_t               history_head, history_len;
+    kv_coord_totals_t    last;      /**< totals at the last sample */
+    uint64_t             next_sample_ns;
+    uint64_t             node_expiries, instance_expiries;
+    uint64_t             scheduled_blocks, scheduled_cached; /**< Schedule's */
+} kv_coord_view_t;
+
+/** Start the endpoint if config.http_port asks for one. */
+kvp_status_t kv_coord_view_start(kv_coord_t *coord);
+
+/** Stop it and free what it holds. */
+void kv_coord_view_stop(kv_coord_t *coord);
+
+/** Take a history sample when one is due; from the tick. */
+void kv_coord_view_tick(kv_coord_t *coord);
+
+/** Count a Match of @p matched blocks of the @p n_keys of @p keys. */
+void kv_coord_view_match(kv_coord_t *coord, uint32_t ns_id, const ProtobufCBinaryData *ns,
+                         const kvp_key_t *keys, size_t n_keys, size_t matched);
+
+/** Count a Schedule decision for the @p n_keys blocks of @p keys (namespace
+    @p ns_id, UINT32_MAX when the index has none of it). */
+void kv_coord_view_schedule(kv_coord_t *coord, const kv_sched_plan_t *plan, uint32_t ns_id,
+                            const ProtobufCBinaryData *ns, const kvp_key_t *keys,
+                            size_t n_keys);
+
+/** The cluster's totals now. */
+void kv_coord_view_totals(const kv_coord_t *coord, kv_coord_totals_t *totals);
+
+/** The dashboard's JSON (GET /api/dashboard) into @p text. */
+void kv_coord_dashboard_json(kv_coord_t *coord, kv_text_t *text);
 
 /* ---------------------------------------------------------------------- */
 /* The coordinator (coord_service.c)                                       */
@@ -202,6 +300,7 @@ struct kv_coord {
     uint32_t             next_instance;  /* where the search for a free id starts */
     kv_coord_buf_t       schedule_keys;  /* Schedule's keys, kept */
     uint64_t             decisions[KV_SCHED_POLICY_COUNT];
+    kv_coord_view_t      view; /* the HTTP endpoint's (coord_metrics.c) */
 };
 
 /** @return when a lease granted now ends (kv_time_ns() clock). */

@@ -64,6 +64,7 @@ void kv_coord_handle_match(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     coord->matches++;
     coord->matched_blocks += matched;
     coord->requested_blocks += req->n_keys;
+    kv_coord_view_match(coord, ns_id, &req->ns, keys, req->n_keys, matched);
     reply.matched = (uint32_t)matched;
     if (req->length_only) {
         kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);

@@ -2,7 +2,7 @@
  * kvpool-coord: the coordinator daemon.
  *
  *   kvpool-coord [--config FILE] [--port P] [--listen ADDR] [--token T]
- *                [--lease-ms MS] [--log-level L] [--max-nodes N]
+ *                [--lease-ms MS] [--log-level L] [--max-nodes N] [--http-port P]
  *
  * Flags override the config file.  Once it serves, the coordinator prints
  * "kvpool-coord listening on ADDR:PORT" on stdout (tests read the port
@@ -26,7 +26,7 @@ static void usage(FILE *out)
             "usage: kvpool-coord [--config FILE] [--port P] [--listen ADDR]\n"
             "                    [--token TOKEN] [--lease-ms MS] [--max-nodes N]\n"
             "                    [--max-instances N] [--scheduler-policy NAME]\n"
-            "                    [--log-level error|warn|info|debug]\n"
+            "                    [--http-port P|off] [--log-level error|warn|info|debug]\n"
             "Defaults: port %d, listen 127.0.0.1, no token, lease %d ms,\n"
             "%d nodes, %d instances, policy %s (without a token only loopback\n"
             "addresses may be used).  The cost model's keys are set in the file.\n",
@@ -52,13 +52,14 @@ int main(int argc, char **argv)
         {"max-nodes", required_argument, NULL, 'N'},
         {"max-instances", required_argument, NULL, 'I'},
         {"scheduler-policy", required_argument, NULL, 'S'},
+        {"http-port", required_argument, NULL, 'H'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     static const char *keys[128] = {
         ['p'] = "port",     ['l'] = "listen",    ['t'] = "token",
         ['E'] = "lease_ms", ['L'] = "log_level", ['N'] = "max_nodes",
-        ['I'] = "max_instances", ['S'] = "scheduler_policy",
+        ['I'] = "max_instances", ['S'] = "scheduler_policy", ['H'] = "http_port",
     };
     kv_coord_config_t config;
     const char       *config_path = NULL;
@@ -69,7 +70,7 @@ int main(int argc, char **argv)
     int               opt, rc = 1;
 
     kv_coord_config_defaults(&config);
-    while ((opt = getopt_long(argc, argv, "c:p:l:t:E:L:N:I:S:h", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:p:l:t:E:L:N:I:S:H:h", options, NULL)) != -1) {
         if (opt == 'c') {
             config_path = optarg;
         } else if (opt == 'h') {
@@ -115,6 +116,11 @@ int main(int argc, char **argv)
     }
     kv_evloop_set_tick(loop, kv_coord_tick_ms(coord), on_tick, coord);
     printf("kvpool-coord listening on %s:%u\n", config.listen, kv_coord_port(coord));
+    if (kv_coord_http_port(coord) != 0) {
+        printf("kvpool-coord http on %s:%u\n", config.listen, kv_coord_http_port(coord));
+        kv_log_info("dashboard: http://%s:%u/dashboard", config.listen,
+                    kv_coord_http_port(coord));
+    }
     fflush(stdout);
     kv_log_info("serving %s:%u, node lease %u ms", config.listen, kv_coord_port(coord),
                 config.lease_ms);

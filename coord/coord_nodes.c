@@ -186,6 +186,38 @@ void kv_coord_handle_join(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
 }
 
+/* A heartbeat's counters into @p out: 0 if a tier is unknown or repeated. */
+static int node_stats_copy(const Kvpool__StatsReply *in, kv_coord_node_stats_t *out)
+{
+    kv_coord_node_stats_t s = {0};
+
+    if (in->n_tiers > KV_COORD_TIER_COUNT) {
+        return 0;
+    }
+    for (size_t i = 0; i < in->n_tiers; i++) {
+        const Kvpool__TierStats *t = in->tiers[i];
+        unsigned                 k = (unsigned)t->tier;
+        if (t->tier < 0 || k >= KV_COORD_TIER_COUNT || (s.tiers & (1u << k))) {
+            return 0;
+        }
+        s.tiers |= 1u << k;
+        s.tier[k] = (kv_coord_tier_stats_t){
+            .capacity_bytes = t->capacity_bytes, .used_bytes = t->used_bytes,
+            .blocks = t->blocks, .hits = t->hits, .misses = t->misses,
+            .evictions = t->evictions, .demotions = t->demotions,
+            .promotions = t->promotions};
+    }
+    s.puts       = in->puts;
+    s.gets       = in->gets;
+    s.hits       = in->hits;
+    s.misses     = in->misses;
+    s.bytes_in   = in->bytes_in;
+    s.bytes_out  = in->bytes_out;
+    s.rpc_errors = in->rpc_errors;
+    *out         = s;
+    return 1;
+}
+
 void kv_coord_handle_heartbeat(kv_rpc_call_t *call, const ProtobufCMessage *msg,
                                const void *payload, uint64_t payload_len, void *arg)
 {
@@ -198,6 +230,12 @@ void kv_coord_handle_heartbeat(kv_rpc_call_t *call, const ProtobufCMessage *msg,
         kv_rpc_reply_error(call, KVP_ERR_NOT_FOUND,
                            "unknown node %u (or another incarnation): join again",
                            req->node_id);
+        return;
+    }
+    if (req->stats != NULL && !node_stats_copy(req->stats, &m->stats)) {
+        kv_rpc_reply_error(call, KVP_ERR_INVALID_PARAM,
+                           "heartbeat stats: at most %d tiers, each known and once",
+                           KV_COORD_TIER_COUNT);
         return;
     }
     m->free_bytes    = KV_MIN(req->free_bytes, m->capacity_bytes);
@@ -242,6 +280,7 @@ void kv_coord_expire_members(kv_coord_t *coord)
 
     while ((m = kv_coord_members_expired(coord->members, now)) != NULL) {
         coord->lease_expiries++;
+        coord->view.node_expiries++;
         snprintf(why, sizeof(why), "missed its %u ms lease", coord->config.lease_ms);
         member_drop(coord, m, why);
     }

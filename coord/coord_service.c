@@ -199,6 +199,11 @@ kvp_status_t kv_coord_create(kv_evloop_t *loop, const kv_coord_config_t *config,
     if (status != KVP_OK) {
         goto err_sched;
     }
+    status = kv_coord_view_start(coord);
+    if (status != KVP_OK) {
+        kv_rpc_server_destroy(coord->server);
+        goto err_sched;
+    }
     *coord_p = coord;
     return KVP_OK;
 
@@ -219,6 +224,7 @@ void kv_coord_destroy(kv_coord_t *coord)
     if (coord == NULL) {
         return;
     }
+    kv_coord_view_stop(coord);
     kv_rpc_server_destroy(coord->server);
     kv_coord_members_destroy(coord->members);
     kv_free(coord->instances);
@@ -248,4 +254,5 @@ void kv_coord_tick(kv_coord_t *coord)
     kv_rpc_server_expire(coord->server);
     kv_coord_expire_members(coord);
     kv_coord_expire_instances(coord);
+    kv_coord_view_tick(coord);
 }

@@ -93,6 +93,7 @@ struct kv_node_coord {
     uint32_t        ns_count;      /* names copied so far */
     uint64_t        free_bytes, blocks;
     uint32_t        load;
+    kv_node_stats_msg_t stats; /* the node's counters, for the heartbeat */
     uint32_t        node_id;       /* 0: not joined */
 
     /* link thread only */
@@ -386,6 +387,7 @@ static kvp_status_t link_heartbeat(kv_node_coord_t *link)
 {
     Kvpool__HeartbeatRequest req = KVPOOL__HEARTBEAT_REQUEST__INIT;
     Kvpool__HeartbeatReply  *reply;
+    kv_node_stats_msg_t      stats;
     kvp_status_t             status;
 
     pthread_mutex_lock(&link->lock);
@@ -393,7 +395,15 @@ static kvp_status_t link_heartbeat(kv_node_coord_t *link)
     req.free_bytes = link->free_bytes;
     req.blocks     = link->blocks;
     req.load       = link->load;
+    stats          = link->stats;
     pthread_mutex_unlock(&link->lock);
+    for (size_t i = 0; i < stats.reply.n_tiers; i++) {
+        stats.tier_ptrs[i] = &stats.tiers[i];
+    }
+    stats.reply.tiers = stats.tier_ptrs;
+    if (stats.reply.base.descriptor != NULL) { /* none before the first tick */
+        req.stats = &stats.reply;
+    }
     req.incarnation = link->incarnation;
     status = kv_rpc_call(link->client, KV_COORD_HEARTBEAT, &req.base, NULL, 0,
                          CALL_TIMEOUT_MS, (ProtobufCMessage **)&reply, NULL);
@@ -629,13 +639,16 @@ err:
 
 void kv_node_coord_tick(kv_node_t *node)
 {
-    kv_node_coord_t *link = node->coord;
+    kv_node_coord_t    *link = node->coord;
+    kv_node_stats_msg_t stats;
 
     if (link == NULL) {
         return;
     }
+    kv_node_stats_fill(node, &stats); /* it takes the lock itself */
     pthread_mutex_lock(&link->lock);
     figures_update(link);
+    link->stats = stats; /* the heartbeat points its tiers at its copy */
     pthread_mutex_unlock(&link->lock);
 }
 

@@ -55,6 +55,17 @@ struct kv_node {
     kv_http_t         *http;                  /* /metrics and /health, or NULL */
 };
 
+/** A StatsReply with the storage of its tiers (kv_node_stats_fill()). */
+typedef struct kv_node_stats_msg {
+    Kvpool__StatsReply reply;
+    Kvpool__TierStats  tiers[2];
+    Kvpool__TierStats *tier_ptrs[2];
+} kv_node_stats_msg_t;
+
+/** The node's counters, as its Stats method answers them (node_service.c);
+    reply.tiers points into @p stats, which must not move while it is used. */
+void kv_node_stats_fill(kv_node_t *node, kv_node_stats_msg_t *stats);
+
 /** Start the HTTP endpoint if config.http_port asks for one (node_metrics.c). */
 kvp_status_t kv_node_http_start(kv_node_t *node);
 

@@ -358,12 +358,9 @@ static void tier_stats(kv_node_t *node, const kv_block_table_stats_t *table,
     tiers[1].bytes_read     = ssd.bytes_read;
 }
 
-static void handle_stats(kv_rpc_call_t *call, const ProtobufCMessage *msg,
-                         const void *payload, uint64_t payload_len, void *arg)
+void kv_node_stats_fill(kv_node_t *node, kv_node_stats_msg_t *stats)
 {
-    kv_node_t             *node  = arg;
     Kvpool__StatsReply     reply = KVPOOL__STATS_REPLY__INIT;
-    Kvpool__TierStats      tiers[2], *tier_ptrs[2];
     kv_block_table_stats_t table;
     kv_rpc_server_stats_t  rpc;
 
@@ -382,10 +379,19 @@ static void handle_stats(kv_rpc_call_t *call, const ProtobufCMessage *msg,
     reply.connections    = rpc.connections;
     reply.rpc_errors     = rpc.rpc_errors;
     reply.coord_node_id  = kv_node_coord_id(node);
-    tier_stats(node, &table, tiers, tier_ptrs);
-    reply.tiers   = tier_ptrs;
+    tier_stats(node, &table, stats->tiers, stats->tier_ptrs);
+    reply.tiers   = stats->tier_ptrs;
     reply.n_tiers = node->config.ssd_dir[0] != '\0' ? 2 : 1;
-    kv_rpc_reply(call, KVP_OK, &reply.base, NULL, 0, NULL, NULL);
+    stats->reply  = reply;
+}
+
+static void handle_stats(kv_rpc_call_t *call, const ProtobufCMessage *msg,
+                         const void *payload, uint64_t payload_len, void *arg)
+{
+    kv_node_stats_msg_t stats;
+
+    kv_node_stats_fill(arg, &stats);
+    kv_rpc_reply(call, KVP_OK, &stats.reply.base, NULL, 0, NULL, NULL);
 }
 
 static void on_ssd_event(int fd, uint32_t events, void *arg)

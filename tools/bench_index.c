@@ -568,7 +568,7 @@ static int bench_rpc(rpc_bench_t *b, const char *coord, int json)
         /* room for every block, a quarter more, and some slack */
         snprintf(memory, sizeof(memory), "%lluMiB",
                  (unsigned long long)((f.unique_blocks * RPC_PAGE / 4 * 5 >> 20) + 32));
-        coord_pid = kv_cli_coord_start(coord_addr, sizeof(coord_addr));
+        coord_pid = kv_cli_coord_start(coord_addr, sizeof(coord_addr), NULL, 0);
         if (coord_pid < 0) {
             goto out;
         }

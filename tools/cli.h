@@ -153,10 +153,12 @@ pid_t kv_cli_node_start_ssd(const char *memory, const char *ssd_dir, const char 
 
 /**
  * Start kvpool-coord ($KVPOOL_COORD_BIN, else as kv_cli_node_start()) on a
- * free loopback port and write its "HOST:PORT" into @p address.
+ * free loopback port and write its "HOST:PORT" into @p address; if @p http
+ * is not NULL, with its HTTP endpoint (/metrics, /dashboard) on another
+ * free port, whose "HOST:PORT" goes into @p http.
  * @return its pid, or -1 (a reason is printed).
  */
-pid_t kv_cli_coord_start(char *address, size_t len);
+pid_t kv_cli_coord_start(char *address, size_t len, char *http, size_t http_len);
 
 /** Stop a daemon started by the calls above (pid <= 0 is ignored). */
 void kv_cli_daemon_stop(pid_t pid);
@@ -170,6 +172,7 @@ typedef struct kv_cli_pool {
     pid_t nodes[KV_CLI_POOL_NODES_MAX];
     int   num_nodes;
     char  address[256];                                  /**< the coordinator's */
+    char  http[256];                                     /**< its HTTP endpoint's */
     char  node_addresses[KV_CLI_POOL_NODES_MAX][256];    /**< each node's */
 } kv_cli_pool_t;
 
@@ -179,6 +182,9 @@ typedef struct kv_cli_pool {
  * @return 0; -1 with a reason printed and nothing left running.
  */
 int kv_cli_pool_start(kv_cli_pool_t *pool, int n, const char *memory);
+
+/** Print where the pool's dashboard is and wait for SIGINT or SIGTERM (demo --serve). */
+void kv_cli_pool_serve(const kv_cli_pool_t *pool);
 
 /** Stop what kv_cli_pool_start() started (a zeroed pool: nothing). */
 void kv_cli_pool_stop(kv_cli_pool_t *pool);

@@ -179,6 +179,7 @@ int kv_cli_demo(int argc, char **argv)
         {"node", required_argument, NULL, 'n'},
         {"nodes", required_argument, NULL, 'N'},
         {"token", required_argument, NULL, 't'},
+        {"serve", no_argument, NULL, 'S'},
         {NULL, 0, NULL, 0},
     };
     demo_t               demo    = {0};
@@ -189,6 +190,7 @@ int kv_cli_demo(int argc, char **argv)
     const char          *trace = NULL, *memory = "1GiB";
     char                 err[512], bytes_text[32], index_text[32] = "null";
     int                  json = 0, threads = 4, num_nodes = 2, opt, rc = 1, cluster;
+    int                  serve = 0;
     pthread_t            tids[64];
     uint64_t             start;
     double               seconds;
@@ -213,6 +215,7 @@ int kv_cli_demo(int argc, char **argv)
         case 'n': conn.node = optarg; break;
         case 'N': num_nodes = atoi(optarg); break;
         case 't': conn.token = optarg; break;
+        case 'S': serve = 1; break;
         case 'b':
             if (kv_size_parse(optarg, &demo.block_size) != KVP_OK ||
                 demo.block_size == 0 || demo.block_size > KVP_BLOCK_MAX) {
@@ -269,6 +272,11 @@ int kv_cli_demo(int argc, char **argv)
     printf(", workload %s, %d threads, %llu-byte blocks\n",
            trace ? trace : "built-in conversations", threads,
            (unsigned long long)demo.block_size);
+    if (pool.coord > 0) {
+        printf("kvpool demo: dashboard http://%s/dashboard (live while the demo runs; "
+               "--serve keeps it up after)\n",
+               pool.http);
+    }
     fflush(stdout);
 
     pthread_mutex_init(&demo.lock, NULL);
@@ -330,6 +338,9 @@ int kv_cli_demo(int argc, char **argv)
     }
     rc = (demo.error == KVP_OK && demo.mismatches == 0) ? 0 : 1;
     pthread_mutex_destroy(&demo.lock);
+    if (serve && pool.coord > 0) {
+        kv_cli_pool_serve(&pool);
+    }
 out_client:
     kvp_client_disconnect(demo.client);
 out_pool:

@@ -211,6 +211,7 @@ int kv_cli_demo_disagg(int argc, char **argv)
         {"memory", required_argument, NULL, 'm'},
         {"seed", required_argument, NULL, 's'},
         {"json", no_argument, NULL, 'j'},
+        {"serve", no_argument, NULL, 'S'},
         {NULL, 0, NULL, 0},
     };
     kv_workload_params_t wparams = {0};
@@ -224,7 +225,7 @@ int kv_cli_demo_disagg(int argc, char **argv)
     const char          *trace = NULL, *memory = "1GiB", *block_size = "64KiB";
     uint64_t             max_requests = 0, size, start;
     char                 err[512];
-    int                  json = 0, opt, rc = 1;
+    int                  json = 0, serve = 0, opt, rc = 1;
     kvp_status_t         status;
 
     wparams.seed         = 1;
@@ -242,6 +243,9 @@ int kv_cli_demo_disagg(int argc, char **argv)
             break;
         case 'j':
             json = 1;
+            break;
+        case 'S':
+            serve = 1;
             break;
         case 's':
             wparams.seed = strtoull(optarg, NULL, 10);
@@ -291,6 +295,9 @@ int kv_cli_demo_disagg(int argc, char **argv)
         "beside the first, decode engine (instance %u) beside the second, workload %s\n",
         pool.address, pool.node_addresses[0], pool.node_addresses[1], pre.id, dec.id,
         trace ? trace : "built-in conversations");
+    printf("kvpool demo: dashboard http://%s/dashboard (live while the demo runs; "
+           "--serve keeps it up after)\n",
+           pool.http);
     fflush(stdout);
     start = kv_time_ns();
     while (c.requests < max_requests) {
@@ -308,6 +315,9 @@ int kv_cli_demo_disagg(int argc, char **argv)
     }
     report(&c, (double)(kv_time_ns() - start) / 1e9, json);
     rc = c.mismatches == 0 && c.missing == 0 && c.errors == 0 ? 0 : 1;
+    if (serve) {
+        kv_cli_pool_serve(&pool);
+    }
 out:
     engine_stop(&pre);
     engine_stop(&dec);

@@ -52,7 +52,7 @@ static void usage(FILE *out)
             "       kvpool stat   --node HOST:PORT [--json]\n"
             "       kvpool demo   [--trace FILE] [--requests N] [--json]\n"
             "                     [--block-size SIZE] [--memory SIZE] [--threads N]\n"
-            "                     [--seed N] [--nodes N] [--node HOST:PORT]\n"
+            "                     [--seed N] [--nodes N] [--node HOST:PORT] [--serve]\n"
             "       kvpool bench  [--node HOST:PORT] [--block-size SIZE] [--blocks N]\n"
             "                     [--batch B] [--op put|get] [--transport T] [--json]\n"
             "       kvpool bench-index [--blocks N] [--json]\n"

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,10 +48,28 @@ static void find_binary(const char *program, const char *env, const char *subdir
     }
 }
 
-/* Run @p argv (argv[0] the program's name) and read its address back. */
-static pid_t spawn(const char *bin, const char *const *argv, char *address, size_t len)
+/* "<argv0> <what> ADDRESS" from @p out into @p address: 0, or -1. */
+static int read_address(FILE *out, const char *argv0, const char *what, char *address,
+                        size_t len)
 {
-    char  line[256], want[64], found[256];
+    char line[256], want[64], found[256];
+
+    snprintf(want, sizeof(want), "%s %s", argv0, what);
+    if (fgets(line, sizeof(line), out) == NULL || strncmp(line, want, strlen(want)) != 0 ||
+        sscanf(line + strlen(want), " %200s", found) != 1 || strlen(found) >= len) {
+        return -1;
+    }
+    memcpy(address, found, strlen(found) + 1);
+    return 0;
+}
+
+/*
+ * Run @p argv (argv[0] the program's name) and read its address back, and
+ * the address of its HTTP endpoint into @p http if it is not NULL.
+ */
+static pid_t spawn(const char *bin, const char *const *argv, char *address, size_t len,
+                   char *http, size_t http_len)
+{
     int   pipefd[2];
     pid_t pid;
     FILE *out;
@@ -69,11 +88,9 @@ static pid_t spawn(const char *bin, const char *const *argv, char *address, size
         _exit(127);
     }
     close(pipefd[1]);
-    snprintf(want, sizeof(want), "%s listening on", argv[0]);
     out = fdopen(pipefd[0], "r");
-    if (pid < 0 || out == NULL || fgets(line, sizeof(line), out) == NULL ||
-        strncmp(line, want, strlen(want)) != 0 ||
-        sscanf(line + strlen(want), " %200s", found) != 1 || strlen(found) >= len) {
+    if (pid < 0 || out == NULL || read_address(out, argv[0], "listening on", address, len) ||
+        (http != NULL && read_address(out, argv[0], "http on", http, http_len))) {
         fprintf(stderr, "kvpool: %s did not start\n", argv[0]);
         if (out) {
             fclose(out);
@@ -87,7 +104,6 @@ static pid_t spawn(const char *bin, const char *const *argv, char *address, size
         return -1;
     }
     fclose(out);
-    memcpy(address, found, strlen(found) + 1);
     return pid;
 }
 
@@ -98,7 +114,7 @@ pid_t kv_cli_node_start(const char *memory, const char *coord, char *address, si
     char        bin[PATH_MAX];
 
     find_binary("kvpool-node", "KVPOOL_NODE_BIN", "pool", bin, sizeof(bin));
-    return spawn(bin, argv, address, len);
+    return spawn(bin, argv, address, len, NULL, 0);
 }
 
 pid_t kv_cli_node_start_ssd(const char *memory, const char *ssd_dir, const char *ssd_size,
@@ -110,16 +126,17 @@ pid_t kv_cli_node_start_ssd(const char *memory, const char *ssd_dir, const char 
     char        bin[PATH_MAX];
 
     find_binary("kvpool-node", "KVPOOL_NODE_BIN", "pool", bin, sizeof(bin));
-    return spawn(bin, argv, address, len);
+    return spawn(bin, argv, address, len, NULL, 0);
 }
 
-pid_t kv_cli_coord_start(char *address, size_t len)
+pid_t kv_cli_coord_start(char *address, size_t len, char *http, size_t http_len)
 {
-    const char *argv[] = {"kvpool-coord", "--port", "0", "--log-level", "warn", NULL};
+    const char *argv[] = {"kvpool-coord", "--port", "0",           "--log-level",
+                          "warn",         http ? "--http-port" : NULL, "0", NULL};
     char        bin[PATH_MAX];
 
     find_binary("kvpool-coord", "KVPOOL_COORD_BIN", "coord", bin, sizeof(bin));
-    return spawn(bin, argv, address, len);
+    return spawn(bin, argv, address, len, http, http_len);
 }
 
 void kv_cli_daemon_stop(pid_t pid)
@@ -140,7 +157,8 @@ void kv_cli_pool_stop(kv_cli_pool_t *pool)
 
 int kv_cli_pool_start(kv_cli_pool_t *pool, int n, const char *memory)
 {
-    pool->coord = kv_cli_coord_start(pool->address, sizeof(pool->address));
+    pool->coord = kv_cli_coord_start(pool->address, sizeof(pool->address), pool->http,
+                                     sizeof(pool->http));
     if (pool->coord < 0) {
         return -1;
     }
@@ -174,4 +192,20 @@ kvp_status_t kv_cli_pool_wait_joined(kvp_client_h client, int n)
         }
         usleep(20000);
     }
+}
+
+void kv_cli_pool_serve(const kv_cli_pool_t *pool)
+{
+    sigset_t set;
+    int      sig;
+
+    printf("kvpool demo: serving until Ctrl-C (SIGINT or SIGTERM): coordinator %s, "
+           "dashboard http://%s/dashboard\n",
+           pool->address, pool->http);
+    fflush(stdout);
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    sigwait(&set, &sig);
 }

@@ -1,6 +1,7 @@
 /* Unit tests of common/: key hashing, checksums, sizes, addresses, config. */
 #include <kv/config.h>
 #include <kv/hash.h>
+#include <kv/text.h>
 #include <kv/util.h>
 
 #include <netinet/in.h>
@@ -203,7 +204,44 @@ static void test_config_load(void)
     ASSERT(strstr(err, "No such file") != NULL);
 }
 
-KV_TEST_MAIN(KV_TEST(test_key_chain_layout), KV_TEST(test_key_chain_long),
+/* Prometheus text: label escaping, sample formats, cumulative buckets. */
+static void test_prom_text(void)
+{
+    static const double bounds[] = {1, 10};
+    kv_text_t           t        = {0};
+    kv_histogram_t      h;
+    char                l[64]    = "";
+
+    kv_prom_label(l, sizeof(l), "ns", "a\"b\\c\nd");
+    ASSERT(strcmp(l, "ns=\"a\\\"b\\\\c\\nd\"") == 0);
+    kv_prom_label(l, sizeof(l), "tier", "host");
+    ASSERT(strcmp(l, "ns=\"a\\\"b\\\\c\\nd\",tier=\"host\"") == 0);
+    memset(l, 0, sizeof(l));
+    kv_prom_label(l, 12, "key", "a-long-value"); /* cut, still terminated */
+    ASSERT(strlen(l) == 11);
+
+    kv_prom_family(&t, "m_total", "counter", "Help.");
+    kv_prom_sample(&t, "m_total", NULL, 3);
+    kv_prom_sample(&t, "m_total", "x=\"1\"", 0.25);
+    ASSERT(strcmp(t.buf, "# HELP m_total Help.\n# TYPE m_total counter\nm_total 3\n"
+                         "m_total{x=\"1\"} 0.25\n") == 0);
+    kv_text_free(&t);
+
+    kv_histogram_init(&h, bounds, 2);
+    kv_histogram_observe(&h, 0.5);
+    kv_histogram_observe(&h, 1);  /* le is inclusive */
+    kv_histogram_observe(&h, 5);
+    kv_histogram_observe(&h, 50);
+    kv_prom_histogram(&t, "d", NULL, &h);
+    ASSERT(strstr(t.buf, "d_bucket{le=\"1\"} 2\n") != NULL);
+    ASSERT(strstr(t.buf, "d_bucket{le=\"10\"} 3\n") != NULL);
+    ASSERT(strstr(t.buf, "d_bucket{le=\"+Inf\"} 4\n") != NULL);
+    ASSERT(strstr(t.buf, "d_sum 56.5\n") != NULL);
+    ASSERT(strstr(t.buf, "d_count 4\n") != NULL);
+    kv_text_free(&t);
+}
+
+KV_TEST_MAIN(KV_TEST(test_prom_text), KV_TEST(test_key_chain_layout), KV_TEST(test_key_chain_long),
              KV_TEST(test_key_hash_is_xxh3_128), KV_TEST(test_size_parse),
              KV_TEST(test_addr_parse), KV_TEST(test_status_strings),
              KV_TEST(test_config_load))
