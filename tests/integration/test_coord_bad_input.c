@@ -394,6 +394,45 @@ static void test_events_from_unregistered_node(void)
     fixture_down(&f);
 }
 
+/* A heartbeat's counters with a tier that is unknown, repeated or one too
+ * many: refused whole; the node keeps its lease and its blocks. */
+static void test_bad_heartbeat_stats(void)
+{
+    Kvpool__HeartbeatRequest hb    = KVPOOL__HEARTBEAT_REQUEST__INIT;
+    Kvpool__StatsReply       stats = KVPOOL__STATS_REPLY__INIT;
+    Kvpool__TierStats        tiers[4];
+    Kvpool__TierStats       *ptrs[4];
+    const struct {
+        int tier[4];
+        int n;
+    } bad[] = {{{7}, 1}, {{-1}, 1}, {{0, 0}, 2}, {{0, 1, 2, 1}, 4}};
+    fixture_t f;
+    reply_t   r;
+    int       fd;
+
+    fixture_up(&f);
+    fd             = raw_authed(&f);
+    hb.node_id     = f.node_id;
+    hb.incarnation = INCARNATION;
+    hb.stats       = &stats;
+    stats.tiers    = ptrs;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        for (int t = 0; t < bad[i].n; t++) {
+            kvpool__tier_stats__init(&tiers[t]);
+            tiers[t].tier = (Kvpool__Tier)bad[i].tier[t];
+            ptrs[t]       = &tiers[t];
+        }
+        stats.n_tiers = (size_t)bad[i].n;
+        expect_refused(fd, KV_COORD_HEARTBEAT, &hb.base, KVP_ERR_INVALID_PARAM, "tiers");
+    }
+    stats.n_tiers = 1;
+    tiers[0].tier = KVPOOL__TIER__TIER_HOST;
+    ASSERT_OK(call(fd, KV_COORD_HEARTBEAT, &hb.base, NULL, 0, &r));
+    reply_free(&r);
+    close(fd);
+    fixture_down(&f); /* the node and its chain are still there */
+}
+
 /* Ways to spoil the last event (or the batch) of a good batch. */
 enum {
     BAD_KEY_SHORT, BAD_KEY_LONG, BAD_KEY_EMPTY, BAD_PARENT_SHORT, BAD_PARENT_SELF,
@@ -1037,4 +1076,5 @@ KV_TEST_MAIN(KV_TEST(test_unknown_namespace), KV_TEST(test_chain_too_long),
              KV_TEST(test_events_from_unregistered_node), KV_TEST(test_malformed_events),
              KV_TEST(test_malformed_match_plan_join), KV_TEST(test_random_bytes),
              KV_TEST(test_handshake), KV_TEST(test_join_rules),
-             KV_TEST(test_no_node_registered), KV_TEST(test_instances_and_schedule))
+             KV_TEST(test_no_node_registered), KV_TEST(test_instances_and_schedule),
+             KV_TEST(test_bad_heartbeat_stats))
