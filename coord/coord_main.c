@@ -12,6 +12,7 @@
 #include "coord.h"
 
 #include <kv/log.h>
+#include <kv/service.h>
 
 #include <getopt.h>
 #include <stdio.h>
@@ -38,6 +39,7 @@ static void usage(FILE *out)
 static void on_tick(void *arg)
 {
     kv_coord_tick(arg);
+    kv_service_watchdog();
 }
 
 int main(int argc, char **argv)
@@ -64,7 +66,7 @@ int main(int argc, char **argv)
     kv_coord_config_t config;
     const char       *config_path = NULL;
     const char       *flag_values[128] = {0};
-    char              err[512];
+    char              err[512], status[300];
     kv_evloop_t      *loop;
     kv_coord_t       *coord;
     int               opt, rc = 1;
@@ -124,7 +126,10 @@ int main(int argc, char **argv)
     fflush(stdout);
     kv_log_info("serving %s:%u, node lease %u ms", config.listen, kv_coord_port(coord),
                 config.lease_ms);
+    snprintf(status, sizeof(status), "serving %s:%u", config.listen, kv_coord_port(coord));
+    kv_service_ready(status);
     rc = kv_evloop_run(loop) == KVP_OK ? 0 : 1;
+    kv_service_stopping();
     kv_coord_destroy(coord);
     kv_log_info("stopped");
 out_loop:

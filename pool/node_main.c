@@ -16,6 +16,7 @@
 #include "node.h"
 
 #include <kv/log.h>
+#include <kv/service.h>
 
 #include <getopt.h>
 #include <stdio.h>
@@ -44,6 +45,7 @@ static void usage(FILE *out)
 static void on_tick(void *arg)
 {
     kv_node_tick(arg);
+    kv_service_watchdog();
 }
 
 int main(int argc, char **argv)
@@ -79,7 +81,7 @@ int main(int argc, char **argv)
     kv_node_config_t config;
     const char      *config_path = NULL;
     const char      *flag_values[128] = {0};
-    char             err[512];
+    char             err[512], status[300];
     kv_evloop_t     *loop;
     kv_node_t       *node;
     int              opt, rc = 1;
@@ -138,7 +140,10 @@ int main(int argc, char **argv)
     fflush(stdout);
     kv_log_info("serving %s:%u with %llu bytes of host memory", config.listen,
                 kv_node_port(node), (unsigned long long)config.memory);
+    snprintf(status, sizeof(status), "serving %s:%u", config.listen, kv_node_port(node));
+    kv_service_ready(status);
     rc = kv_evloop_run(loop) == KVP_OK ? 0 : 1;
+    kv_service_stopping();
     kv_node_destroy(node);
     kv_log_info("stopped");
 out_loop:
