@@ -124,7 +124,8 @@ assert len(d["history"]) >= 2
 assert sum(s["requested_blocks"] for s in d["history"]) == d["cluster"]["requested_blocks"]
 assert d["top_prefixes"] and d["top_prefixes"][0]["matches"] >= d["top_prefixes"][-1]["matches"]
 PY
-curl -sf "http://$coord_http/dashboard" | grep -qi "<html" || fail "/dashboard is not a page"
+curl -sf "http://$coord_http/dashboard" >"$work/dashboard.html"
+grep -qi "<html" "$work/dashboard.html" || fail "/dashboard is not a page"
 
 # every metric the Grafana dashboard and the docs name is served
 cat "$work"/*.prom | sed -n 's/^# TYPE \([a-z_]*\) .*/\1/p' | sort -u >"$work/served"
