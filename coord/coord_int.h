@@ -186,6 +186,8 @@ typedef struct kv_coord_instance {
     uint64_t prefills, decodes;  /**< requests it was chosen for, by role */
     uint64_t prompt_blocks;      /**< blocks of the prompts it prefilled */
     uint64_t loaded_blocks;      /**< of those, cached blocks it loads */
+    uint64_t prompt_tokens;      /**< tokens of the prompts it prefilled */
+    uint64_t loaded_tokens;      /**< of those, tokens it loads rather than computes */
 } kv_coord_instance_t;
 
 /* ---------------------------------------------------------------------- */
@@ -255,11 +257,11 @@ void kv_coord_view_tick(kv_coord_t *coord);
 void kv_coord_view_match(kv_coord_t *coord, uint32_t ns_id, const ProtobufCBinaryData *ns,
                          const kvp_key_t *keys, size_t n_keys, size_t matched);
 
-/** Count a Schedule decision for the @p n_keys blocks of @p keys (namespace
-    @p ns_id, UINT32_MAX when the index has none of it). */
-void kv_coord_view_schedule(kv_coord_t *coord, const kv_sched_plan_t *plan, uint32_t ns_id,
-                            const ProtobufCBinaryData *ns, const kvp_key_t *keys,
-                            size_t n_keys);
+/** Count Schedule's @p plan for @p req (namespace @p ns_id, UINT32_MAX when
+    the index has none of it). */
+void kv_coord_view_schedule(kv_coord_t *coord, const kv_sched_plan_t *plan,
+                            const kv_sched_request_t *req, uint32_t ns_id,
+                            const ProtobufCBinaryData *ns);
 
 /** The cluster's totals now. */
 void kv_coord_view_totals(const kv_coord_t *coord, kv_coord_totals_t *totals);

@@ -93,22 +93,25 @@ void kv_coord_view_match(kv_coord_t *coord, uint32_t ns_id, const ProtobufCBinar
     top_count(&coord->view, ns_id, keys, matched);
 }
 
-void kv_coord_view_schedule(kv_coord_t *coord, const kv_sched_plan_t *plan, uint32_t ns_id,
-                            const ProtobufCBinaryData *ns, const kvp_key_t *keys,
-                            size_t n_keys)
+void kv_coord_view_schedule(kv_coord_t *coord, const kv_sched_plan_t *plan,
+                            const kv_sched_request_t *req, uint32_t ns_id,
+                            const ProtobufCBinaryData *ns)
 {
     kv_coord_instance_t *prefill = &coord->instances[plan->prefill];
+    uint64_t block_tokens = kv_sched_cost(coord->sched)->block_tokens;
 
-    coord->view.scheduled_blocks += n_keys;
+    coord->view.scheduled_blocks += req->count;
     coord->view.scheduled_cached += plan->cached;
     if (ns_id < KV_INDEX_MAX_NAMESPACES) {
         ns_stats(&coord->view, ns_id, ns); /* names the prefix's namespace */
-        top_count(&coord->view, ns_id, keys, plan->cached);
+        top_count(&coord->view, ns_id, req->keys, plan->cached);
     }
 
     prefill->prefills++;
-    prefill->prompt_blocks += n_keys;
+    prefill->prompt_blocks += req->count;
     prefill->loaded_blocks += plan->load;
+    prefill->prompt_tokens += req->prompt_tokens;
+    prefill->loaded_tokens += KV_MIN((uint64_t)plan->load * block_tokens, req->prompt_tokens);
     coord->instances[plan->decode].decodes++;
     kv_histogram_observe(&coord->view.cached_blocks, plan->cached);
     kv_histogram_observe(&coord->view.loaded_blocks, plan->load);
@@ -337,6 +340,19 @@ static void sched_metrics(kv_text_t *t, const kv_coord_t *coord)
         kv_prom_label(l, sizeof(l), "instance", in->name);
         kv_prom_label(l, sizeof(l), "kind", "loaded");
         kv_prom_sample(t, "kvpool_sched_prompt_blocks_total", l, (double)in->loaded_blocks);
+    }
+    kv_prom_family(t, "kvpool_sched_prompt_tokens_total", "counter",
+                   "Prompt tokens of the requests each prefill instance was given, and of "
+                   "those the ones whose KV cache it loads rather than computes (loaded).");
+    for (uint32_t id = 1; id <= coord->config.max_instances; id++) {
+        const kv_coord_instance_t *in = &coord->instances[id];
+        for (int loaded = 0; in->id != 0 && loaded < 2; loaded++) {
+            l[0] = '\0';
+            kv_prom_label(l, sizeof(l), "instance", in->name);
+            kv_prom_label(l, sizeof(l), "kind", loaded ? "loaded" : "prompt");
+            kv_prom_sample(t, "kvpool_sched_prompt_tokens_total", l,
+                           (double)(loaded ? in->loaded_tokens : in->prompt_tokens));
+        }
     }
     l[0] = '\0';
     kv_prom_label(l, sizeof(l), "policy", policy);

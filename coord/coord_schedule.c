@@ -79,8 +79,8 @@ void kv_coord_handle_schedule(kv_rpc_call_t *call, const ProtobufCMessage *msg,
         return;
     }
     coord->decisions[kv_sched_policy(coord->sched)]++;
-    kv_coord_view_schedule(coord, &plan, index != NULL ? sreq.ns_id : UINT32_MAX, &req->ns,
-                           keys, req->n_keys);
+    kv_coord_view_schedule(coord, &plan, &sreq, index != NULL ? sreq.ns_id : UINT32_MAX,
+                           &req->ns);
 
     reply.prefill_id   = plan.prefill;
     reply.prefill_name = coord->instances[plan.prefill].name;

@@ -45,9 +45,18 @@ browse --window-size=1400,1100 --screenshot="$out_dir/dashboard.png" "$url" >/de
     { tail "$work/chromium.err" >&2; fail "chromium screenshot"; }
 [ -s "$out_dir/dashboard.png" ] || fail "no screenshot"
 
-python3 - "$work/dom.html" <<'PY' || fail "the dashboard did not render its data"
-import re, sys
+python3 - "$work/dom.html" "${url%/dashboard}/metrics" <<'PY' || fail "the dashboard did not render its data"
+import re, sys, urllib.request
 dom = open(sys.argv[1]).read()
+
+# the scheduler's metrics counted the demo's decisions, in blocks and tokens
+metrics = urllib.request.urlopen(sys.argv[2], timeout=10).read().decode()
+def total(prefix):
+    return sum(float(l.split()[-1]) for l in metrics.splitlines() if l.startswith(prefix))
+assert total('kvpool_sched_decisions_total{policy="cache-aware",instance="prefill-1",role="prefill"}') == 200
+for kind in ("prompt", "loaded"):
+    assert total('kvpool_sched_prompt_tokens_total{instance="prefill-1",kind="%s"}' % kind) > 0, kind
+assert total("kvpool_sched_loaded_prefix_blocks_count") == 200
 
 def element(id_):
     m = re.search(r'<[a-z]+ [^>]*id="%s"[^>]*>' % id_, dom)
