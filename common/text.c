@@ -3,6 +3,7 @@
  */
 #include <kv/alloc.h>
 #include <kv/text.h>
+#include <kvpool/status.h>
 
 #include <math.h>
 #include <stdarg.h>
@@ -110,6 +111,25 @@ void kv_prom_label(char *out, size_t len, const char *key, const char *value)
     PUT('"');
 #undef PUT
     out[at < len ? at : len - 1] = '\0';
+}
+
+void kv_prom_by_status(kv_text_t *text, const char *name, const char *labels,
+                       const uint64_t *counts, size_t n)
+{
+    char l[512], status[64];
+
+    for (size_t i = 1; i < n; i++) {
+        if (counts[i] == 0) {
+            continue;
+        }
+        snprintf(status, sizeof(status), "%s", kvp_status_string((kvp_status_t) - (int)i));
+        for (char *c = status; *c != '\0'; c++) {
+            *c = *c == ' ' ? '_' : *c;
+        }
+        snprintf(l, sizeof(l), "%s", labels != NULL ? labels : "");
+        kv_prom_label(l, sizeof(l), "status", status);
+        kv_prom_sample(text, name, l, (double)counts[i]);
+    }
 }
 
 void kv_histogram_init(kv_histogram_t *hist, const double *bounds, size_t n)

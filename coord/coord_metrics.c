@@ -371,25 +371,14 @@ static void sched_metrics(kv_text_t *t, const kv_coord_t *coord)
 static void rpc_metrics(kv_text_t *t, const kv_coord_t *coord)
 {
     kv_rpc_server_stats_t rpc;
-    char                  l[256], name[64];
 
     kv_rpc_server_stats(coord->server, &rpc);
     family(t, "kvpool_coord_connections", "gauge", "RPC connections open now.",
            (double)rpc.connections);
     kv_prom_family(t, "kvpool_coord_rpc_errors_total", "counter",
                    "Replies with an error status, by status.");
-    for (int i = 1; i < KV_RPC_ERROR_SLOTS; i++) {
-        if (rpc.errors[i] == 0) {
-            continue;
-        }
-        snprintf(name, sizeof(name), "%s", kvp_status_string((kvp_status_t)-i));
-        for (char *c = name; *c != '\0'; c++) {
-            *c = *c == ' ' ? '_' : *c;
-        }
-        l[0] = '\0';
-        kv_prom_label(l, sizeof(l), "status", name);
-        kv_prom_sample(t, "kvpool_coord_rpc_errors_total", l, (double)rpc.errors[i]);
-    }
+    kv_prom_by_status(t, "kvpool_coord_rpc_errors_total", NULL, rpc.errors,
+                      KV_RPC_ERROR_SLOTS);
 }
 
 static int on_http(void *arg, const char *path, kv_http_reply_t *reply)

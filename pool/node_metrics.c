@@ -160,24 +160,15 @@ static void transport_metrics(kv_text_t *t, const kv_node_t *node)
 static void rpc_metrics(kv_text_t *t, const kv_node_t *node)
 {
     kv_rpc_server_stats_t rpc;
-    char                  l[256], name[64];
+    char                  l[256];
 
     kv_rpc_server_stats(node->server, &rpc);
     gauge(t, node, "kvpool_node_connections", "Client connections open now.",
           (double)rpc.connections);
     kv_prom_family(t, "kvpool_node_rpc_errors_total", "counter",
                    "Replies with an error status, by status.");
-    for (int i = 1; i < KV_RPC_ERROR_SLOTS; i++) {
-        if (rpc.errors[i] == 0) {
-            continue;
-        }
-        snprintf(name, sizeof(name), "%s", kvp_status_string((kvp_status_t)-i));
-        for (char *c = name; *c != '\0'; c++) {
-            *c = *c == ' ' ? '_' : *c;
-        }
-        kv_prom_sample(t, "kvpool_node_rpc_errors_total",
-                       labels(node, l, sizeof(l), "status", name), (double)rpc.errors[i]);
-    }
+    kv_prom_by_status(t, "kvpool_node_rpc_errors_total", labels(node, l, sizeof(l), NULL, NULL),
+                      rpc.errors, KV_RPC_ERROR_SLOTS);
     counter(t, node, "kvpool_node_lease_expiries_total",
             "Get leases and put reservations that expired before their end.",
             (double)node->lease_expiries);

@@ -43,6 +43,14 @@ void kv_prom_sample(kv_text_t *text, const char *name, const char *labels, doubl
  */
 void kv_prom_label(char *out, size_t len, const char *key, const char *value);
 
+/**
+ * @brief One sample of @p name per error status with a count: @p counts[i]
+ * is the count of status -i (1 <= i < @p n), labelled status="not_found"
+ * (kvp_status_string() with '_' for ' ') after @p labels (may be NULL).
+ */
+void kv_prom_by_status(kv_text_t *text, const char *name, const char *labels,
+                       const uint64_t *counts, size_t n);
+
 /** Most finite buckets of a histogram. */
 #define KV_HIST_MAX 24
 
