@@ -78,39 +78,25 @@ void kv_prom_sample(kv_text_t *text, const char *name, const char *labels, doubl
 
 void kv_prom_label(char *out, size_t len, const char *key, const char *value)
 {
-    size_t at = strnlen(out, len);
+    size_t at = strnlen(out, len), need = strlen(key) + 3 + (at > 0);
 
-    if (len == 0) {
-        return;
+    if (at >= len || at + need >= len) {
+        return; /* not even the key fits: the list stays as it was */
     }
-#define PUT(c)                 \
-    do {                       \
-        if (at + 1 < len) {    \
-            out[at++] = (c);   \
-        }                      \
-    } while (0)
-    if (at > 0) {
-        PUT(',');
-    }
-    for (const char *k = key; *k != '\0'; k++) {
-        PUT(*k);
-    }
-    PUT('=');
-    PUT('"');
+    at += (size_t)snprintf(out + at, len - at, "%s%s=\"", at > 0 ? "," : "", key);
+    /* the value, escaped, as far as it fits with its closing quote */
     for (const char *v = value; *v != '\0'; v++) {
-        if (*v == '\\' || *v == '"') {
-            PUT('\\');
-            PUT(*v);
-        } else if (*v == '\n') {
-            PUT('\\');
-            PUT('n');
-        } else {
-            PUT(*v);
+        const char *esc = *v == '\\' ? "\\\\" : *v == '"' ? "\\\"" : *v == '\n' ? "\\n" : NULL;
+        size_t      n   = esc != NULL ? 2 : 1;
+
+        if (at + n + 2 > len) {
+            break;
         }
+        memcpy(out + at, esc != NULL ? esc : v, n);
+        at += n;
     }
-    PUT('"');
-#undef PUT
-    out[at < len ? at : len - 1] = '\0';
+    out[at++] = '"';
+    out[at]   = '\0';
 }
 
 void kv_prom_by_status(kv_text_t *text, const char *name, const char *labels,

@@ -69,6 +69,7 @@ int main(int argc, char **argv)
     char              err[512], status[300];
     kv_evloop_t      *loop;
     kv_coord_t       *coord;
+    size_t            len;
     int               opt, rc = 1;
 
     kv_coord_config_defaults(&config);
@@ -126,7 +127,13 @@ int main(int argc, char **argv)
     fflush(stdout);
     kv_log_info("serving %s:%u, node lease %u ms", config.listen, kv_coord_port(coord),
                 config.lease_ms);
-    snprintf(status, sizeof(status), "serving %s:%u", config.listen, kv_coord_port(coord));
+    /* what systemctl status shows (listen is < 256 bytes: it fits) */
+    len = (size_t)snprintf(status, sizeof(status), "serving %s:%u", config.listen,
+                           kv_coord_port(coord));
+    if (kv_coord_http_port(coord) != 0) {
+        snprintf(status + len, sizeof(status) - len, ", http on port %u",
+                 kv_coord_http_port(coord));
+    }
     kv_service_ready(status);
     rc = kv_evloop_run(loop) == KVP_OK ? 0 : 1;
     kv_service_stopping();

@@ -199,7 +199,7 @@ static void family(kv_text_t *t, const char *name, const char *type, const char 
 static void index_metrics(kv_text_t *t, const kv_coord_t *coord)
 {
     kv_index_stats_t index;
-    char             l[256];
+    char             l[512];
 
     kv_index_stats(coord->index, &index);
     family(t, "kvpool_coord_nodes", "gauge", "Pool nodes joined now.",
@@ -229,7 +229,7 @@ static void index_metrics(kv_text_t *t, const kv_coord_t *coord)
 static void lookup_metrics(kv_text_t *t, const kv_coord_t *coord)
 {
     const kv_coord_ns_stats_t *ns = coord->view.ns;
-    char                       l[256];
+    char                       l[512];
 
     kv_prom_family(t, "kvpool_lookups_total", "counter", "Match calls, by namespace.");
     for (size_t i = 0; ns != NULL && i < KV_INDEX_MAX_NAMESPACES; i++) {
@@ -309,7 +309,7 @@ static void node_metrics(kv_text_t *t, const kv_coord_t *coord)
 static void sched_metrics(kv_text_t *t, const kv_coord_t *coord)
 {
     const char *policy = kv_sched_policy_name(kv_sched_policy(coord->sched));
-    char        l[256];
+    char        l[512];
 
     kv_prom_family(t, "kvpool_sched_decisions_total", "counter",
                    "Schedule decisions, by policy, chosen instance and role.");

@@ -576,8 +576,7 @@ static void *link_main(void *arg)
 /* Life cycle                                                              */
 /* ---------------------------------------------------------------------- */
 
-/* The address clients dial: advertise, else listen:port (bracketed v6). */
-static void advertised_address(kv_node_t *node, char *out, size_t len)
+void kv_node_advertised_address(const kv_node_t *node, char *out, size_t len)
 {
     const kv_node_config_t *config = &node->config;
 
@@ -599,7 +598,7 @@ kvp_status_t kv_node_coord_create(kv_node_t *node)
                                "namespace names");
     link->ns_lens  = kv_calloc(KV_BLOCK_TABLE_MAX_NAMESPACES, sizeof(*link->ns_lens),
                                "namespace lengths");
-    advertised_address(node, link->address, sizeof(link->address));
+    kv_node_advertised_address(node, link->address, sizeof(link->address));
     if (getrandom(&link->incarnation, sizeof(link->incarnation), 0) !=
         sizeof(link->incarnation)) {
         /* still differs per process start, which is all it must do */

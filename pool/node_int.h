@@ -66,6 +66,9 @@ typedef struct kv_node_stats_msg {
     reply.tiers points into @p stats, which must not move while it is used. */
 void kv_node_stats_fill(kv_node_t *node, kv_node_stats_msg_t *stats);
 
+/** The address clients dial: advertise, else listen:port (bracketed v6). */
+void kv_node_advertised_address(const kv_node_t *node, char *out, size_t len);
+
 /** Start the HTTP endpoint if config.http_port asks for one (node_metrics.c). */
 kvp_status_t kv_node_http_start(kv_node_t *node);
 

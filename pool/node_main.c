@@ -84,6 +84,7 @@ int main(int argc, char **argv)
     char             err[512], status[300];
     kv_evloop_t     *loop;
     kv_node_t       *node;
+    size_t           len;
     int              opt, rc = 1;
 
     kv_node_config_defaults(&config);
@@ -140,7 +141,13 @@ int main(int argc, char **argv)
     fflush(stdout);
     kv_log_info("serving %s:%u with %llu bytes of host memory", config.listen,
                 kv_node_port(node), (unsigned long long)config.memory);
-    snprintf(status, sizeof(status), "serving %s:%u", config.listen, kv_node_port(node));
+    /* what systemctl status shows (listen is < 256 bytes: it fits) */
+    len = (size_t)snprintf(status, sizeof(status), "serving %s:%u", config.listen,
+                           kv_node_port(node));
+    if (kv_node_http_port(node) != 0) {
+        snprintf(status + len, sizeof(status) - len, ", http on port %u",
+                 kv_node_http_port(node));
+    }
     kv_service_ready(status);
     rc = kv_evloop_run(loop) == KVP_OK ? 0 : 1;
     kv_service_stopping();

@@ -2,9 +2,11 @@
  * node_metrics.c - the node's HTTP endpoint: /metrics in the Prometheus
  * text format and /health.
  *
- * Every family carries a `node` label (the node's name, config key name)
- * so that a dashboard can tell nodes apart without relabelling.  Counters
- * are the node's own since it started; Prometheus computes the rates.
+ * Every family carries a `node` label, the address clients dial (as the
+ * coordinator's per-node metrics do), so that a dashboard can tell nodes
+ * apart and join the two without relabelling; kvpool_node_info maps it to
+ * the node's name.  Counters are the node's own since it started;
+ * Prometheus computes the rates.
  */
 #include "block_table.h"
 #include "node_int.h"
@@ -23,8 +25,11 @@ static const char *const tier_names[2] = {"host", "ssd"};
 static const char *labels(const kv_node_t *node, char *buf, size_t len, const char *key,
                           const char *value)
 {
+    char address[300];
+
+    kv_node_advertised_address(node, address, sizeof(address));
     buf[0] = '\0';
-    kv_prom_label(buf, len, "node", node->config.name);
+    kv_prom_label(buf, len, "node", address);
     if (key != NULL) {
         kv_prom_label(buf, len, key, value);
     }
@@ -34,7 +39,7 @@ static const char *labels(const kv_node_t *node, char *buf, size_t len, const ch
 static void counter(kv_text_t *t, const kv_node_t *node, const char *name,
                     const char *help, double value)
 {
-    char l[256];
+    char l[512];
 
     kv_prom_family(t, name, "counter", help);
     kv_prom_sample(t, name, labels(node, l, sizeof(l), NULL, NULL), value);
@@ -43,7 +48,7 @@ static void counter(kv_text_t *t, const kv_node_t *node, const char *name,
 static void gauge(kv_text_t *t, const kv_node_t *node, const char *name,
                   const char *help, double value)
 {
-    char l[256];
+    char l[512];
 
     kv_prom_family(t, name, "gauge", help);
     kv_prom_sample(t, name, labels(node, l, sizeof(l), NULL, NULL), value);
@@ -53,7 +58,7 @@ static void gauge(kv_text_t *t, const kv_node_t *node, const char *name,
 static void per_tier(kv_text_t *t, const kv_node_t *node, int tiers, const char *name,
                      const char *type, const char *help, const uint64_t values[2])
 {
-    char l[256];
+    char l[512];
 
     kv_prom_family(t, name, type, help);
     for (int i = 0; i < tiers; i++) {
@@ -67,7 +72,7 @@ static void tier_metrics(kv_text_t *t, const kv_node_t *node)
     kv_block_table_stats_t st;
     kv_ssd_stats_t         ssd;
     int                    tiers = node->config.ssd_dir[0] != '\0' ? 2 : 1;
-    char                   l[256];
+    char                   l[512];
 
     kv_block_table_stats(node->table, &st);
     kv_block_table_ssd_stats(node->table, &ssd);
@@ -137,7 +142,7 @@ static void transport_metrics(kv_text_t *t, const kv_node_t *node)
          "two-phase, from GetStart to GetEnd.",
          0},
     };
-    char l[256];
+    char l[512];
 
     for (int f = 0; f < 2; f++) {
         kv_prom_family(t, bytes[f].name, "counter", bytes[f].help);
@@ -160,7 +165,7 @@ static void transport_metrics(kv_text_t *t, const kv_node_t *node)
 static void rpc_metrics(kv_text_t *t, const kv_node_t *node)
 {
     kv_rpc_server_stats_t rpc;
-    char                  l[256];
+    char                  l[512];
 
     kv_rpc_server_stats(node->server, &rpc);
     gauge(t, node, "kvpool_node_connections", "Client connections open now.",
@@ -180,6 +185,7 @@ static void rpc_metrics(kv_text_t *t, const kv_node_t *node)
 static int on_http(void *arg, const char *path, kv_http_reply_t *reply)
 {
     kv_node_t *node = arg;
+    char       l[512];
 
     if (strcmp(path, "/health") == 0) {
         kv_text_printf(&reply->body, "ok\n");
@@ -189,6 +195,10 @@ static int on_http(void *arg, const char *path, kv_http_reply_t *reply)
         return -1;
     }
     reply->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    kv_prom_family(&reply->body, "kvpool_node_info", "gauge",
+                   "Always 1: the node's name (config key name) by its address.");
+    kv_prom_sample(&reply->body, "kvpool_node_info",
+                   labels(node, l, sizeof(l), "name", node->config.name), 1);
     tier_metrics(&reply->body, node);
     transport_metrics(&reply->body, node);
     rpc_metrics(&reply->body, node);

@@ -41,7 +41,7 @@ start() {
 start coord "$KVPOOL_COORD_BIN" --port 0 --http-port 0 --lease-ms 2000
 coord=$addr coord_http=$http
 start node1 "$KVPOOL_NODE_BIN" --port 0 --http-port 0 --memory 64MiB --name n1 --coord "$coord"
-node1_http=$http
+node1=$addr node1_http=$http
 # the second node has an SSD tier when the build directory takes O_DIRECT
 ssd=()
 if python3 -c "import os,sys; os.close(os.open(sys.argv[1] + '/probe', os.O_CREAT | os.O_WRONLY | os.O_DIRECT))" "$work" 2>/dev/null; then
@@ -100,7 +100,8 @@ moved() { # FILE0 FILE1 METRIC
     [ "$b" -gt "$a" ] || fail "$3 did not move ($a -> $b)"
 }
 moved "$work/node1_0.prom" "$work/node1.prom" 'kvpool_node_puts_total{'
-moved "$work/node1_0.prom" "$work/node1.prom" 'kvpool_node_get_blocks_total{node="n1",tier="host",result="hit"}'
+moved "$work/node1_0.prom" "$work/node1.prom" "kvpool_node_get_blocks_total{node=\"$node1\",tier=\"host\",result=\"hit\"}"
+grep -q "^kvpool_node_info{node=\"$node1\",name=\"n1\"} 1\$" "$work/node1.prom" || fail "kvpool_node_info of n1"
 moved "$work/node1_0.prom" "$work/node1.prom" 'kvpool_node_put_duration_seconds_count{'
 moved "$work/coord0.prom" "$work/coord.prom" 'kvpool_lookup_blocks_total{namespace="replay",result="hit"}'
 moved "$work/coord0.prom" "$work/coord.prom" 'kvpool_cluster_hit_blocks_total{'
@@ -109,7 +110,7 @@ bytes=$(value "$work/node1.prom" 'kvpool_node_put_bytes_total{')
 [ "$bytes" -gt 0 ] || fail "no put bytes by transport"
 if [ ${#ssd[@]} -gt 0 ]; then # 8 MiB of host memory: the replay demotes
     [ "$(value "$work/node2.prom" 'kvpool_node_demotions_total{')" -gt 0 ] || fail "node 2 demoted nothing"
-    grep -q '^kvpool_node_used_bytes{node="n2",tier="ssd"}' "$work/node2.prom" || fail "no ssd tier in node 2's metrics"
+    grep -q "^kvpool_node_used_bytes{node=\"$node2\",tier=\"ssd\"}" "$work/node2.prom" || fail "no ssd tier in node 2's metrics"
 fi
 
 # the dashboard's JSON is JSON with the figures the page draws

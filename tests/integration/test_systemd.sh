@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
-# The daemons as services: systemd-analyze verify accepts the units in
-# deploy/systemd without a word; under a NOTIFY_SOCKET the daemons send
-# READY=1 once their ports accept connections, WATCHDOG=1 from their tick
-# and STOPPING=1 on SIGTERM; the example configs start them; `cmake
-# --install` lays out binaries, library, header, units and configs, and
-# CPack makes a .deb of them.  Parts whose tool is missing (systemd-analyze,
-# cpack's dpkg tools) skip with a reason; if all do, the test exits 77.
+# The daemons as installed services.  Two modes (ctest runs each as a test):
+#
+#   units    (check_units)  `cmake --install` into a staging root that also
+#            holds systemd's own units, then `systemd-analyze verify
+#            --root=ROOT` of every unit in deploy/systemd (which name /usr/bin
+#            and /etc) and of the installed ones (which name the configured
+#            prefix): any output, a warning included, fails.  --root makes
+#            verify look for the ExecStart binaries in ROOT, so a unit naming
+#            a binary the install does not provide fails too.  The service
+#            user: systemd-sysusers --dry-run in the root must create it.
+#   install  (test_install) `cmake --install` into a staging directory: the
+#            binaries, libkvpool and its headers (a program is compiled and
+#            linked against them), the units, the sysusers file, the example
+#            configs (the installed daemons start with them); then, with
+#            cpack and dpkg-deb, `cpack -G DEB` and the .deb's contents.
+#
+# A missing tool is a skip (exit 77, the reason on stderr).  The sd_notify
+# side is tests/integration/test_systemd.c (test_notify).
 set -euo pipefail
 
-: "${KVPOOL_COORD_BIN:?}" "${KVPOOL_NODE_BIN:?}" "${KVP_BUILD_DIR:?}"
-command -v python3 >/dev/null || { echo "SKIP: python3 is not installed" >&2; exit 77; }
+mode=${1:-}
+: "${KVP_BUILD_DIR:?}"
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/kvpool-systemd.XXXXXX")
 pids=()
@@ -20,120 +31,177 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
-ran=0
+skip() { echo "SKIP: $*" >&2; exit 77; }
 
-# ---- systemd-analyze verify, in a root that has the binaries the units name
-if command -v systemd-analyze >/dev/null && [ -d /usr/lib/systemd/system ]; then
-    vroot=$work/vroot
-    mkdir -p "$vroot/usr/bin" "$vroot/usr/lib/systemd/system"
-    cp -a /usr/lib/systemd/system/. "$vroot/usr/lib/systemd/system/"
-    cp "$KVPOOL_COORD_BIN" "$KVPOOL_NODE_BIN" "$vroot/usr/bin/"
-    for unit in "$root"/deploy/systemd/*.service; do
-        cp "$unit" "$vroot/usr/lib/systemd/system/"
-        name=$(basename "$unit")
-        [ "${name%@.service}" != "$name" ] && name=${name%@.service}@a.service
-        if ! out=$(systemd-analyze verify --root="$vroot" \
-                       "$vroot/usr/lib/systemd/system/$name" 2>&1) || [ -n "$out" ]; then
-            echo "$out" >&2
-            fail "systemd-analyze verify $name"
-        fi
-    done
-    echo "units: systemd-analyze verify is silent on $(ls "$root"/deploy/systemd/*.service | wc -l) units"
-    ran=1
-else
-    echo "skipped: systemd-analyze verify (no systemd-analyze or unit directory)"
-fi
+prefix=$(sed -n 's/^CMAKE_INSTALL_PREFIX:PATH=//p' "$KVP_BUILD_DIR/CMakeCache.txt")
+[ -n "$prefix" ] || fail "no CMAKE_INSTALL_PREFIX in $KVP_BUILD_DIR/CMakeCache.txt"
+# the installed units name the binaries and configs by these paths
+unit_bindir=$(sed -n 's/^ExecStart=\(.*\)\/kvpool-coord .*/\1/p' "$KVP_BUILD_DIR/systemd/kvpool-coord.service")
+[ -n "$unit_bindir" ] || fail "no ExecStart in $KVP_BUILD_DIR/systemd/kvpool-coord.service"
 
-# ---- sd_notify: READY=1 when the port accepts, WATCHDOG=1 from the tick, STOPPING=1
-# notify_run NAME BIN ARGS...: run BIN with a NOTIFY_SOCKET and check its messages
-notify_run() {
-    local name=$1
-    shift
-    python3 - "$work/$name" "$@" <<'PY' || fail "sd_notify of $name"
-import os, re, signal, socket, subprocess, sys, time
-
-path, cmd = sys.argv[1] + ".sock", sys.argv[2:]
-sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-sock.bind(path)
-env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="3000000")
-proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                        text=True)
-
-def message(want, timeout):
-    sock.settimeout(timeout)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            msg = sock.recv(4096).decode()
-        except socket.timeout:
-            break
-        if want in msg.split("\n"):
-            return msg
-    raise SystemExit("no %s within %.0f s" % (want, timeout))
-
-ready = message("READY=1", 20)
-assert "STATUS=serving " in ready, ready
-line = proc.stdout.readline()  # "... listening on HOST:PORT", printed before READY
-host, port = re.search(r"listening on (\S+):(\d+)", line).groups()
-socket.create_connection((host, int(port)), timeout=5).close()
-message("WATCHDOG=1", 5)
-proc.send_signal(signal.SIGTERM)
-message("STOPPING=1", 10)
-assert proc.wait(timeout=20) == 0, "exit status %s" % proc.returncode
-print("notify: %s: READY=1 (%s), WATCHDOG=1, STOPPING=1" % (os.path.basename(cmd[0]),
-                                                            ready.split("STATUS=")[1]))
-PY
+# install_to DIR: cmake --install with DESTDIR=DIR
+install_to() {
+    DESTDIR=$1 cmake --install "$KVP_BUILD_DIR" >"$work/install.log" 2>&1 ||
+        { cat "$work/install.log" >&2; fail "cmake --install"; }
 }
-notify_run coord "$KVPOOL_COORD_BIN" --port 0 --http-port 0
-notify_run node "$KVPOOL_NODE_BIN" --port 0 --memory 16MiB --data-plane off
-ran=1
 
-# ---- the example configurations start the daemons (flags override the ports)
-"$KVPOOL_COORD_BIN" --config "$root/deploy/kvpool-coord.ini" --port 0 --http-port 0 \
-    >"$work/coord.out" 2>&1 &
-pids+=($!)
-"$KVPOOL_NODE_BIN" --config "$root/deploy/kvpool-node.ini" --port 0 --http-port 0 \
-    --memory 16MiB >"$work/node.out" 2>&1 &
-pids+=($!)
-for f in coord node; do
+# ---------------------------------------------------------------------------
+check_units() {
+    command -v systemd-analyze >/dev/null || skip "systemd-analyze is not installed"
+    local sysunits=/usr/lib/systemd/system
+    [ -f $sysunits/sysinit.target ] || sysunits=/lib/systemd/system
+    [ -f $sysunits/sysinit.target ] ||
+        skip "systemd's own units (sysinit.target...) are not installed"
+
+    local vroot=$work/root unit name out n=0
+    install_to "$vroot"
+    # what the units' dependencies (sysinit.target, network-online.target...) need
+    mkdir -p "$vroot/usr/lib/systemd/system" "$vroot/usr/bin" "$vroot/etc/kvpool"
+    cp -an $sysunits/. "$vroot/usr/lib/systemd/system/"
+    # deploy/systemd's units name /usr/bin: the installed binaries, there too
+    for b in kvpool-coord kvpool-node; do
+        [ -x "$vroot$unit_bindir/$b" ] || fail "cmake --install did not install $unit_bindir/$b"
+        [ -e "$vroot/usr/bin/$b" ] || cp "$vroot$unit_bindir/$b" "$vroot/usr/bin/$b"
+    done
+    mkdir -p "$vroot/src"
+    cp "$root"/deploy/systemd/*.service "$vroot/src/"
+    for unit in "$vroot"/src/*.service "$vroot$prefix"/lib/systemd/system/kvpool*.service; do
+        [ -f "$unit" ] || fail "no unit $unit"
+        name=$(basename "$unit")
+        # a template is verified as an instance of it
+        if [ "${name%@.service}" != "$name" ]; then
+            cp "$unit" "$(dirname "$unit")/${name%@.service}@a.service"
+            unit=$(dirname "$unit")/${name%@.service}@a.service
+        fi
+        if ! out=$(systemd-analyze verify --root="$vroot" "$unit" 2>&1) || [ -n "$out" ]; then
+            echo "$out" >&2
+            fail "systemd-analyze verify ${unit#"$vroot"} is not silent"
+        fi
+        n=$((n + 1))
+    done
+    echo "systemd-analyze verify: silent on $n units (deploy/systemd and installed under $prefix)"
+
+    # the service user: systemd-sysusers reads the installed file
+    if command -v systemd-sysusers >/dev/null; then
+        local sysusers_dir=$vroot/usr/lib/sysusers.d
+        mkdir -p "$sysusers_dir"
+        cp "$root/deploy/systemd/kvpool.conf" "$sysusers_dir/"
+        [ -f "$vroot$prefix/lib/sysusers.d/kvpool.conf" ] ||
+            fail "cmake --install did not install lib/sysusers.d/kvpool.conf"
+        out=$(systemd-sysusers --root="$vroot" --dry-run /usr/lib/sysusers.d/kvpool.conf 2>&1) ||
+            { echo "$out" >&2; fail "systemd-sysusers kvpool.conf"; }
+        echo "$out" | grep -q "Creating user 'kvpool'" ||
+            { echo "$out" >&2; fail "systemd-sysusers does not create the user kvpool"; }
+        if echo "$out" | grep -v "^Creating \|^Would write " | grep -q .; then
+            echo "$out" >&2
+            fail "systemd-sysusers says more than it creates"
+        fi
+        echo "systemd-sysusers: kvpool.conf creates the user and group kvpool"
+    else
+        echo "not checked: the sysusers file (no systemd-sysusers)"
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# wait_line FILE PATTERN: up to 10 s for a line matching PATTERN in FILE
+wait_line() {
     for _ in $(seq 100); do
-        grep -q " http on " "$work/$f.out" && break
+        grep -q "$2" "$1" && return 0
         sleep 0.1
     done
-    grep -q " http on " "$work/$f.out" || { cat "$work/$f.out" >&2; fail "deploy/kvpool-$f.ini"; }
-done
-echo "configs: deploy/kvpool-coord.ini and deploy/kvpool-node.ini start their daemons"
+    return 1
+}
 
-# ---- cmake --install into a staging directory
-DESTDIR=$work/inst cmake --install "$KVP_BUILD_DIR" >"$work/install.log" 2>&1 ||
-    { cat "$work/install.log" >&2; fail "cmake --install"; }
-prefix=$(sed -n 's/^CMAKE_INSTALL_PREFIX:PATH=//p' "$KVP_BUILD_DIR/CMakeCache.txt")
-inst=$work/inst$prefix
-for f in bin/kvpool-coord bin/kvpool-node bin/kvpool include/kvpool/kvpool.h \
-         lib/systemd/system/kvpool-coord.service lib/systemd/system/kvpool-node@.service \
-         lib/sysusers.d/kvpool.conf share/doc/kvpool/OPERATIONS.md; do
-    [ -e "$inst/$f" ] || fail "cmake --install did not install $f"
-done
-ls "$inst"/lib/libkvpool.so.* >/dev/null 2>&1 || fail "no libkvpool.so installed"
-etc=$(grep -o -- '--config [^ ]*coord.ini' "$inst/lib/systemd/system/kvpool-coord.service")
-[ -f "$work/inst${etc#--config }" ] || fail "the unit's config ${etc#--config } is not installed"
-exe=$(sed -n 's/^ExecStart=\([^ ]*\).*/\1/p' "$inst/lib/systemd/system/kvpool-node@.service")
-[ -x "$work/inst$exe" ] || fail "the unit's $exe is not installed"
-echo "install: binaries, library, header, units, user and configs under $prefix"
-
-# ---- CPack: a .deb with the same files
-if command -v cpack >/dev/null && command -v dpkg-deb >/dev/null &&
-   command -v dpkg-shlibdeps >/dev/null; then
-    (cd "$work" && cpack -G DEB --config "$KVP_BUILD_DIR/CPackConfig.cmake" -B "$work/pkg") \
-        >"$work/cpack.log" 2>&1 || { tail -20 "$work/cpack.log" >&2; fail "cpack -G DEB"; }
-    deb=$(ls "$work"/pkg/kvpool_*.deb)
-    dpkg-deb -c "$deb" >"$work/deb.list"
-    for f in bin/kvpool-coord bin/kvpool-node lib/systemd/system/kvpool-node@.service; do
-        grep -q "$f\$" "$work/deb.list" || fail "the .deb lacks $f"
+test_install() {
+    local inst=$work/inst f
+    install_to "$inst"
+    local p=$inst$prefix etc
+    etc=$(sed -n 's/^ExecStart=.*--config \(.*\)\/coord.ini$/\1/p' \
+              "$KVP_BUILD_DIR/systemd/kvpool-coord.service")
+    [ -n "$etc" ] || fail "the coordinator's unit names no --config .../coord.ini"
+    for f in "$unit_bindir/kvpool-coord" "$unit_bindir/kvpool-node" "$unit_bindir/kvpool"; do
+        [ -x "$inst$f" ] || fail "cmake --install did not install $f"
     done
-    dpkg-deb -f "$deb" Depends | grep -q libmicrohttpd || fail "the .deb's Depends: $(dpkg-deb -f "$deb" Depends)"
-    echo "deb: $(basename "$deb"), Depends: $(dpkg-deb -f "$deb" Depends | cut -c1-80)..."
-else
-    echo "skipped: the .deb (cpack, dpkg-deb or dpkg-shlibdeps missing)"
-fi
-[ "$ran" = 1 ] || { echo "SKIP: nothing to check here" >&2; exit 77; }
+    for f in include/kvpool/kvpool.h include/kvpool/status.h \
+             lib/systemd/system/kvpool-coord.service lib/systemd/system/kvpool-node@.service \
+             lib/sysusers.d/kvpool.conf; do
+        [ -f "$p/$f" ] || fail "cmake --install did not install $prefix/$f"
+    done
+    for f in "$etc/coord.ini" "$etc/node-example.ini"; do
+        [ -f "$inst$f" ] || fail "cmake --install did not install $f"
+    done
+    local libdir
+    libdir=$(dirname "$(ls "$p"/lib*/libkvpool.so.0 "$p"/lib*/*/libkvpool.so.0 2>/dev/null | head -1)")
+    [ -f "$libdir/libkvpool.so.0" ] || fail "cmake --install did not install libkvpool.so.0"
+    [ -L "$libdir/libkvpool.so" ] || fail "cmake --install did not install the libkvpool.so link"
+    grep -q "^ExecStart=$unit_bindir/kvpool-node --config $etc/node-%i.ini$" \
+        "$p/lib/systemd/system/kvpool-node@.service" ||
+        fail "the installed node unit does not run $unit_bindir/kvpool-node with $etc/node-%i.ini"
+    echo "install: binaries, libkvpool, headers, units, sysusers file and configs under $prefix"
+
+    # the installed header and library are enough to build a client
+    if command -v cc >/dev/null; then
+        cat >"$work/client.c" <<'EOF'
+#include <kvpool/kvpool.h>
+#include <stdio.h>
+int main(void)
+{
+    puts(kvp_status_string(KVP_OK));
+    return 0;
+}
+EOF
+        cc -std=c11 -Wall -Werror -I"$p/include" "$work/client.c" -L"$libdir" -lkvpool \
+            -o "$work/client" 2>"$work/cc.log" || { cat "$work/cc.log" >&2; fail "building against the installed libkvpool"; }
+        LD_LIBRARY_PATH=$libdir "$work/client" >/dev/null || fail "a program linked to the installed libkvpool"
+        echo "install: a program builds against include/kvpool/kvpool.h and links libkvpool"
+    fi
+    LD_LIBRARY_PATH=$libdir "$inst$unit_bindir/kvpool" --help >/dev/null 2>&1 ||
+        fail "the installed kvpool --help"
+
+    # the installed daemons start with the installed example configs (free ports)
+    "$inst$unit_bindir/kvpool-coord" --config "$inst$etc/coord.ini" --port 0 --http-port 0 \
+        >"$work/coord.out" 2>&1 &
+    pids+=($!)
+    "$inst$unit_bindir/kvpool-node" --config "$inst$etc/node-example.ini" --port 0 \
+        --http-port 0 --memory 16MiB --data-plane off >"$work/node.out" 2>&1 &
+    pids+=($!)
+    for f in coord node; do
+        wait_line "$work/$f.out" "listening on " ||
+            { cat "$work/$f.out" >&2; fail "kvpool-$f with the installed example config"; }
+    done
+    echo "install: the installed daemons start with coord.ini and node-example.ini"
+
+    # the .deb
+    if ! command -v cpack >/dev/null || ! command -v dpkg-deb >/dev/null; then
+        echo "not checked: the .deb (no cpack or dpkg-deb)"
+        return 0
+    fi
+    (cd "$work" && cpack -G DEB --config "$KVP_BUILD_DIR/CPackConfig.cmake" -B "$work/pkg") \
+        >"$work/cpack.log" 2>&1 || { tail -30 "$work/cpack.log" >&2; fail "cpack -G DEB"; }
+    local deb
+    deb=$(ls "$work"/pkg/kvpool_*.deb 2>/dev/null | head -1)
+    [ -f "$deb" ] || { tail -30 "$work/cpack.log" >&2; fail "cpack made no kvpool_*.deb"; }
+    dpkg-deb -c "$deb" >"$work/deb.list"
+    for f in "$unit_bindir/kvpool-coord" "$unit_bindir/kvpool-node" "$unit_bindir/kvpool" \
+             "$prefix/lib/systemd/system/kvpool-coord.service" \
+             "$prefix/lib/systemd/system/kvpool-node@.service" \
+             "$prefix/lib/sysusers.d/kvpool.conf" "$prefix/include/kvpool/kvpool.h" \
+             "$etc/coord.ini" "$etc/node-example.ini" "libkvpool.so.0"; do
+        grep -q -- "$f\$" "$work/deb.list" || { cat "$work/deb.list" >&2; fail "the .deb lacks $f"; }
+    done
+    [ "$(dpkg-deb -f "$deb" Package)" = kvpool ] || fail "the .deb's package is not kvpool"
+    dpkg-deb -f "$deb" Maintainer | grep -q . || fail "the .deb has no Maintainer"
+    dpkg-deb -f "$deb" Depends | grep -q libmicrohttpd ||
+        fail "the .deb's Depends lacks libmicrohttpd: $(dpkg-deb -f "$deb" Depends)"
+    dpkg-deb --ctrl-tarfile "$deb" | tar -t | grep -q "postinst$" || fail "the .deb has no postinst"
+    dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | grep -q "^$etc/coord.ini$" ||
+        fail "the .deb does not mark $etc/coord.ini as a conffile"
+    echo "deb: $(basename "$deb"): binaries, units, user, configs (conffiles), library;" \
+         "Depends: $(dpkg-deb -f "$deb" Depends | cut -c1-60)..."
+}
+
+case $mode in
+units) check_units ;;
+install) test_install ;;
+*) echo "usage: $0 units|install" >&2; exit 2 ;;
+esac

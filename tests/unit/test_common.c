@@ -217,8 +217,10 @@ static void test_prom_text(void)
     kv_prom_label(l, sizeof(l), "tier", "host");
     ASSERT(strcmp(l, "ns=\"a\\\"b\\\\c\\nd\",tier=\"host\"") == 0);
     memset(l, 0, sizeof(l));
-    kv_prom_label(l, 12, "key", "a-long-value"); /* cut, still terminated */
-    ASSERT(strlen(l) == 11);
+    kv_prom_label(l, 12, "key", "a-long-value"); /* cut, still well-formed */
+    ASSERT(strcmp(l, "key=\"a-lon\"") == 0);
+    kv_prom_label(l, 12, "more", "x"); /* no room: unchanged */
+    ASSERT(strcmp(l, "key=\"a-lon\"") == 0);
 
     kv_prom_family(&t, "m_total", "counter", "Help.");
     kv_prom_sample(&t, "m_total", NULL, 3);
