@@ -53,42 +53,45 @@ check_units() {
     [ -f $sysunits/sysinit.target ] ||
         skip "systemd's own units (sysinit.target...) are not installed"
 
-    local vroot=$work/root unit name out n=0
+    # two roots, each holding systemd's own units (for sysinit.target,
+    # network-online.target...): "src" with deploy/systemd's units in
+    # /usr/lib/systemd/system and the installed binaries copied to /usr/bin,
+    # which they name; "inst" with `cmake --install`'s tree.  verify looks a
+    # unit up by its name on the root's unit path, so each root has one copy.
+    local vroot=$work/inst src=$work/src unit name out n=0 b
     install_to "$vroot"
-    # what the units' dependencies (sysinit.target, network-online.target...) need
-    mkdir -p "$vroot/usr/lib/systemd/system" "$vroot/usr/bin" "$vroot/etc/kvpool"
-    cp -an $sysunits/. "$vroot/usr/lib/systemd/system/"
-    # deploy/systemd's units name /usr/bin: the installed binaries, there too
+    for r in "$src" "$vroot"; do
+        mkdir -p "$r/usr/lib/systemd/system" "$r/usr/bin"
+        cp -an $sysunits/. "$r/usr/lib/systemd/system/"
+    done
     for b in kvpool-coord kvpool-node; do
         [ -x "$vroot$unit_bindir/$b" ] || fail "cmake --install did not install $unit_bindir/$b"
-        [ -e "$vroot/usr/bin/$b" ] || cp "$vroot$unit_bindir/$b" "$vroot/usr/bin/$b"
+        cp "$vroot$unit_bindir/$b" "$src/usr/bin/$b"
     done
-    mkdir -p "$vroot/src"
-    cp "$root"/deploy/systemd/*.service "$vroot/src/"
-    for unit in "$vroot"/src/*.service "$vroot$prefix"/lib/systemd/system/kvpool*.service; do
+    cp "$root"/deploy/systemd/*.service "$src/usr/lib/systemd/system/"
+    for unit in "$root"/deploy/systemd/*.service "$vroot$prefix"/lib/systemd/system/kvpool*.service; do
         [ -f "$unit" ] || fail "no unit $unit"
         name=$(basename "$unit")
+        case $unit in
+        "$root"/*) r=$src dir=$src/usr/lib/systemd/system ;;
+        *) r=$vroot dir=$(dirname "$unit") ;;
+        esac
         # a template is verified as an instance of it
-        if [ "${name%@.service}" != "$name" ]; then
-            cp "$unit" "$(dirname "$unit")/${name%@.service}@a.service"
-            unit=$(dirname "$unit")/${name%@.service}@a.service
-        fi
-        if ! out=$(systemd-analyze verify --root="$vroot" "$unit" 2>&1) || [ -n "$out" ]; then
+        [ "${name%@.service}" != "$name" ] && name=${name%@.service}@a.service
+        if ! out=$(systemd-analyze verify --root="$r" "$dir/$name" 2>&1) || [ -n "$out" ]; then
             echo "$out" >&2
-            fail "systemd-analyze verify ${unit#"$vroot"} is not silent"
+            fail "systemd-analyze verify $name (${unit#"$work"}) is not silent"
         fi
         n=$((n + 1))
     done
     echo "systemd-analyze verify: silent on $n units (deploy/systemd and installed under $prefix)"
 
-    # the service user: systemd-sysusers reads the installed file
+    # the service user: systemd-sysusers finds the installed file by its name
+    # (PREFIX/lib/sysusers.d is on its search path for /usr and /usr/local)
     if command -v systemd-sysusers >/dev/null; then
-        local sysusers_dir=$vroot/usr/lib/sysusers.d
-        mkdir -p "$sysusers_dir"
-        cp "$root/deploy/systemd/kvpool.conf" "$sysusers_dir/"
         [ -f "$vroot$prefix/lib/sysusers.d/kvpool.conf" ] ||
             fail "cmake --install did not install lib/sysusers.d/kvpool.conf"
-        out=$(systemd-sysusers --root="$vroot" --dry-run /usr/lib/sysusers.d/kvpool.conf 2>&1) ||
+        out=$(systemd-sysusers --root="$vroot" --dry-run kvpool.conf 2>&1) ||
             { echo "$out" >&2; fail "systemd-sysusers kvpool.conf"; }
         echo "$out" | grep -q "Creating user 'kvpool'" ||
             { echo "$out" >&2; fail "systemd-sysusers does not create the user kvpool"; }
