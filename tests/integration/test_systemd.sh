@@ -46,7 +46,32 @@ install_to() {
 }
 
 # ---------------------------------------------------------------------------
+# What verify cannot see: the settings the daemons rely on, and none in the
+# node's unit that would shut its devices (RDMA, GPUs) or forbid the code
+# the CUDA runtime and UCX generate.  ProtectClock= implies DeviceAllow=, and
+# any DeviceAllow= closes every device not listed.
+check_settings() {
+    local unit key
+    for unit in "$root"/deploy/systemd/*.service; do
+        for key in Type=notify WatchdogSec= Restart=on-failure LimitMEMLOCK=infinity \
+                   User=kvpool Group=kvpool NoNewPrivileges=yes ProtectSystem=strict \
+                   ProtectHome=yes PrivateTmp=yes; do
+            grep -q "^$key" "$unit" || fail "$(basename "$unit") lacks $key"
+        done
+    done
+    unit=$root/deploy/systemd/kvpool-node@.service
+    if grep -E -n '^(PrivateDevices|ProtectClock|DeviceAllow|DevicePolicy|MemoryDenyWriteExecute|SystemCallFilter|PrivateNetwork|PrivateUsers)=' \
+            "$unit" >&2; then
+        fail "kvpool-node@.service: a setting above shuts RDMA or GPU devices, or the memory or calls they need"
+    fi
+    grep -q '^StateDirectory=kvpool' "$unit" || fail "kvpool-node@.service has no StateDirectory=kvpool..."
+    grep -q '^RestrictAddressFamilies=.*AF_NETLINK' "$unit" ||
+        fail "kvpool-node@.service: UCX and rdma-core need AF_NETLINK"
+    echo "settings: notify, watchdog, restart, memlock, user, hardening; the node's devices open"
+}
+
 check_units() {
+    check_settings
     command -v systemd-analyze >/dev/null || skip "systemd-analyze is not installed"
     local sysunits=/usr/lib/systemd/system
     [ -f $sysunits/sysinit.target ] || sysunits=/lib/systemd/system
