@@ -6,6 +6,7 @@
  *   kvpool exists --node HOST:PORT --key NAME [--key NAME...]
  *   kvpool delete --node HOST:PORT --key NAME [--key NAME...]
  *   kvpool stat   --node HOST:PORT
+ *   kvpool stat   --coord HOST:PORT [--json]   (the coordinator's counters)
  *   kvpool demo   [--trace FILE] [--requests N] [--json] ...
  *   kvpool bench  [--node HOST:PORT] --block-size SIZE --blocks N ...
  *   kvpool bench-index [--blocks N] [--json]
@@ -34,6 +35,9 @@
 
 #define MAX_KEYS 1024
 
+/* `kvpool stat --coord ...` (stat_coord.c); returns the exit status. */
+int kv_cli_stat_coord(int argc, char **argv);
+
 typedef struct {
     kv_cli_conn_t conn;
     kvp_key_t     keys[MAX_KEYS];
@@ -50,6 +54,7 @@ static void usage(FILE *out)
             "       kvpool exists --node HOST:PORT --key NAME [--key NAME...]\n"
             "       kvpool delete --node HOST:PORT --key NAME [--key NAME...]\n"
             "       kvpool stat   --node HOST:PORT [--json]\n"
+            "       kvpool stat   --coord HOST:PORT [--json]\n"
             "       kvpool demo   [--trace FILE] [--requests N] [--json]\n"
             "                     [--block-size SIZE] [--memory SIZE] [--threads N]\n"
             "                     [--seed N] [--nodes N] [--node HOST:PORT] [--serve]\n"
@@ -315,6 +320,13 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "replay") == 0) {
         return kv_cli_replay(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "stat") == 0) {
+        for (int i = 2; i < argc; i++) {
+            if (strcmp(argv[i], "--coord") == 0 || strncmp(argv[i], "--coord=", 8) == 0) {
+                return kv_cli_stat_coord(argc - 1, argv + 1);
+            }
+        }
     }
     want_file = strcmp(cmd, "put") == 0 || strcmp(cmd, "get") == 0;
     want_keys = want_file || strcmp(cmd, "exists") == 0 || strcmp(cmd, "delete") == 0;
