@@ -2,43 +2,74 @@
 # A pool across hosts: a coordinator, three pool nodes and a client, each in
 # a network namespace of its own, joined by veth pairs to a bridge in a
 # "switch" namespace.  The client replays part of the trace across them;
-# then one node is cut off (nftables drops all its traffic): the
-# coordinator drops it when its lease runs out and a replay meanwhile sees
-# clean misses (no errors, every byte it loads checked); the rule goes, the
-# node joins again and re-publishes, and a last replay is clean too.
-# Needs root, ip netns, nft, curl; skips (77) otherwise.  Everything it
-# creates (processes, namespaces, links, rules) goes at the end.
+# then one node is cut off (nftables drops all its traffic): a replay at
+# once, while the coordinator still lists the node, and one after its lease
+# has run out (the coordinator counts 2 nodes and the node's blocks have left
+# its index) both see clean misses (no errors, every byte loaded checked);
+# the rule goes, the node joins again and re-publishes (3 nodes), and a last
+# replay is clean too.  The coordinator's counters come from
+# `kvpool stat --coord` (its /metrics gauge is checked too when curl is there).
+# Needs root, ip netns and nft; skips (77) otherwise.  Everything it creates
+# (processes, namespaces with their links and rules) goes at the end, even
+# on failure.  KEEP=1 keeps the work directory (logs, JSON).
 set -euo pipefail
 
 skip() { echo "SKIP: $*" >&2; exit 77; }
 [ "$(id -u)" = 0 ] || skip "needs root (network namespaces)"
-for tool in ip nft curl; do
+for tool in ip nft; do
     command -v "$tool" >/dev/null || skip "$tool is not installed"
 done
 : "${KVPOOL_COORD_BIN:?}" "${KVPOOL_NODE_BIN:?}" "${KVPOOL_CLI_BIN:?}"
+t0=$(date +%s.%N)
 
 tag=kvp$$
-sw=$tag-sw
 net=10.199.77
-token=multihost-$$
+token=multihost-$$-$RANDOM
 work=$(mktemp -d "${TMPDIR:-/tmp}/kvpool-multihost.XXXXXX")
 pids=()
 namespaces=()
 cleanup() {
+    local rc=$? ns p left
+    trap - EXIT INT TERM
+    # the daemons started here, then anything else still in the namespaces
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for ns in "${namespaces[@]}"; do
+        for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+    done
+    for _ in $(seq 50); do
+        left=0
+        for ns in "${namespaces[@]}"; do
+            [ -z "$(ip netns pids "$ns" 2>/dev/null)" ] || left=1
+        done
+        [ "$left" = 0 ] && break
+        sleep 0.1
+    done
+    for ns in "${namespaces[@]}"; do
+        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+    done
     wait 2>/dev/null || true
     for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-    [ -n "${KEEP:-}" ] || rm -rf "$work"
+    if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
+    exit "$rc"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 fail() {
     echo "FAIL: $*" >&2
-    for f in "$work"/*.err; do echo "== $f" >&2; tail -5 "$f" >&2; done
+    for f in "$work"/*.err; do
+        [ -s "$f" ] || continue
+        echo "== $f" >&2
+        tail -5 "$f" >&2
+    done
     exit 1
 }
+elapsed() { awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f s", b - a }'; }
 
+sw=$tag-sw
 ip netns add "$sw" 2>/dev/null || skip "cannot create a network namespace"
 namespaces+=("$sw")
+ip netns exec "$sw" nft list tables >/dev/null 2>&1 ||
+    skip "nft does not work in a network namespace (no nf_tables?)"
 ip -n "$sw" link add br0 type bridge
 ip -n "$sw" link set br0 up
 # host NAME LAST-OCTET: a namespace with eth0 at $net.LAST on the bridge
@@ -58,17 +89,19 @@ host n2 12
 host n3 13
 host client 100
 
-# on NAME CMD...: run in that host's namespace, UCX on its own interface
+# on NAME CMD...: run CMD in that host's namespace (UCX on its own interface)
 on() {
     local ns=$tag-$1
     shift
     ip netns exec "$ns" env UCX_NET_DEVICES=eth0 KVPOOL_TOKEN="$token" "$@"
 }
-# start NAME CMD...: a daemon in NAME's namespace; waits for its listening line
+# start NAME CMD...: a daemon in NAME's namespace; waits for its listening
+# line.  `ip netns exec` and `env` exec the daemon, so $! is its pid.
 start() {
     local name=$1
     shift
-    on "$name" "$@" >"$work/$name.out" 2>"$work/$name.err" &
+    ip netns exec "$tag-$name" env UCX_NET_DEVICES=eth0 "$@" \
+        >"$work/$name.out" 2>"$work/$name.err" &
     pids+=($!)
     for _ in $(seq 100); do
         grep -q "listening on" "$work/$name.out" && return 0
@@ -77,58 +110,89 @@ start() {
     done
     fail "$name did not start"
 }
+
 coord=$net.1:7080
-start coord "$KVPOOL_COORD_BIN" --listen "$net.1" --port 7080 --http-port 9480 \
-    --token "$token" --lease-ms 1500
+http=""
+if command -v curl >/dev/null && "$KVPOOL_COORD_BIN" --help 2>&1 | grep -q -- --http-port; then
+    http=9480
+fi
+start coord "$KVPOOL_COORD_BIN" --listen "$net.1" --port 7080 --token "$token" \
+    --lease-ms 1000 ${http:+--http-port "$http"}
 for i in 1 2 3; do
-    start "n$i" "$KVPOOL_NODE_BIN" --listen "$net.1$i" --port 7070 --memory 64MiB \
-        --name "n$i" --token "$token" --coord "$coord"
+    start "n$i" "$KVPOOL_NODE_BIN" --listen "$net.1$i" --port 7070 \
+        --advertise "$net.1$i:7070" --memory 64MiB --name "n$i" --token "$token" \
+        --coord "$coord"
 done
 
-metric() { # NAME: the coordinator's value of a metric, seen from the client's host
-    on client curl -sf --max-time 5 "http://$net.1:9480/metrics" |
-        awk -v m="$1" '$1 == m { print $2 }'
+field() { # NAME: a number from the JSON object on stdin
+    grep -o "\"$1\":[0-9]*" | head -1 | cut -d: -f2
 }
-wait_nodes() { # N SECONDS
-    local n
-    for _ in $(seq $(($2 * 5))); do
-        n=$(metric kvpool_coord_nodes || true)
+coord_stat() { # FIELD: the coordinator's counter, asked from the client's host
+    on client "$KVPOOL_CLI_BIN" stat --coord "$coord" --json 2>>"$work/stat.err" | field "$1"
+}
+node_blocks() { # I: the blocks node I holds (all tiers), asked from the client's host
+    on client "$KVPOOL_CLI_BIN" stat --node "$net.1$1:7070" --json 2>>"$work/stat.err" |
+        grep -o '"blocks":[0-9]*' | awk -F: '{ s += $2 } END { print s + 0 }'
+}
+wait_nodes() { # N SECONDS: until the coordinator counts N nodes
+    local n=""
+    for _ in $(seq $(($2 * 10))); do
+        n=$(coord_stat nodes || true)
         [ "$n" = "$1" ] && return 0
-        sleep 0.2
+        sleep 0.1
     done
-    fail "the coordinator counts ${n:-no} nodes, not $1"
+    fail "the coordinator counts ${n:-no} nodes, not $1 (after $2 s)"
 }
-blocks_of() { # I: what the coordinator counts of node I's blocks
-    on client curl -sf --max-time 5 "http://$net.1:9480/metrics" >"$work/coord.prom"
-    awk -v n="node=\"$net.1$1:7070\"" 'index($0, "kvpool_cluster_blocks{") == 1 &&
-        index($0, n) { s += $2 } END { print s + 0 }' "$work/coord.prom"
+wait_blocks_steady() { # the index's block count, once two readings 0.3 s apart agree
+    local a b=""
+    for _ in $(seq 30); do
+        a=$(coord_stat blocks || true)
+        sleep 0.3
+        b=$(coord_stat blocks || true)
+        [ -n "$a" ] && [ "$a" = "$b" ] && { echo "$b"; return 0; }
+    done
+    echo "${b:-0}"
+}
+check_gauge() { # N: the /metrics gauge of joined nodes agrees, when there is one
+    local g
+    [ -n "$http" ] || return 0
+    g=$(on client curl -sf --max-time 5 "http://$net.1:$http/metrics" |
+        awk '$1 == "kvpool_coord_nodes" { print $2 }') || true
+    [ -z "$g" ] || [ "$g" = "$1" ] || fail "/metrics says $g nodes, kvpool stat says $1"
 }
 wait_nodes 3 10
+check_gauge 3
 
 if [ -n "${KVP_TRACE:-}" ] && [ -r "$KVP_TRACE" ]; then
     trace=$KVP_TRACE
 else
     trace=$work/trace.jsonl
-    "$KVPOOL_CLI_BIN" gen-trace --requests 600 --seed 11 >"$trace"
+    "$KVPOOL_CLI_BIN" gen-trace --requests 300 --seed 11 >"$trace"
 fi
-replay() { # NAME REQUESTS: a replay from the client host; its JSON in $work/NAME.json
-    on client "$KVPOOL_CLI_BIN" replay "$trace" --coord "$coord" --requests "$2" \
+replay() { # NAME: a replay of 300 records from the client's host; JSON in $work/NAME.json
+    local s=$SECONDS
+    on client "$KVPOOL_CLI_BIN" replay "$trace" --coord "$coord" --requests 300 \
         --block-size 32KiB --json >"$work/$1.json" 2>"$work/$1.err" ||
-        fail "replay $1: $(tail -1 "$work/$1.json")"
-    grep -q '"errors":0' "$work/$1.json" || fail "replay $1 had errors: $(tail -1 "$work/$1.json")"
-    echo "$1: $(grep -o '"hit_ratio":[0-9.]*' "$work/$1.json"), errors 0"
+        fail "replay $1 failed: $(tail -1 "$work/$1.json")"
+    grep -q '"errors":0[,}]' "$work/$1.json" ||
+        fail "replay $1 had errors: $(tail -1 "$work/$1.json")"
+    echo "replay $1: $(tail -1 "$work/$1.json" | grep -o '"hit_ratio":[0-9.]*'), errors 0," \
+         "$((SECONDS - s)) s"
 }
+ratio() { tail -1 "$work/$1.json" | grep -o '"hit_ratio":[0-9.]*' | cut -d: -f2; }
 
-replay before 300
-sleep 1 # a heartbeat carries the nodes' counters
+replay before
+total=$(wait_blocks_steady)
 # the victim: the node placement gave the most blocks
 cut=0 most=0
 for i in 1 2 3; do
-    b=$(blocks_of "$i")
+    b=$(node_blocks "$i")
+    echo "node n$i holds $b blocks"
     [ "$b" -gt "$most" ] && cut=$i most=$b
 done
 [ "$cut" != 0 ] || fail "no node holds a block after the first replay"
-echo "cutting node $cut off ($most blocks)"
+echo "index: $total blocks; cutting node n$cut off ($most blocks) at $(elapsed)"
+expiries=$(coord_stat lease_expiries)
 
 # cut it off: everything in or out of its host is dropped
 on "n$cut" nft -f - <<'NFT'
@@ -137,23 +201,32 @@ table inet kvpcut {
     chain out { type filter hook output priority 0; policy drop; oif lo accept; }
 }
 NFT
+# at once, while the coordinator still lists it: its blocks are misses
+replay cut
 wait_nodes 2 10
-[ "$(blocks_of "$cut")" = 0 ] || fail "node $cut's blocks are still counted"
-replay during 300
+echo "node n$cut left the coordinator at $(elapsed)"
+check_gauge 2
+[ "$(coord_stat lease_expiries)" -gt "$expiries" ] || fail "no lease expired"
+# its blocks left the index (only theirs: the others' stay; the cut replay
+# may have stored some of them again on the other two)
+left=$(wait_blocks_steady)
+[ "$left" -lt "$total" ] || fail "the index still has $left of $total blocks"
+replay during
+during_blocks=$(wait_blocks_steady)
 
 # restore it: it joins again and publishes what it holds
 on "n$cut" nft delete table inet kvpcut
 wait_nodes 3 15
-for _ in $(seq 50); do
-    [ "$(blocks_of "$cut")" -gt 0 ] && break
-    sleep 0.2
-done
-[ "$(blocks_of "$cut")" -gt 0 ] || fail "node $cut rejoined without its blocks"
-[ "$(grep -c "joined coordinator" "$work/n$cut.err")" -ge 2 ] || fail "node $cut did not join again"
-replay after 300
+echo "node n$cut rejoined at $(elapsed)"
+check_gauge 3
+[ "$(grep -c "joined coordinator" "$work/n$cut.err")" -ge 2 ] || fail "node n$cut did not join again"
+back=$(wait_blocks_steady)
+[ "$back" -gt "$during_blocks" ] ||
+    fail "node n$cut rejoined without its blocks (index: $during_blocks, then $back)"
+replay after
 # the same requests each time: with the node gone its blocks were misses
 # (found nowhere, so stored again elsewhere), with all back nearly all hit
-ratio() { grep -o '"hit_ratio":[0-9.]*' "$work/$1.json" | cut -d: -f2; }
 awk -v d="$(ratio during)" -v a="$(ratio after)" 'BEGIN { exit !(d < 0.999 && a > d) }' ||
-    fail "hit ratios before/during/after: $(ratio before) $(ratio during) $(ratio after)"
-echo "multihost: 3 nodes, node $cut cut off and back; every replay clean"
+    fail "hit ratios before/cut/during/after: $(ratio before) $(ratio cut) $(ratio during) $(ratio after)"
+echo "hit ratios before/cut/during/after: $(ratio before) $(ratio cut) $(ratio during) $(ratio after)"
+echo "multihost: 3 nodes, node n$cut cut off and back; every replay clean; $(elapsed)"
