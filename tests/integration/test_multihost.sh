@@ -2,13 +2,14 @@
 # A pool across hosts: a coordinator, three pool nodes and a client, each in
 # a network namespace of its own, joined by veth pairs to a bridge in a
 # "switch" namespace.  The client replays part of the trace across them;
-# then one node is cut off (nftables drops all its traffic): a replay at
-# once, while the coordinator still lists the node, and one after its lease
-# has run out (the coordinator counts 2 nodes and the node's blocks have left
-# its index) both see clean misses (no errors, every byte loaded checked);
-# the rule goes, the node joins again and re-publishes (3 nodes), and a last
-# replay is clean too.  The coordinator's counters come from
-# `kvpool stat --coord` (its /metrics gauge is checked too when curl is there).
+# then one node is cut off (nftables drops all its traffic) while a paced
+# replay is in flight.  That replay, and one after the node's lease has run
+# out (the coordinator counts 2 nodes, and the node's blocks have left its
+# index), see clean misses: no errors, every byte loaded checked.  The rule
+# goes, the node joins again and re-publishes (3 nodes, its blocks back in
+# the index), and a last replay is clean and hits what the node held.  The
+# coordinator's counters come from `kvpool stat --coord` (its /metrics
+# gauge is checked too when curl is there).
 # Needs root, ip netns and nft; skips (77) otherwise.  Everything it creates
 # (processes, namespaces with their links and rules) goes at the end, even
 # on failure.  KEEP=1 keeps the work directory (logs, JSON).
@@ -120,7 +121,7 @@ start coord "$KVPOOL_COORD_BIN" --listen "$net.1" --port 7080 --token "$token" \
     --lease-ms 1000 ${http:+--http-port "$http"}
 for i in 1 2 3; do
     start "n$i" "$KVPOOL_NODE_BIN" --listen "$net.1$i" --port 7070 \
-        --advertise "$net.1$i:7070" --memory 64MiB --name "n$i" --token "$token" \
+        --advertise "$net.1$i:7070" --memory 192MiB --name "n$i" --token "$token" \
         --coord "$coord"
 done
 
@@ -169,15 +170,16 @@ else
     trace=$work/trace.jsonl
     "$KVPOOL_CLI_BIN" gen-trace --requests 300 --seed 11 >"$trace"
 fi
-replay() { # NAME: a replay of 300 records from the client's host; JSON in $work/NAME.json
-    local s=$SECONDS
+replay() { # NAME [ARGS...]: 300 records from the client's host; JSON in $work/NAME.json
+    local name=$1 s=$SECONDS
+    shift
     on client "$KVPOOL_CLI_BIN" replay "$trace" --coord "$coord" --requests 300 \
-        --block-size 32KiB --json >"$work/$1.json" 2>"$work/$1.err" ||
-        fail "replay $1 failed: $(tail -1 "$work/$1.json")"
-    grep -q '"errors":0[,}]' "$work/$1.json" ||
-        fail "replay $1 had errors: $(tail -1 "$work/$1.json")"
-    echo "replay $1: $(tail -1 "$work/$1.json" | grep -o '"hit_ratio":[0-9.]*'), errors 0," \
-         "$((SECONDS - s)) s"
+        --block-size 32KiB --json "$@" >"$work/$name.json" 2>"$work/$name.err" ||
+        fail "replay $name failed: $(tail -1 "$work/$name.json")"
+    grep -q '"errors":0[,}]' "$work/$name.json" ||
+        fail "replay $name had errors: $(tail -1 "$work/$name.json")"
+    echo "replay $name: $(tail -1 "$work/$name.json" | grep -o '"hit_ratio":[0-9.]*')," \
+         "errors 0, $((SECONDS - s)) s"
 }
 ratio() { tail -1 "$work/$1.json" | grep -o '"hit_ratio":[0-9.]*' | cut -d: -f2; }
 
@@ -194,6 +196,13 @@ done
 echo "index: $total blocks; cutting node n$cut off ($most blocks) at $(elapsed)"
 expiries=$(coord_stat lease_expiries)
 
+# a replay paced over about 4 s (--time-scale), in flight when the node is
+# cut off: the calls that were going to it fail, and the blocks are misses
+last=$(sed -n 300p "$trace" | grep -o '"timestamp": *[0-9]*' | grep -o '[0-9]*$' || true)
+replay cut --time-scale "$(awk -v t="${last:-0}" 'BEGIN { print (t > 4000 ? t / 4000 : 1) }')" &
+replay_pid=$!
+pids+=("$replay_pid")
+sleep 1.5
 # cut it off: everything in or out of its host is dropped
 on "n$cut" nft -f - <<'NFT'
 table inet kvpcut {
@@ -201,8 +210,8 @@ table inet kvpcut {
     chain out { type filter hook output priority 0; policy drop; oif lo accept; }
 }
 NFT
-# at once, while the coordinator still lists it: its blocks are misses
-replay cut
+echo "node n$cut cut off at $(elapsed)"
+wait "$replay_pid" || exit 1
 wait_nodes 2 10
 echo "node n$cut left the coordinator at $(elapsed)"
 check_gauge 2
@@ -212,7 +221,8 @@ check_gauge 2
 left=$(wait_blocks_steady)
 [ "$left" -lt "$total" ] || fail "the index still has $left of $total blocks"
 replay during
-during_blocks=$(wait_blocks_steady)
+wait_blocks_steady >/dev/null
+events=$(coord_stat events)
 
 # restore it: it joins again and publishes what it holds
 on "n$cut" nft delete table inet kvpcut
@@ -220,9 +230,15 @@ wait_nodes 3 15
 echo "node n$cut rejoined at $(elapsed)"
 check_gauge 3
 [ "$(grep -c "joined coordinator" "$work/n$cut.err")" -ge 2 ] || fail "node n$cut did not join again"
-back=$(wait_blocks_steady)
-[ "$back" -gt "$during_blocks" ] ||
-    fail "node n$cut rejoined without its blocks (index: $during_blocks, then $back)"
+# it publishes its whole inventory again: as many events as it holds blocks
+held=$(node_blocks "$cut")
+for _ in $(seq 50); do
+    [ $(($(coord_stat events) - events)) -ge "$held" ] && break
+    sleep 0.1
+done
+[ $(($(coord_stat events) - events)) -ge "$held" ] ||
+    fail "node n$cut rejoined without its $held blocks ($(($(coord_stat events) - events)) events)"
+echo "node n$cut published its $held blocks again"
 replay after
 # the same requests each time: with the node gone its blocks were misses
 # (found nowhere, so stored again elsewhere), with all back nearly all hit
