@@ -4,7 +4,7 @@
 # Sourced by scripts/demo and scripts/test.
 set -euo pipefail
 
-KVP_PACKAGES="cmake make gcc g++ pkg-config protobuf-c-compiler libprotobuf-c-dev libxxhash-dev libinih-dev libjansson-dev liburing-dev libmicrohttpd-dev libsystemd-dev libucx-dev libibverbs-dev librdmacm-dev clang libclang-rt-14-dev"
+KVP_PACKAGES="cmake make gcc g++ pkg-config protobuf-c-compiler libprotobuf-c-dev libxxhash-dev libinih-dev libjansson-dev liburing-dev libmicrohttpd-dev libsystemd-dev systemd libucx-dev libibverbs-dev librdmacm-dev clang libclang-rt-14-dev"
 # Extra packages a caller needs (bench/run.sh: iperf3, Redis...).
 KVP_PACKAGES="$KVP_PACKAGES ${KVP_EXTRA_PACKAGES:-}"
 
