@@ -165,7 +165,12 @@ test_install() {
     grep -q "^ExecStart=$unit_bindir/kvpool-node --config $etc/node-%i.ini$" \
         "$p/lib/systemd/system/kvpool-node@.service" ||
         fail "the installed node unit does not run $unit_bindir/kvpool-node with $etc/node-%i.ini"
-    echo "install: binaries, libkvpool, headers, units, sysusers file and configs under $prefix"
+    for f in "$p"/lib/systemd/system/kvpool*.service; do
+        local doc
+        doc=$(sed -n 's/^Documentation=file://p' "$f")
+        [ -f "$inst$doc" ] || fail "$(basename "$f") points at $doc, which is not installed"
+    done
+    echo "install: binaries, libkvpool, headers, units, sysusers file, configs, docs under $prefix"
 
     # the installed header and library are enough to build a client
     if command -v cc >/dev/null; then
