@@ -118,9 +118,9 @@ check_units() {
             fail "cmake --install did not install lib/sysusers.d/kvpool.conf"
         out=$(systemd-sysusers --root="$vroot" --dry-run kvpool.conf 2>&1) ||
             { echo "$out" >&2; fail "systemd-sysusers kvpool.conf"; }
-        echo "$out" | grep -q "Creating user 'kvpool'" ||
+        grep -q "Creating user 'kvpool'" <<<"$out" ||
             { echo "$out" >&2; fail "systemd-sysusers does not create the user kvpool"; }
-        if echo "$out" | grep -v "^Creating \|^Would write " | grep -q .; then
+        if grep -v "^Creating \|^Would write " <<<"$out" >/dev/null; then
             echo "$out" >&2
             fail "systemd-sysusers says more than it creates"
         fi
@@ -223,11 +223,15 @@ EOF
         grep -q -- "$f\$" "$work/deb.list" || { cat "$work/deb.list" >&2; fail "the .deb lacks $f"; }
     done
     [ "$(dpkg-deb -f "$deb" Package)" = kvpool ] || fail "the .deb's package is not kvpool"
-    dpkg-deb -f "$deb" Maintainer | grep -q . || fail "the .deb has no Maintainer"
-    dpkg-deb -f "$deb" Depends | grep -q libmicrohttpd ||
+    # (no `cmd | grep -q` under pipefail: grep quits at the first match and the
+    # writer's SIGPIPE would fail the pipeline now and then; files instead)
+    [ -n "$(dpkg-deb -f "$deb" Maintainer)" ] || fail "the .deb has no Maintainer"
+    grep -q libmicrohttpd <<<"$(dpkg-deb -f "$deb" Depends)" ||
         fail "the .deb's Depends lacks libmicrohttpd: $(dpkg-deb -f "$deb" Depends)"
-    dpkg-deb --ctrl-tarfile "$deb" | tar -t | grep -q "postinst$" || fail "the .deb has no postinst"
-    dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | grep -q "^$etc/coord.ini$" ||
+    mkdir "$work/control"
+    dpkg-deb -e "$deb" "$work/control"
+    [ -x "$work/control/postinst" ] || fail "the .deb has no postinst"
+    grep -q "^$etc/coord.ini$" "$work/control/conffiles" ||
         fail "the .deb does not mark $etc/coord.ini as a conffile"
     echo "deb: $(basename "$deb"): binaries, units, user, configs (conffiles), library;" \
          "Depends: $(dpkg-deb -f "$deb" Depends | cut -c1-60)..."
