@@ -183,8 +183,10 @@ int main(void)
     return 0;
 }
 EOF
-        cc -std=c11 -Wall -Werror -I"$p/include" "$work/client.c" -L"$libdir" -lkvpool \
-            -o "$work/client" 2>"$work/cc.log" || { cat "$work/cc.log" >&2; fail "building against the installed libkvpool"; }
+        # a sanitized build's library needs the program built the same way
+        san=$(sed -n 's/^KVP_SANITIZE:STRING=//p' "$KVP_BUILD_DIR/CMakeCache.txt" | tr ';' ',')
+        cc -std=c11 -Wall -Werror ${san:+-fsanitize=$san} -I"$p/include" "$work/client.c" \
+            -L"$libdir" -lkvpool -o "$work/client" 2>"$work/cc.log" || { cat "$work/cc.log" >&2; fail "building against the installed libkvpool"; }
         LD_LIBRARY_PATH=$libdir "$work/client" >/dev/null || fail "a program linked to the installed libkvpool"
         echo "install: a program builds against include/kvpool/kvpool.h and links libkvpool"
     fi
