@@ -79,6 +79,22 @@ void kv_service_ready(const char *status)
     }
 }
 
+void kv_service_announce(const char *program, const char *listen, unsigned port,
+                         unsigned http_port)
+{
+    char status[300];
+    int  len;
+
+    printf("%s listening on %s:%u\n", program, listen, port);
+    len = snprintf(status, sizeof(status), "serving %.255s:%u", listen, port);
+    if (http_port != 0) {
+        printf("%s http on %s:%u\n", program, listen, http_port);
+        snprintf(status + len, sizeof(status) - (size_t)len, ", http on port %u", http_port);
+    }
+    fflush(stdout);
+    kv_service_ready(status);
+}
+
 void kv_service_watchdog(void)
 {
     uint64_t now;

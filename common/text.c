@@ -61,19 +61,18 @@ void kv_prom_family(kv_text_t *text, const char *name, const char *type,
 
 void kv_prom_sample(kv_text_t *text, const char *name, const char *labels, double value)
 {
-    const char *open  = labels != NULL && labels[0] != '\0' ? "{" : "";
-    const char *close = open[0] != '\0' ? "}" : "";
+    int  braces = labels != NULL && labels[0] != '\0';
+    char v[32];
 
     if (isinf(value)) {
-        kv_text_printf(text, "%s%s%s%s %s\n", name, open, open[0] ? labels : "", close,
-                       value > 0 ? "+Inf" : "-Inf");
+        snprintf(v, sizeof(v), "%s", value > 0 ? "+Inf" : "-Inf");
     } else if (value == floor(value) && fabs(value) < 1e15) {
-        kv_text_printf(text, "%s%s%s%s %.0f\n", name, open, open[0] ? labels : "", close,
-                       value);
+        snprintf(v, sizeof(v), "%.0f", value); /* counters: no exponent */
     } else {
-        kv_text_printf(text, "%s%s%s%s %.9g\n", name, open, open[0] ? labels : "", close,
-                       value);
+        snprintf(v, sizeof(v), "%.9g", value);
     }
+    kv_text_printf(text, "%s%s%s%s %s\n", name, braces ? "{" : "", braces ? labels : "",
+                   braces ? "}" : "", v);
 }
 
 void kv_prom_label(char *out, size_t len, const char *key, const char *value)

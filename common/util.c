@@ -160,3 +160,10 @@ kvp_status_t kv_status_from_errno(int err)
         return KVP_ERR_IO;
     }
 }
+
+const char *kv_tier_name(int tier)
+{
+    static const char *const names[] = {"host", "ssd", "gpu"};
+
+    return tier >= 0 && tier < 3 ? names[tier] : "unknown";
+}

@@ -1,6 +1,6 @@
 /*
  * coord_dashboard.c - GET /api/dashboard: the JSON the dashboard page
- * polls (its schema is in docs/OPERATIONS.md), built with jansson.
+ * polls (its schema is in docs/METRICS.md), built with jansson.
  *
  * "cluster" and "nodes" hold counters since start (a node's as its last
  * heartbeat reported them); "history" holds what the totals grew by in
@@ -8,14 +8,13 @@
  */
 #include "coord_int.h"
 
-#include <kv/alloc.h>
+#include <kv/util.h>
 
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-static const char *const tier_names[KV_COORD_TIER_COUNT] = {"host", "ssd", "gpu"};
 
 /* {"host": v[0], "ssd": v[1], "gpu": v[2]} */
 static json_t *by_tier(const uint64_t v[KV_COORD_TIER_COUNT])
@@ -23,7 +22,7 @@ static json_t *by_tier(const uint64_t v[KV_COORD_TIER_COUNT])
     json_t *o = json_object();
 
     for (int t = 0; t < KV_COORD_TIER_COUNT; t++) {
-        json_object_set_new(o, tier_names[t], json_integer((json_int_t)v[t]));
+        json_object_set_new(o, kv_tier_name(t), json_integer((json_int_t)v[t]));
     }
     return o;
 }
@@ -102,7 +101,7 @@ static json_t *nodes_json(const kv_coord_t *coord)
             }
             evictions += s->tier[t].evictions;
             json_array_append_new(
-                tiers, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "tier", tier_names[t],
+                tiers, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "tier", kv_tier_name(t),
                                  "capacity_bytes", (json_int_t)s->tier[t].capacity_bytes,
                                  "used_bytes", (json_int_t)s->tier[t].used_bytes, "blocks",
                                  (json_int_t)s->tier[t].blocks, "hits",

@@ -66,10 +66,9 @@ int main(int argc, char **argv)
     kv_coord_config_t config;
     const char       *config_path = NULL;
     const char       *flag_values[128] = {0};
-    char              err[512], status[300];
+    char              err[512];
     kv_evloop_t      *loop;
     kv_coord_t       *coord;
-    size_t            len;
     int               opt, rc = 1;
 
     kv_coord_config_defaults(&config);
@@ -118,23 +117,14 @@ int main(int argc, char **argv)
         goto out_loop;
     }
     kv_evloop_set_tick(loop, kv_coord_tick_ms(coord), on_tick, coord);
-    printf("kvpool-coord listening on %s:%u\n", config.listen, kv_coord_port(coord));
+    kv_log_info("serving %s:%u, node lease %u ms", config.listen, kv_coord_port(coord),
+                config.lease_ms);
     if (kv_coord_http_port(coord) != 0) {
-        printf("kvpool-coord http on %s:%u\n", config.listen, kv_coord_http_port(coord));
         kv_log_info("dashboard: http://%s:%u/dashboard", config.listen,
                     kv_coord_http_port(coord));
     }
-    fflush(stdout);
-    kv_log_info("serving %s:%u, node lease %u ms", config.listen, kv_coord_port(coord),
-                config.lease_ms);
-    /* what systemctl status shows (listen is < 256 bytes: it fits) */
-    len = (size_t)snprintf(status, sizeof(status), "serving %s:%u", config.listen,
-                           kv_coord_port(coord));
-    if (kv_coord_http_port(coord) != 0) {
-        snprintf(status + len, sizeof(status) - len, ", http on port %u",
-                 kv_coord_http_port(coord));
-    }
-    kv_service_ready(status);
+    kv_service_announce("kvpool-coord", config.listen, kv_coord_port(coord),
+                        kv_coord_http_port(coord));
     rc = kv_evloop_run(loop) == KVP_OK ? 0 : 1;
     kv_service_stopping();
     kv_coord_destroy(coord);

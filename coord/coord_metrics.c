@@ -22,7 +22,6 @@
 extern const unsigned char kv_coord_dashboard_html[];
 extern const size_t        kv_coord_dashboard_html_len;
 
-static const char *const tier_names[KV_COORD_TIER_COUNT] = {"host", "ssd", "gpu"};
 
 /* Schedule's prefix lengths, in blocks. */
 static const double block_bounds[] = {0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048};
@@ -291,7 +290,7 @@ static void node_metrics(kv_text_t *t, const kv_coord_t *coord)
                                        per_tier[f].offset);
                 l[0] = '\0';
                 kv_prom_label(l, sizeof(l), "node", m->address);
-                kv_prom_label(l, sizeof(l), "tier", tier_names[k]);
+                kv_prom_label(l, sizeof(l), "tier", kv_tier_name(k));
                 kv_prom_sample(t, per_tier[f].name, l, (double)*v);
             }
         }

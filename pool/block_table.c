@@ -32,10 +32,10 @@
  * and returns, so that the node serves puts while the SSD writes; the next
  * call finishes the batch when it is complete and starts another while
  * memory is above the low watermark.  The victims of a batch in flight
- * (`pending`) are out of the policy but still host blocks in the hash, in
- * memory that the writes read: whoever finds one in the hash (lookup,
- * remove, replacement) finishes the batch first, waiting for it, and a
- * pending block is never a policy parent.  Every other demotion (a
+ * (`pending`, each flagged `demoting`) are out of the policy but still
+ * host blocks in the hash, in memory that the writes read: whoever finds
+ * one in the hash (lookup, remove, replacement) finishes the batch first,
+ * waiting for it, and a pending block is never a policy parent.  Every other demotion (a
  * reservation or a stage that needs room) finishes the batch in flight
  * first and waits for its own.
  */
@@ -229,17 +229,6 @@ static kv_evict_t *policy_of(const kv_block_table_t *table, const kv_block_t *bl
     return block->tier == KV_TIER_SSD ? table->ssd_policy : table->policy;
 }
 
-/* 1 if @p block is a victim of the demotion batch in flight. */
-static int block_pending(const kv_block_table_t *table, const kv_block_t *block)
-{
-    for (size_t i = 0; i < table->n_pending; i++) {
-        if (table->pending[i] == block) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 /* The entry of @p block's chain parent when it is committed in @p block's
  * tier (and in its policy: not a victim in flight). */
 static kv_evict_entry_t *policy_parent(const kv_block_table_t *table, kv_block_t *block)
@@ -251,7 +240,7 @@ static kv_evict_entry_t *policy_parent(const kv_block_table_t *table, kv_block_t
     }
     parent = block_hash_find(table, block->ns_id, &block->parent);
     return (parent != NULL && parent != block && parent->tier == block->tier &&
-            !block_pending(table, parent))
+            !parent->demoting)
                ? &parent->evict
                : NULL;
 }
@@ -358,6 +347,9 @@ static void demote_finish(kv_block_table_t *table)
     }
     kv_ssd_write_wait(table->ssd);
     table->n_pending = 0;
+    for (size_t i = 0; i < n; i++) { /* all settle before any moves: parents */
+        table->pending[i]->demoting = 0;
+    }
     for (size_t i = 0; i < n; i++) {
         kv_block_t  *block = table->pending[i];
         kv_ssd_io_t *io    = &table->pending_ios[i];
@@ -420,6 +412,7 @@ static size_t demote(kv_block_table_t *table, uint64_t want, int async)
         ios[i].data            = kv_arena_ptr(table->arena, block->offset);
         ios[i].owner           = block;
         block->ssd_loc         = LOC_PENDING;
+        block->demoting        = 1;
     }
     table->n_pending = n;
     kv_ssd_write_start(table->ssd, ios, n);
@@ -437,7 +430,7 @@ static kv_block_t *block_find_settled(kv_block_table_t *table, uint32_t ns_id,
 {
     kv_block_t *block = block_hash_find(table, ns_id, key);
 
-    if (block != NULL && block_pending(table, block)) {
+    if (block != NULL && block->demoting) {
         demote_finish(table);
         block = block_hash_find(table, ns_id, key);
     }

@@ -83,6 +83,7 @@ typedef struct kv_block {
     uint64_t         ssd_seq;    /* the record's sequence number (recovery) */
     kvp_key_t        child;      /* the last block committed with this parent */
     int              has_child;
+    int              demoting;   /* a victim of the demotion batch in flight */
     uint64_t         alloc_size; /* arena extent size (rounded) */
     int              state;      /* KV_BLOCK_STATE_* in block_table.c */
     struct kv_block *prev;       /* committed list (MRU first) or limbo */

@@ -81,10 +81,9 @@ int main(int argc, char **argv)
     kv_node_config_t config;
     const char      *config_path = NULL;
     const char      *flag_values[128] = {0};
-    char             err[512], status[300];
+    char             err[512];
     kv_evloop_t     *loop;
     kv_node_t       *node;
-    size_t           len;
     int              opt, rc = 1;
 
     kv_node_config_defaults(&config);
@@ -134,21 +133,10 @@ int main(int argc, char **argv)
         goto out_loop;
     }
     kv_evloop_set_tick(loop, 1000, on_tick, node);
-    printf("kvpool-node listening on %s:%u\n", config.listen, kv_node_port(node));
-    if (kv_node_http_port(node) != 0) {
-        printf("kvpool-node http on %s:%u\n", config.listen, kv_node_http_port(node));
-    }
-    fflush(stdout);
     kv_log_info("serving %s:%u with %llu bytes of host memory", config.listen,
                 kv_node_port(node), (unsigned long long)config.memory);
-    /* what systemctl status shows (listen is < 256 bytes: it fits) */
-    len = (size_t)snprintf(status, sizeof(status), "serving %s:%u", config.listen,
-                           kv_node_port(node));
-    if (kv_node_http_port(node) != 0) {
-        snprintf(status + len, sizeof(status) - len, ", http on port %u",
-                 kv_node_http_port(node));
-    }
-    kv_service_ready(status);
+    kv_service_announce("kvpool-node", config.listen, kv_node_port(node),
+                        kv_node_http_port(node));
     rc = kv_evloop_run(loop) == KVP_OK ? 0 : 1;
     kv_service_stopping();
     kv_node_destroy(node);

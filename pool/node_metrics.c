@@ -19,7 +19,6 @@
 
 static const char *const transport_names[KV_NODE_TRANSPORTS] = {"unknown", "frame",
                                                                   "shm", "ucx"};
-static const char *const tier_names[2] = {"host", "ssd"};
 
 /* The labels of one sample: node, then @p key = @p value (if key). */
 static const char *labels(const kv_node_t *node, char *buf, size_t len, const char *key,
@@ -62,7 +61,7 @@ static void per_tier(kv_text_t *t, const kv_node_t *node, int tiers, const char 
 
     kv_prom_family(t, name, type, help);
     for (int i = 0; i < tiers; i++) {
-        kv_prom_sample(t, name, labels(node, l, sizeof(l), "tier", tier_names[i]),
+        kv_prom_sample(t, name, labels(node, l, sizeof(l), "tier", kv_tier_name(i)),
                        (double)values[i]);
     }
 }
@@ -98,10 +97,10 @@ static void tier_metrics(kv_text_t *t, const kv_node_t *node)
                    "Blocks asked for by gets, by the tier that held them (hit) or "
                    "did not (miss: not in this tier nor a faster one).");
     for (int i = 0; i < tiers; i++) {
-        labels(node, l, sizeof(l), "tier", tier_names[i]);
+        labels(node, l, sizeof(l), "tier", kv_tier_name(i));
         kv_prom_label(l, sizeof(l), "result", "hit");
         kv_prom_sample(t, "kvpool_node_get_blocks_total", l, (double)node->tier_hits[i]);
-        labels(node, l, sizeof(l), "tier", tier_names[i]);
+        labels(node, l, sizeof(l), "tier", kv_tier_name(i));
         kv_prom_label(l, sizeof(l), "result", "miss");
         kv_prom_sample(t, "kvpool_node_get_blocks_total", l,
                        (double)node->tier_misses[i]);

@@ -212,7 +212,6 @@ static int cmd_get(kvp_client_h client, cli_args_t *args, const char *path)
     return 0;
 }
 
-static const char *const tier_names[KVP_TIERS] = {"host", "ssd", "gpu"};
 
 static void stat_json(const kvp_stats_t *st)
 {
@@ -231,7 +230,7 @@ static void stat_json(const kvp_stats_t *st)
         printf("%s\"%s\":{\"capacity_bytes\":%llu,\"used_bytes\":%llu,\"blocks\":%llu,"
                "\"hits\":%llu,\"misses\":%llu,\"evictions\":%llu,\"demotions\":%llu,"
                "\"promotions\":%llu,\"bytes_written\":%llu,\"bytes_read\":%llu}",
-               first ? "" : ",", tier_names[t], (unsigned long long)s->capacity_bytes,
+               first ? "" : ",", kv_tier_name(t), (unsigned long long)s->capacity_bytes,
                (unsigned long long)s->used_bytes, (unsigned long long)s->blocks,
                (unsigned long long)s->hits, (unsigned long long)s->misses,
                (unsigned long long)s->evictions, (unsigned long long)s->demotions,
@@ -263,7 +262,7 @@ static int cmd_stat(kvp_client_h client, int json)
         kv_size_format(s->capacity_bytes, cap, sizeof(cap));
         kv_size_format(s->used_bytes, used, sizeof(used));
         printf("%-4s tier   %s used of %s, %llu blocks; %llu hits, %llu misses, "
-               "%llu evictions\n", tier_names[t], used, cap, (unsigned long long)s->blocks,
+               "%llu evictions\n", kv_tier_name(t), used, cap, (unsigned long long)s->blocks,
                (unsigned long long)s->hits, (unsigned long long)s->misses,
                (unsigned long long)s->evictions);
     }

@@ -30,6 +30,15 @@
 void kv_service_ready(const char *status);
 
 /**
+ * @brief Announce that the daemon serves: "PROGRAM listening on LISTEN:PORT"
+ * and, when @p http_port is not 0, "PROGRAM http on LISTEN:HTTP_PORT" on
+ * stdout, flushed (tests and `kvpool demo` read the ports there), then
+ * kv_service_ready() with "serving LISTEN:PORT[, http on port HTTP_PORT]".
+ */
+void kv_service_announce(const char *program, const char *listen, unsigned port,
+                         unsigned http_port);
+
+/**
  * @brief Ping the manager's watchdog (WATCHDOG=1) if the unit has one.
  *
  * Call from the daemon's periodic tick, which runs on its event loop, so

@@ -47,6 +47,9 @@ int kv_addr_is_loopback(const struct sockaddr *addr);
  */
 void kv_host_id(char *out, size_t len);
 
+/** The name of tier @p tier (kvpool.Tier: 0 host, 1 ssd, 2 gpu), "unknown" else. */
+const char *kv_tier_name(int tier);
+
 /** Convert errno to a status (ECONNREFUSED -> CONNECTION_REFUSED, ...). */
 kvp_status_t kv_status_from_errno(int err);
 
