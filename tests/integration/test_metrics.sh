@@ -42,36 +42,28 @@ start coord "$KVPOOL_COORD_BIN" --port 0 --http-port 0 --lease-ms 2000
 coord=$addr coord_http=$http
 start node1 "$KVPOOL_NODE_BIN" --port 0 --http-port 0 --memory 64MiB --name n1 --coord "$coord"
 node1=$addr node1_http=$http
-# the second node has an SSD tier when the build directory takes O_DIRECT
-ssd=()
-if python3 -c "import os,sys; os.close(os.open(sys.argv[1] + '/probe', os.O_CREAT | os.O_WRONLY | os.O_DIRECT))" "$work" 2>/dev/null; then
-    ssd=(--ssd-dir "$work/ssd" --ssd-size 64MiB)
-fi
-start node2 "$KVPOOL_NODE_BIN" --port 0 --http-port 0 --memory 8MiB --name n2 --coord "$coord" "${ssd[@]}"
-node2=$addr node2_http=$http
 
 scrape() { curl -sf "http://$1/metrics"; }
 # value FILE METRIC-WITH-LABELS: the sum of the samples that start with it
 value() { awk -v m="$2" 'index($0, m) == 1 { s += $NF } END { printf "%.0f\n", s }' "$1"; }
-
-for ep in "$coord_http" "$node1_http" "$node2_http"; do
-    [ "$(curl -sf "http://$ep/health")" = "ok" ] || fail "/health of $ep"
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$ep/no-such-page")" = 404 ] || fail "404 of $ep"
-    [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -d x "http://$ep/metrics")" = 405 ] || fail "405 of $ep"
-done
-
-# both nodes joined (their first heartbeat carries their counters)
-for i in $(seq 50); do
-    scrape "$coord_http" >"$work/coord0.prom"
-    [ "$(value "$work/coord0.prom" 'kvpool_coord_nodes ')" = 2 ] &&
-        grep -q '^kvpool_cluster_used_bytes{node=.*tier="host"}' "$work/coord0.prom" &&
-        [ "$(grep -c '^kvpool_cluster_capacity_bytes' "$work/coord0.prom")" -ge 2 ] && break
-    sleep 0.2
-done
-[ "$(value "$work/coord0.prom" 'kvpool_coord_nodes ')" = 2 ] || fail "the coordinator does not count 2 nodes"
+# joined N: wait until the coordinator counts N nodes, each with its counters
+# (a heartbeat carries them); its metrics are left in $work/coord0.prom
+joined() {
+    for _ in $(seq 50); do
+        scrape "$coord_http" >"$work/coord0.prom"
+        [ "$(value "$work/coord0.prom" 'kvpool_coord_nodes ')" = "$1" ] &&
+            [ "$(grep -c '^kvpool_cluster_capacity_bytes{node=.*tier="host"}' "$work/coord0.prom")" = "$1" ] &&
+            return 0
+        sleep 0.2
+    done
+    fail "the coordinator does not count $1 nodes"
+}
+joined 1
 scrape "$node1_http" >"$work/node1_0.prom"
+cp "$work/coord0.prom" "$work/coord_before.prom"
 
-# traffic: a replay through the coordinator, with every byte checked by kvpool
+# traffic: a replay through the coordinator, with every byte checked by kvpool;
+# node 1 alone holds the blocks, so its reads are the replay's hits
 if [ -n "${KVP_TRACE:-}" ] && [ -r "$KVP_TRACE" ]; then
     trace=$KVP_TRACE
 else
@@ -81,9 +73,24 @@ fi
 "$KVPOOL_CLI_BIN" replay "$trace" --coord "$coord" --requests 300 --block-size 64KiB --json \
     >"$work/replay.json"
 grep -q '"errors":0' "$work/replay.json" || fail "the replay had errors: $(cat "$work/replay.json")"
-# and 16 MiB straight into node 2's 8 MiB of host memory: with an SSD tier it demotes
+
+# the second node has an SSD tier when the build directory takes O_DIRECT; 16 MiB
+# straight into its 8 MiB of host memory: with an SSD tier it demotes
+ssd=()
+if python3 -c "import os,sys; os.close(os.open(sys.argv[1] + '/probe', os.O_CREAT | os.O_WRONLY | os.O_DIRECT))" "$work" 2>/dev/null; then
+    ssd=(--ssd-dir "$work/ssd" --ssd-size 64MiB)
+fi
+start node2 "$KVPOOL_NODE_BIN" --port 0 --http-port 0 --memory 8MiB --name n2 --coord "$coord" "${ssd[@]}"
+node2=$addr node2_http=$http
 "$KVPOOL_CLI_BIN" bench --node "$node2" --blocks 256 --block-size 64KiB --json >"$work/bench.json"
-sleep 2.5 # a heartbeat (lease / 3) carries the nodes' counters to the coordinator
+
+for ep in "$coord_http" "$node1_http" "$node2_http"; do
+    [ "$(curl -sf "http://$ep/health")" = "ok" ] || fail "/health of $ep"
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$ep/no-such-page")" = 404 ] || fail "404 of $ep"
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -d x "http://$ep/metrics")" = 405 ] || fail "405 of $ep"
+done
+joined 2
+sleep 2.5 # another heartbeat (lease / 3) carries the nodes' latest counters
 
 for ep in coord:"$coord_http" node1:"$node1_http" node2:"$node2_http"; do
     name=${ep%%:*}
@@ -103,9 +110,9 @@ moved "$work/node1_0.prom" "$work/node1.prom" 'kvpool_node_puts_total{'
 moved "$work/node1_0.prom" "$work/node1.prom" "kvpool_node_get_blocks_total{node=\"$node1\",tier=\"host\",result=\"hit\"}"
 grep -q "^kvpool_node_info{node=\"$node1\",name=\"n1\"} 1\$" "$work/node1.prom" || fail "kvpool_node_info of n1"
 moved "$work/node1_0.prom" "$work/node1.prom" 'kvpool_node_put_duration_seconds_count{'
-moved "$work/coord0.prom" "$work/coord.prom" 'kvpool_lookup_blocks_total{namespace="replay",result="hit"}'
-moved "$work/coord0.prom" "$work/coord.prom" 'kvpool_cluster_hit_blocks_total{'
-moved "$work/coord0.prom" "$work/coord.prom" 'kvpool_coord_index_blocks '
+moved "$work/coord_before.prom" "$work/coord.prom" 'kvpool_lookup_blocks_total{namespace="replay",result="hit"}'
+moved "$work/coord_before.prom" "$work/coord.prom" 'kvpool_cluster_hit_blocks_total{'
+moved "$work/coord_before.prom" "$work/coord.prom" 'kvpool_coord_index_blocks '
 bytes=$(value "$work/node1.prom" 'kvpool_node_put_bytes_total{')
 [ "$bytes" -gt 0 ] || fail "no put bytes by transport"
 if [ ${#ssd[@]} -gt 0 ]; then # 8 MiB of host memory: the replay demotes
